@@ -1,0 +1,135 @@
+"""Search: Qdrant Edge top-1000 latency and recall vs exact numpy, and int8 vs float32 mAP.
+
+Part 1 (speed/recall): N clustered unit vectors (hard: many near neighbours), loaded into a
+real Edge collection with int8 + HNSW; each setting is timed per query and its top-1000
+compared with exact float32 numpy brute force on the same vectors (recall@1000).
+Part 2 (quality): the demo benchmark's collection searched with int8 (with and without
+rescoring) and with the float32 originals: mAP@1k of each.
+
+Run:  python bench/search.py [--n 50000] [--dim 1280] [--queries 100]
+(part 2 expects `ilias demo` to have run; it is skipped with a message otherwise)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ilias.config import data_home
+from ilias.indexing import CollectionConfig, EdgeStore, SearchParams
+from ilias.loader import read_ilias
+from ilias.query import Retriever, run_image_queries
+
+K = 1000
+SETTINGS = [
+    ("hnsw ef=128 (default)", SearchParams()),
+    ("hnsw ef=256", SearchParams(hnsw_ef=256)),
+    ("hnsw ef=512", SearchParams(hnsw_ef=512)),
+    ("hnsw ef=1000", SearchParams(hnsw_ef=1000)),
+    ("hnsw ef=1000 oversampling 2", SearchParams(hnsw_ef=1000, oversampling=2.0)),
+    ("hnsw ef=1000 oversampling 4", SearchParams(hnsw_ef=1000, oversampling=4.0)),
+    ("exact int8 + rescore", SearchParams(exact=True)),
+    ("exact float32", SearchParams(exact=True, ignore_quantization=True)),
+]
+
+
+def clustered_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(10, n // 200), dim)).astype(np.float32)
+    labels = rng.integers(0, len(centers), n)
+    x = centers[labels] + 0.9 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def speed_and_recall(n: int, dim: int, n_queries: int) -> None:
+    data = clustered_vectors(n + n_queries, dim)
+    base, queries = data[:n], data[n:]
+    ids = [f"v{i}" for i in range(n)]
+    with tempfile.TemporaryDirectory() as folder, EdgeStore(folder) as store:
+        store.create_collection("bench", CollectionConfig(dim=dim, payload_indexes={}))
+        began = time.perf_counter()
+        for start in range(0, n, 1000):
+            chunk = ids[start : start + 1000]
+            store.upsert("bench", chunk, base[start : start + 1000], [{"id": i} for i in chunk])
+        upsert = time.perf_counter() - began
+        began = time.perf_counter()
+        store.finish_load("bench")
+        build = time.perf_counter() - began
+        print(f"{n} x {dim}: upsert {n / upsert:.0f} points/s, HNSW + int8 build {build:.1f} s")
+
+        began = time.perf_counter()
+        truth = []
+        for q in queries:
+            scores = base @ q
+            top = np.argpartition(-scores, K)[:K]
+            truth.append(set(top[np.argsort(-scores[top])].tolist()))
+        numpy_ms = 1000 * (time.perf_counter() - began) / n_queries
+
+        print(
+            f"\n{'setting':32s} {'median ms':>9s} {'p95 ms':>7s} {'recall@1k':>9s} {'vs numpy':>8s}"
+        )
+        print(
+            f"{'numpy exact float32 (baseline)':32s} {numpy_ms:9.2f} {'':>7s} {1.0:9.3f} {1.0:8.2f}"
+        )
+        best = None
+        for name, params in SETTINGS:
+            times, recalls = [], []
+            store.search("bench", queries[:1], K, params=params)  # warm-up
+            for q, expected in zip(queries, truth, strict=True):
+                began = time.perf_counter()
+                hits = store.search("bench", q[None], K, params=params)[0]
+                times.append(1000 * (time.perf_counter() - began))
+                recalls.append(len(expected & {int(h.id[1:]) for h in hits}) / K)
+            median = float(np.median(times))
+            print(
+                f"{name:32s} {median:9.2f} {np.percentile(times, 95):7.2f} "
+                f"{np.mean(recalls):9.3f} {numpy_ms / median:7.2f}x"
+            )
+            if name.startswith("hnsw ef=128"):
+                best = (median, float(np.mean(recalls)))
+        print(
+            f"\nsummary: default HNSW int8 is {numpy_ms / best[0]:.2f}x numpy brute force "
+            f"per query at recall@1k {best[1]:.3f} (N={n}, d={dim})"
+        )
+
+
+def int8_vs_float32(workdir: Path) -> None:
+    store_path = workdir / "qdrant"
+    store = EdgeStore(store_path)
+    names = [c for c in store.list_collections() if c.startswith("ilias-demo")]
+    if not names:
+        print(f"\n(no demo collection in {store_path}: run `ilias demo` for the mAP comparison)")
+        return
+    with store:
+        name = names[0]
+        meta = store.collection_config(name).metadata
+        bench = read_ilias(meta["dataset"])
+        retriever = Retriever(store, name)
+        print(f"\nmAP@1k on the demo benchmark ({name}; generated from real photos, not ILIAS)")
+        for label, params in [
+            ("int8, no rescore", SearchParams(exact=True, rescore=False)),
+            ("int8 + float32 rescore", SearchParams(exact=True)),
+            ("float32 originals", SearchParams(exact=True, ignore_quantization=True)),
+            ("hnsw int8 + rescore (default)", SearchParams()),
+        ]:
+            run = run_image_queries(bench, retriever, k=K, params=params)
+            print(f"  {label:32s} mAP@1k {run.scores.map:6.2f}  oracle {run.scores.oracle:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=data_home() / "demo")
+    args = parser.parse_args()
+    speed_and_recall(args.n, args.dim, args.queries)
+    int8_vs_float32(args.workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from ilias.cli import main
+
+main()

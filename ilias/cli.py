@@ -1,0 +1,410 @@
+"""The ``ilias`` command: parses options, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ilias import __version__
+from ilias.config import Settings, data_home
+from ilias.errors import IliasError
+from ilias.indexing import ExtractionOptions, Range, SearchParams, load_collection, open_store
+from ilias.loader import Benchmark, read_ilias, read_images
+
+app = typer.Typer(
+    help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+_defaults = Settings()
+
+StoreOption = Annotated[
+    str, typer.Option("--store", envvar="ILIAS_STORE", help="edge:PATH (embedded Qdrant Edge).")
+]
+CollectionOption = Annotated[
+    str, typer.Option("--collection", "-c", envvar="ILIAS_COLLECTION", help="Collection name.")
+]
+ExactOption = Annotated[bool, typer.Option("--exact", help="Exact search instead of HNSW.")]
+EfOption = Annotated[int | None, typer.Option("--hnsw-ef", help="HNSW ef at search time.")]
+OversamplingOption = Annotated[
+    float | None, typer.Option("--oversampling", help="int8 oversampling factor (e.g. 2.0).")
+]
+RescoreOption = Annotated[
+    bool, typer.Option("--rescore/--no-rescore", help="Re-score int8 candidates in float32.")
+]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="Payload filter: key=value, key=a|b (any), key>=x, key<=x; repeatable (AND).",
+    ),
+]
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+    # dask.distributed configures its own loggers at INFO; its cluster chatter is noise here.
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def load(
+    dataset: Annotated[
+        Path, typer.Argument(help="ILIAS-layout folder, image folder or list file.")
+    ],
+    distractors: Annotated[
+        Path | None, typer.Option(help="Distractor folder or list file (ILIAS layout only).")
+    ] = None,
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+    encoder: Annotated[
+        str, typer.Option(envvar="ILIAS_ENCODER", help="timm:NAME[@WEIGHTS] or open_clip:ARCH/TAG")
+    ] = _defaults.encoder,
+    resolution: Annotated[
+        int | None, typer.Option(help="Larger image side; default: the ILIAS resolution rule.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="local (worker processes), sync, or tcp://host:8786")
+    ] = "local",
+) -> None:
+    """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
+    records, metadata = _records_for(dataset, distractors)
+    options = ExtractionOptions(
+        encoder=encoder,
+        resolution=resolution,
+        batch_size=batch_size,
+        scheduler=scheduler,
+        n_workers=workers,
+    )
+    with open_store(store) as backend, _progress() as bar:
+        task = bar.add_task("extract", total=len(records))
+        report = load_collection(
+            records,
+            backend,
+            collection,
+            options,
+            metadata=metadata,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        info = backend.info(collection)
+    console.print(
+        f"[bold]{collection}[/]: {report.loaded} loaded, {report.already_present} already "
+        f"present, {len(report.failures)} skipped (unreadable); {info.points} points in "
+        f"{info.location}"
+    )
+    if report.loaded:
+        console.print(
+            f"extraction {report.extract_seconds:.1f} s ({report.images_per_s:.1f} images/s), "
+            f"index build {report.index_seconds:.1f} s"
+        )
+    for failure in report.failures[:10]:
+        console.print(f"  [yellow]skipped[/] {failure.id}: {failure.reason}")
+
+
+@app.command()
+def search(
+    image: Annotated[Path, typer.Option("--image", help="Query image.")],
+    bbox: Annotated[str | None, typer.Option(help="Crop the query to 'x,y,w,h' first.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+    where: WhereOption = None,
+    exact: ExactOption = False,
+    hnsw_ef: EfOption = None,
+    oversampling: OversamplingOption = None,
+    rescore: RescoreOption = True,
+) -> None:
+    """Image-to-image search: prints the top-k hits with their payload."""
+    from ilias.query import QueryImage, Retriever
+
+    box = [int(v) for v in bbox.split(",")] if bbox else None
+    params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
+    with open_store(store) as backend:
+        hits = Retriever(backend, collection).search_image(
+            QueryImage(image, box), k=k, filter=parse_where(where), params=params
+        )
+    table = Table(title=f"top {k} in {collection} for {image}")
+    for column in ("rank", "score", "id", "instance", "role", "payload"):
+        table.add_column(column)
+    for rank, hit in enumerate(hits, start=1):
+        extra = {
+            k: v for k, v in hit.payload.items() if k not in {"id", "instance", "role", "path"}
+        }
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.id,
+            str(hit.payload.get("instance", "")),
+            str(hit.payload.get("role", "")),
+            json.dumps(extra) if extra else "",
+        )
+    console.print(table)
+
+
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[
+        Path | None, typer.Argument(help="ILIAS-layout folder; default: the one loaded.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="mAP@k cut-off.")] = 1000,
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+    exact: ExactOption = False,
+    hnsw_ef: EfOption = None,
+    oversampling: OversamplingOption = None,
+    rescore: RescoreOption = True,
+    output: Annotated[
+        Path | None, typer.Option(help="Write per-query AP and the totals as JSON.")
+    ] = None,
+) -> None:
+    """Run the dataset's image queries against the collection: mAP@k and oracle@k."""
+    from ilias.query import Retriever, run_image_queries
+
+    params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
+    with open_store(store) as backend:
+        meta = backend.collection_config(collection).metadata
+        benchmark = _benchmark_for(dataset, meta)
+        retriever = Retriever(backend, collection)
+        with _progress() as bar:
+            task = bar.add_task("queries", total=len(benchmark.image_queries))
+            run = run_image_queries(
+                benchmark,
+                retriever,
+                k=k,
+                params=params,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+    _print_scores(run, benchmark.name, collection)
+    if output:
+        output.write_text(
+            json.dumps(
+                {
+                    "map": run.scores.map,
+                    "oracle": run.scores.oracle,
+                    "k": k,
+                    "per_query_ap": run.scores.per_query_ap,
+                },
+                indent=2,
+            )
+        )
+        console.print(f"per-query AP written to {output}")
+
+
+@app.command()
+def info(
+    store: StoreOption = _defaults.store,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="One collection (default: all).")
+    ] = None,
+) -> None:
+    """Collections in the store: points, index state, quantization, how vectors were made."""
+    with open_store(store) as backend:
+        names = [collection] if collection else backend.list_collections()
+        table = Table(title=f"ilias {__version__} - {backend.location}")
+        for column in ("collection", "points", "indexed", "dim", "quantization", "encoder", "res"):
+            table.add_column(column)
+        for name in names:
+            details = backend.info(name)
+            config, meta = details.config, details.config.metadata
+            quant = f"int8 q={config.quantile}" if config.quantization else "none"
+            table.add_row(
+                name,
+                str(details.points),
+                str(details.indexed_vectors),
+                str(config.dim),
+                quant,
+                str(meta.get("encoder")),
+                str(meta.get("resolution")),
+            )
+    console.print(table if names else f"no collections in {backend.location}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path | None, typer.Option(help="Where data and the collection go.")] = None,
+    instances: Annotated[int, typer.Option(help="Objects (instances) in the benchmark.")] = 24,
+    positives: Annotated[int, typer.Option(help="Positives per instance.")] = 4,
+    distractors: Annotated[int, typer.Option(help="Distractor images.")] = 400,
+    seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
+    scheduler: Annotated[str, typer.Option(help="local, sync or tcp://host:8786")] = "local",
+) -> None:
+    """Offline end to end: generate a benchmark from real photos, load, query, score."""
+    from ilias.demo import run_demo
+
+    workdir = workdir or data_home() / "demo"
+    console.print(f"[bold]ilias demo[/] in {workdir} (offline, embedded Qdrant Edge)")
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = run_demo(
+            workdir,
+            n_instances=instances,
+            positives_per_instance=positives,
+            n_distractors=distractors,
+            seed=seed,
+            scheduler=scheduler,
+            n_workers=workers,
+            progress=progress,
+        )
+    bench, load_report, run = result.benchmark, result.load, result.run
+    console.print(
+        f"benchmark: {bench.n_instances} instances, {bench.n_positives} positives, "
+        f"{bench.n_distractors} distractors from {bench.image_source} photos "
+        f"({result.generate_seconds:.1f} s) - generated from real images, [bold]not ILIAS[/]"
+    )
+    if load_report.loaded:
+        console.print(
+            f"extraction: {load_report.loaded} images in {load_report.extract_seconds:.1f} s "
+            f"({load_report.images_per_s:.1f} images/s), index build "
+            f"{load_report.index_seconds:.1f} s"
+        )
+    else:
+        console.print(f"extraction: all {load_report.already_present} images already loaded")
+    _print_scores(run, "demo", result.collection)
+    console.print(f"collection [bold]{result.collection}[/] lives in {result.store_location}")
+    console.print(
+        f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
+        f"--image {bench.core_dir}/<instance>/query/Q000.jpg"
+    )
+
+
+def parse_where(clauses: list[str] | None) -> dict | None:
+    """``--where`` clauses into a store filter; numbers become numbers, ranges Range."""
+    if not clauses:
+        return None
+    out: dict = {}
+    for clause in clauses:
+        for op in (">=", "<=", "="):
+            key, sep, value = clause.partition(op)
+            if sep:
+                break
+        else:
+            raise IliasError(f"cannot read --where {clause!r}: use key=value, key>=x or key<=x")
+        key = key.strip()
+        if op == "=":
+            values = [_scalar(v) for v in value.split("|")]
+            out[key] = values if len(values) > 1 else values[0]
+        else:
+            try:
+                number = float(value)
+            except ValueError as error:
+                raise IliasError(f"--where {clause!r}: {value!r} is not a number") from error
+            previous = out.get(key) if isinstance(out.get(key), Range) else Range()
+            bound = {"gte": number} if op == ">=" else {"lte": number}
+            out[key] = Range(**{**previous.__dict__, **bound})
+    return out
+
+
+def _scalar(text: str) -> str | int | bool:
+    text = text.strip()
+    if text.lower() in {"true", "false"}:
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _records_for(dataset: Path, distractors: Path | None):
+    if dataset.is_dir() and any((p / "query").is_dir() for p in dataset.iterdir()):
+        benchmark = read_ilias(dataset, distractors)
+        meta = {"dataset": str(dataset.resolve())}
+        if distractors:
+            meta["distractors"] = str(distractors.resolve())
+        return benchmark.database, meta
+    if distractors:
+        raise IliasError(f"--distractors needs an ILIAS-layout dataset; {dataset} is not one")
+    return read_images(dataset), {"images": str(dataset.resolve())}
+
+
+def _benchmark_for(dataset: Path | None, meta: dict) -> Benchmark:
+    if dataset is None:
+        if "dataset" not in meta:
+            raise IliasError(
+                "this collection was not loaded from an ILIAS-layout dataset; pass the dataset "
+                "folder: ilias eval PATH"
+            )
+        return read_ilias(meta["dataset"])
+    return read_ilias(dataset)
+
+
+def _print_scores(run, name: str, collection: str) -> None:
+    scores = run.scores
+    console.print(
+        f"[bold]{name}[/] ({run.n_queries} image queries vs {collection}): "
+        f"[bold green]mAP@{scores.k} = {scores.map:.2f}[/]  oracle@{scores.k} = "
+        f"{scores.oracle:.2f}"
+    )
+    per_query_ms = 1000 * run.search_seconds / max(1, run.n_queries)
+    console.print(
+        f"query encoding {run.encode_seconds:.2f} s, search {run.search_seconds:.3f} s "
+        f"({per_query_ms:.1f} ms per top-{scores.k} query)"
+    )
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (images/s during extraction), from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f}/s" if speed else "     -/s", style="progress.data.speed")
+
+
+@contextmanager
+def _progress():
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        yield bar
+
+
+def main() -> None:
+    """Console entry point: user-fixable errors print one line and exit 1, no traceback."""
+    try:
+        app()
+    except IliasError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}")
+        sys.exit(1)

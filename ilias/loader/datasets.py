@@ -1,0 +1,202 @@
+"""Dataset readers: the ILIAS on-disk layout and plain image collections, as lazy records.
+
+ILIAS layout (one folder per instance; the instance is the first path component of an id)::
+
+    <root>/<instance>/query/Q000.jpg       image query, with Q000_bbox.txt ("x y w h" per line)
+    <root>/<instance>/query/T000.txt       text query: the whole file is the query
+    <root>/<instance>/pos/P000.jpg         positive, with P000_bbox.txt
+    <root>/image_ids/positive_ids.txt      optional "id,scale,clutter" lines (reference format)
+
+Distractors come from a separate folder or list file (YFCC100M in the real benchmark).
+Nothing here opens an image: records carry paths and the extractor decodes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ilias.errors import DatasetError
+from ilias.loader.records import Record, Role, TextQuery
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A retrieval benchmark: queries, the database they search, and the ground truth.
+
+    ``database`` holds positives then distractors; queries are not part of it (as in ILIAS).
+    ``ground_truth`` maps an instance to the ids of its positives.
+    """
+
+    name: str
+    image_queries: list[Record]
+    text_queries: list[TextQuery]
+    database: list[Record]
+    ground_truth: dict[str, frozenset[str]] = field(repr=False)
+
+    def positives_for(self, query_id: str) -> frozenset[str]:
+        """The relevant database ids of a query (an ILIAS id starts with its instance)."""
+        return self.ground_truth.get(instance_of(query_id), frozenset())
+
+    @property
+    def n_positives(self) -> int:
+        return sum(len(ids) for ids in self.ground_truth.values())
+
+
+def instance_of(dataset_id: str) -> str:
+    """ILIAS convention: the instance is the first path component of any id."""
+    return dataset_id.split("/", 1)[0]
+
+
+def read_bbox(path: Path) -> list[int] | None:
+    """Union of the ``x y w h`` boxes in a bbox file, as one ``[x, y, w, h]``; None if absent.
+
+    ILIAS bbox files may hold several boxes (an object in parts); the reference crops
+    queries to their union, so the union is what we keep.
+    """
+    if not path.is_file():
+        return None
+    boxes = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            x, y, w, h = (round(float(v)) for v in line.replace(",", " ").split())
+        except ValueError as error:
+            raise DatasetError(
+                f"{path}:{line_number}: expected 'x y w h', got {line!r}; fix or delete the file"
+            ) from error
+        boxes.append((x, y, x + w, y + h))
+    if not boxes:
+        return None
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return [max(0, x0), max(0, y0), x1 - max(0, x0), y1 - max(0, y0)]
+
+
+def read_ilias(root: Path | str, distractors: Path | str | None = None) -> Benchmark:
+    """Read an ILIAS-layout folder (and optionally a distractor folder or list file)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; pass the folder that holds the instances")
+    instance_dirs = sorted(p for p in root.iterdir() if (p / "query").is_dir())
+    if not instance_dirs:
+        raise DatasetError(
+            f"{root} has no '<instance>/query/' folders, so it is not in the ILIAS layout; "
+            "for a plain image collection use a folder or a list file without --distractors"
+        )
+    positive_info = _read_positive_info(root / "image_ids" / "positive_ids.txt")
+
+    image_queries: list[Record] = []
+    text_queries: list[TextQuery] = []
+    positives: list[Record] = []
+    ground_truth: dict[str, frozenset[str]] = {}
+    for instance_dir in instance_dirs:
+        instance = instance_dir.name
+        for path in _images_in(instance_dir / "query", recursive=False):
+            image_queries.append(_benchmark_record(root, path, instance, Role.QUERY))
+        for path in sorted((instance_dir / "query").glob("T*.txt")):
+            text_queries.append(
+                TextQuery(id=_relative_id(root, path), text=path.read_text(), instance=instance)
+            )
+        instance_positives = [
+            _benchmark_record(root, path, instance, Role.POSITIVE, positive_info)
+            for path in _images_in(instance_dir / "pos", recursive=False)
+        ]
+        positives.extend(instance_positives)
+        ground_truth[instance] = frozenset(r.id for r in instance_positives)
+
+    database = positives + (read_images(distractors, role=Role.DISTRACTOR) if distractors else [])
+    logger.info(
+        "ILIAS layout %s: %d instances, %d image queries, %d text queries, %d positives, "
+        "%d distractors",
+        root,
+        len(instance_dirs),
+        len(image_queries),
+        len(text_queries),
+        len(positives),
+        len(database) - len(positives),
+    )
+    return Benchmark(root.name, image_queries, text_queries, database, ground_truth)
+
+
+def read_images(source: Path | str, role: Role = Role.IMAGE) -> list[Record]:
+    """A plain collection: every image under a folder, or the paths listed in a text file.
+
+    Ids are ``<folder name>/<relative path>`` so that two collections loaded into one
+    Qdrant collection cannot collide; list files resolve relative paths against the list's
+    own folder.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths: Iterable[Path] = _images_in(source, recursive=True)
+        base = source.parent
+    elif source.is_file():
+        paths = _paths_in_list(source)
+        base = source.parent
+    else:
+        raise DatasetError(f"{source} does not exist; pass an image folder or a text file of paths")
+    records = []
+    for path in paths:
+        record_id = _relative_id(base, path) if path.is_relative_to(base) else str(path)
+        records.append(
+            Record(record_id, path, {"id": record_id, "path": str(path), "role": role.value})
+        )
+    if not records:
+        raise DatasetError(f"{source} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return records
+
+
+def _benchmark_record(
+    root: Path,
+    path: Path,
+    instance: str,
+    role: Role,
+    positive_info: dict[str, tuple[float, int]] | None = None,
+) -> Record:
+    record_id = _relative_id(root, path)
+    payload: dict = {"id": record_id, "path": str(path), "instance": instance, "role": role.value}
+    bbox = read_bbox(path.with_name(f"{path.stem}_bbox.txt"))
+    if bbox is not None:
+        payload["bbox"] = bbox
+    if positive_info and record_id in positive_info:
+        payload["scale"], payload["clutter"] = positive_info[record_id]
+    return Record(record_id, path, payload)
+
+
+def _read_positive_info(path: Path) -> dict[str, tuple[float, int]]:
+    if not path.is_file():
+        return {}
+    info = {}
+    for line in path.read_text().splitlines():
+        parts = line.strip().split(",")
+        if len(parts) >= 3:
+            info[parts[0]] = (float(parts[1]), int(float(parts[2])))
+    return info
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _paths_in_list(list_file: Path) -> list[Path]:
+    paths = []
+    for line in list_file.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line)
+            paths.append(path if path.is_absolute() else list_file.parent / path)
+    return paths
+
+
+def _relative_id(base: Path, path: Path) -> str:
+    return path.relative_to(base).as_posix()

@@ -1,0 +1,116 @@
+"""Retriever: encode a query exactly as the collection was encoded, then search Qdrant.
+
+The collection records the encoder spec and resolution its vectors were made with; the
+retriever reads them and builds the same encoder, so a query can never be embedded in a
+different space from the database it searches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ilias.errors import DatasetError, StoreError
+from ilias.indexing import (
+    Encoder,
+    Filter,
+    Hit,
+    SearchParams,
+    Store,
+    cached_encoder,
+    load_image_for,
+    open_store,
+)
+from ilias.loader import DecodeFailure, Record
+
+ImageInput = Image.Image | str | Path | bytes
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """An image query with its optional ``[x, y, w, h]`` box (ILIAS queries are cropped to it)."""
+
+    image: ImageInput
+    bbox: Sequence[int] | None = None
+
+
+class Retriever:
+    """Image-to-image search over one collection."""
+
+    def __init__(
+        self,
+        store: Store | str,
+        collection: str,
+        *,
+        encoder: Encoder | None = None,
+        params: SearchParams | None = None,
+    ):
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.collection = collection
+        config = self.store.collection_config(collection)
+        meta = config.metadata
+        self.encoder = encoder or cached_encoder(meta["encoder"], meta.get("resolution"))
+        if self.encoder.dim != config.dim:
+            raise StoreError(
+                f"encoder {self.encoder.spec} gives {self.encoder.dim}-d vectors but "
+                f"{collection!r} holds {config.dim}-d ones; use the collection's encoder "
+                f"({meta.get('encoder')})"
+            )
+        self.params = params or SearchParams()
+
+    def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
+        """Descriptors of query images (cropped to their boxes), in the collection's space."""
+        images = []
+        for index, query in enumerate(queries):
+            query = query if isinstance(query, QueryImage) else QueryImage(query)
+            if isinstance(query.image, Image.Image):
+                image = query.image.convert("RGB")
+                if query.bbox:
+                    x, y, w, h = query.bbox
+                    image = image.crop((x, y, x + w, y + h))
+            else:
+                payload = {"bbox": list(query.bbox)} if query.bbox else {}
+                record = Record(f"query {index}", query.image, payload)
+                image = load_image_for(record, crop_to_bbox=True)
+                if isinstance(image, DecodeFailure):
+                    raise DatasetError(f"cannot read query image {query.image}: {image.reason}")
+            images.append(image)
+        return self.encoder.encode_images(images)
+
+    def search_image(
+        self,
+        image: QueryImage | ImageInput,
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        """Top-k database images for one image (a PIL image, a path or encoded bytes)."""
+        return self.search_images([image], k, filter, params)[0]
+
+    def search_images(
+        self,
+        images: Sequence[QueryImage | ImageInput],
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        """Batch version of ``search_image``: one encoder pass, one batched Qdrant request."""
+        return self.search_vectors(self.encode_images(images), k, filter, params)
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        return self.store.search(self.collection, vectors, k, filter, params or self.params)
+
+
+def query_images_of(records: Sequence[Record]) -> list[QueryImage]:
+    """Benchmark query records as retriever inputs (path + box)."""
+    return [QueryImage(r.source, r.payload.get("bbox")) for r in records]

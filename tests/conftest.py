@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny ILIAS-layout dataset of real scikit-image photos, built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from skimage import data
+
+from ilias.indexing import DEFAULT_ENCODER, cached_encoder
+
+OBJECTS = {"cat": data.chelsea, "coffee": data.coffee, "rocket": data.rocket}
+DISTRACTORS = {
+    "astronaut": data.astronaut,
+    "camera": data.camera,
+    "coins": data.coins,
+    "clock": data.clock,
+    "brick": data.brick,
+    "grass": data.grass,
+    "moon": data.moon,
+    "hubble": data.hubble_deep_field,
+}
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.convert("RGB").save(path, quality=92)
+
+
+def _views(image: Image.Image) -> list[Image.Image]:
+    """Harder views of the same object: a crop, a flip + rotation, a small paste into noise."""
+    w, h = image.size
+    crop = image.crop((w // 8, h // 8, w - w // 8, h - h // 8))
+    turned = ImageOps.mirror(image).rotate(12, expand=True, fillcolor=(128, 128, 128))
+    canvas = Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    canvas.paste(image.resize((w // 2, h // 2)), (w // 4, h // 4))
+    return [crop, turned, canvas]
+
+
+@pytest.fixture(scope="session")
+def tiny_ilias(tmp_path_factory) -> Path:
+    """``root/core`` in the ILIAS layout (3 instances x 3 positives) and ``root/distractors``
+    with 8 real photos plus two broken files (one zero-byte, one truncated JPEG)."""
+    root = tmp_path_factory.mktemp("tiny_ilias")
+    for name, loader in OBJECTS.items():
+        image = Image.fromarray(loader()).convert("RGB")
+        query = root / "core" / name / "query" / "Q000.jpg"
+        _save(image, query)
+        (query.parent / "Q000_bbox.txt").write_text(f"0 0 {image.width} {image.height}\n")
+        (query.parent / "T000.txt").write_text(f"a photo of a {name}")
+        for index, view in enumerate(_views(image)):
+            _save(view, root / "core" / name / "pos" / f"P{index:03d}.jpg")
+    for name, loader in DISTRACTORS.items():
+        _save(Image.fromarray(loader()), root / "distractors" / f"{name}.jpg")
+    (root / "distractors" / "empty.jpg").write_bytes(b"")
+    whole = (root / "distractors" / "astronaut.jpg").read_bytes()
+    (root / "distractors" / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    return root
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The offline default encoder (real ImageNet weights), at a small resolution for speed."""
+    return cached_encoder(DEFAULT_ENCODER, 224)

@@ -1,0 +1,112 @@
+"""The ``ilias`` command on a real tiny dataset: load, info, search, eval, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ilias.cli import app, parse_where
+from ilias.errors import IliasError
+from ilias.indexing import Range
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_ilias, tmp_path_factory):
+    store = f"edge:{tmp_path_factory.mktemp('cli') / 'qdrant'}"
+    result = runner.invoke(
+        app,
+        [
+            "load",
+            str(tiny_ilias / "core"),
+            "--distractors",
+            str(tiny_ilias / "distractors"),
+            "--store",
+            store,
+            "-c",
+            "tiny",
+            "--resolution",
+            "224",
+            "--scheduler",
+            "sync",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "17 loaded" in result.output and "2 skipped" in result.output
+    return store
+
+
+def test_info_lists_the_collection(loaded):
+    result = runner.invoke(app, ["info", "--store", loaded])
+    assert result.exit_code == 0, result.output
+    assert "tiny" in result.output and "int8" in result.output and "1280" in result.output
+
+
+def test_search_prints_hits_with_payload(loaded, tiny_ilias):
+    query = tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg"
+    result = runner.invoke(
+        app, ["search", "--image", str(query), "--store", loaded, "-c", "tiny", "-k", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rocket/pos/" in result.output and "positive" in result.output
+
+
+def test_search_with_where_filter(loaded, tiny_ilias):
+    query = tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg"
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            "--image",
+            str(query),
+            "--store",
+            loaded,
+            "-c",
+            "tiny",
+            "-k",
+            "20",
+            "--where",
+            "role=distractor",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "distractor" in result.output and "rocket/pos" not in result.output
+
+
+def test_eval_prints_map_and_oracle(loaded, tmp_path):
+    out = tmp_path / "aps.json"
+    result = runner.invoke(app, ["eval", "--store", loaded, "-c", "tiny", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mAP@1000" in result.output and "oracle@1000 = 100.00" in result.output
+    saved = json.loads(out.read_text())
+    assert set(saved["per_query_ap"]) == {
+        "cat/query/Q000.jpg",
+        "coffee/query/Q000.jpg",
+        "rocket/query/Q000.jpg",
+    }
+
+
+def test_user_errors_print_one_line_without_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ilias", "info", "--store", f"edge:{tmp_path}", "-c", "missing"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "ilias load" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_parse_where():
+    assert parse_where(["role=distractor", "instance=a|b", "scale>=0.1", "scale<=0.5"]) == {
+        "role": "distractor",
+        "instance": ["a", "b"],
+        "scale": Range(gte=0.1, lte=0.5),
+    }
+    assert parse_where(["clutter=3"]) == {"clutter": 3}
+    with pytest.raises(IliasError):
+        parse_where(["scale>=big"])
