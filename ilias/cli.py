@@ -66,14 +66,21 @@ WhereOption = Annotated[
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
+    handler = RichHandler(console=Console(stderr=True), show_path=False)
+    if not verbose:
+        # dask.distributed logs cluster start/stop at INFO from loggers it configures itself
+        # (and re-configures per cluster); a handler filter is the one place that holds.
+        handler.addFilter(_quiet_cluster_logs)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        handlers=[handler],
     )
-    # dask.distributed configures its own loggers at INFO; its cluster chatter is noise here.
-    for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _quiet_cluster_logs(record: logging.LogRecord) -> bool:
+    noisy = record.name.startswith(("distributed", "dask"))
+    return not noisy or record.levelno >= logging.WARNING
 
 
 @app.command()
@@ -255,7 +262,9 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(help="Where data and the collection go.")] = None,
     instances: Annotated[int, typer.Option(help="Objects (instances) in the benchmark.")] = 24,
     positives: Annotated[int, typer.Option(help="Positives per instance.")] = 4,
-    distractors: Annotated[int, typer.Option(help="Distractor images.")] = 400,
+    distractors: Annotated[
+        int, typer.Option(help="Distractor images (the database exceeds k=1000 by default).")
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
     scheduler: Annotated[str, typer.Option(help="local, sync or tcp://host:8786")] = "local",

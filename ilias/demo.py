@@ -45,7 +45,7 @@ def run_demo(
     *,
     n_instances: int = 24,
     positives_per_instance: int = 4,
-    n_distractors: int = 400,
+    n_distractors: int = 1000,
     seed: int = 0,
     encoder: str = DEFAULT_ENCODER,
     scheduler: str = "local",

@@ -109,3 +109,18 @@ def test_kill_9_mid_load_then_resume_gives_exact_count(bench, tiny_ilias, tmp_pa
         assert report.loaded == 17 - survived
         assert store.count("c") == 17
     assert os.path.isdir(tmp_path / "c" / "shard")
+
+
+def test_demo_end_to_end_small_then_reused(tmp_path):
+    from ilias.demo import run_demo
+
+    kwargs = dict(n_instances=3, positives_per_instance=2, n_distractors=10, scheduler="sync")
+    first = run_demo(tmp_path, **kwargs)
+    database = first.benchmark.n_positives + first.benchmark.n_distractors
+    assert first.load.loaded == database and not first.load.failures
+    assert first.run.n_queries == first.benchmark.n_instances == 3
+    assert first.run.scores.oracle == pytest.approx(100.0)  # database < k
+    assert 0.0 < first.run.scores.map <= 100.0
+    again = run_demo(tmp_path, **kwargs)
+    assert again.load.already_present == database and again.load.loaded == 0
+    assert again.run.scores.per_query_ap == first.run.scores.per_query_ap

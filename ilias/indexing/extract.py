@@ -184,12 +184,14 @@ def _client(options: ExtractionOptions):
 
 
 def _threads_per_worker(client) -> int:
-    """Torch threads per worker so that workers on one machine do not oversubscribe cores."""
-    workers = client.scheduler_info()["workers"].values()
-    per_host: dict[str, int] = {}
-    for worker in workers:
-        host = worker["host"]
-        per_host[host] = per_host.get(host, 0) + 1
-    cores = os.cpu_count() or 1
-    busiest = max(per_host.values(), default=1)
-    return max(1, cores // busiest)
+    """Torch threads per worker: each host's cores shared by the workers on it (min over hosts).
+
+    Workers run one task thread each; giving torch the host's spare cores keeps a one-worker
+    machine fast and stops several workers on one machine from oversubscribing it.
+    """
+    cores = client.run(os.cpu_count)  # {worker address: cores of its host}
+    hosts = {address: info["host"] for address, info in client.scheduler_info()["workers"].items()}
+    per_host: dict[str, list[int]] = {}
+    for address, count in cores.items():
+        per_host.setdefault(hosts.get(address, address), []).append(count or 1)
+    return max(1, min((counts[0] // len(counts) for counts in per_host.values()), default=1))

@@ -161,7 +161,7 @@ def build_demo_benchmark(
     *,
     n_instances: int = 24,
     positives_per_instance: int = 4,
-    n_distractors: int = 400,
+    n_distractors: int = 1000,
     seed: int = 0,
     image_source: str = "auto",
     progress: Callable[[int, int], None] | None = None,
