@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -57,7 +58,7 @@ WhereOption = Annotated[
     list[str] | None,
     typer.Option(
         "--where",
-        help="Payload filter: key=value, key=a|b (any), key>=x, key<=x; repeatable (AND).",
+        help="Payload filter: key=value, key=a|b (any), key>=x, key<x, ...; repeatable (AND).",
     ),
 ]
 
@@ -141,7 +142,13 @@ def load(
 
 @app.command()
 def search(
-    image: Annotated[Path, typer.Option("--image", help="Query image.")],
+    image: Annotated[Path | None, typer.Option("--image", help="Query image.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Text query (needs a vision-language encoder).")
+    ] = None,
+    weight: Annotated[
+        float, typer.Option(help="Text share of the score when both --image and --text.")
+    ] = 0.5,
     bbox: Annotated[str | None, typer.Option(help="Crop the query to 'x,y,w,h' first.")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
     store: StoreOption = _defaults.store,
@@ -152,16 +159,28 @@ def search(
     oversampling: OversamplingOption = None,
     rescore: RescoreOption = True,
 ) -> None:
-    """Image-to-image search: prints the top-k hits with their payload."""
+    """Search by image, text, or both (hybrid): prints the top-k hits with their payload."""
     from ilias.query import QueryImage, Retriever
 
+    if image is None and text is None:
+        raise IliasError("give --image PATH, --text 'words', or both for a hybrid search")
     box = [int(v) for v in bbox.split(",")] if bbox else None
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
+    search_filter = parse_where(where)
     with open_store(store) as backend:
-        hits = Retriever(backend, collection).search_image(
-            QueryImage(image, box), k=k, filter=parse_where(where), params=params
-        )
-    table = Table(title=f"top {k} in {collection} for {image}")
+        retriever = Retriever(backend, collection)
+        if image is not None and text is not None:
+            hits = retriever.search_hybrid(
+                QueryImage(image, box), text, weight, k=k, filter=search_filter, params=params
+            )
+        elif image is not None:
+            hits = retriever.search_image(
+                QueryImage(image, box), k=k, filter=search_filter, params=params
+            )
+        else:
+            hits = retriever.search_text(text, k=k, filter=search_filter, params=params)
+    described = " + ".join(str(q) for q in (image, text and repr(text)) if q)
+    table = Table(title=f"top {k} in {collection} for {described}")
     for column in ("rank", "score", "id", "instance", "role", "payload"):
         table.add_column(column)
     for rank, hit in enumerate(hits, start=1):
@@ -185,8 +204,13 @@ def evaluate(
         Path | None, typer.Argument(help="ILIAS-layout folder; default: the one loaded.")
     ] = None,
     k: Annotated[int, typer.Option("-k", help="mAP@k cut-off.")] = 1000,
+    queries: Annotated[
+        str, typer.Option(help="image, text, or hybrid (image + its instance's text).")
+    ] = "image",
+    weight: Annotated[float, typer.Option(help="Text share of hybrid scores.")] = 0.5,
     store: StoreOption = _defaults.store,
     collection: CollectionOption = _defaults.collection,
+    where: WhereOption = None,
     exact: ExactOption = False,
     hnsw_ef: EfOption = None,
     oversampling: OversamplingOption = None,
@@ -195,24 +219,29 @@ def evaluate(
         Path | None, typer.Option(help="Write per-query AP and the totals as JSON.")
     ] = None,
 ) -> None:
-    """Run the dataset's image queries against the collection: mAP@k and oracle@k."""
-    from ilias.query import Retriever, run_image_queries
+    """Run the dataset's queries against the collection: mAP@k and oracle@k."""
+    from ilias.query import Retriever, run_queries
 
+    if queries not in ("image", "text", "hybrid"):
+        raise IliasError(f"--queries {queries!r}: use image, text or hybrid")
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     with open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
         benchmark = _benchmark_for(dataset, meta)
         retriever = Retriever(backend, collection)
         with _progress() as bar:
-            task = bar.add_task("queries", total=len(benchmark.image_queries))
-            run = run_image_queries(
+            task = bar.add_task(f"{queries} queries", total=None)
+            run = run_queries(
                 benchmark,
                 retriever,
+                queries,  # type: ignore[arg-type]
                 k=k,
+                weight=weight,
+                filter=parse_where(where),
                 params=params,
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    _print_scores(run, benchmark.name, collection)
+    _print_scores(run, f"{benchmark.name} ({queries})", collection)
     if output:
         output.write_text(
             json.dumps(
@@ -240,7 +269,7 @@ def info(
         names = [collection] if collection else backend.list_collections()
         table = Table(title=f"ilias {__version__} - {backend.location}")
         for column in ("collection", "points", "indexed", "dim", "quantization", "encoder", "res"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for name in names:
             details = backend.info(name)
             config, meta = details.config, details.config.metadata
@@ -314,18 +343,86 @@ def demo(
     )
 
 
+adapt_app = typer.Typer(help="Linear adaptation layers on frozen descriptors.")
+app.add_typer(adapt_app, name="adapt")
+
+
+@adapt_app.command("train")
+def adapt_train(
+    data: Annotated[
+        Path, typer.Argument(help="<root>/<domain>/<class>/ images, or a path,class,domain CSV.")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to save the layer (.pth).")],
+    encoder: Annotated[
+        str, typer.Option(envvar="ILIAS_ENCODER", help="The frozen base encoder.")
+    ] = _defaults.encoder,
+    resolution: Annotated[int | None, typer.Option(help="Override the resolution rule.")] = None,
+    dim: Annotated[int, typer.Option(help="Output dimension of the layer.")] = 512,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
+    heldout: Annotated[
+        float, typer.Option(help="Fraction of (class, domain) labels held out for the check.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Split and initialisation seed.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
+    scheduler: Annotated[str, typer.Option(help="local, sync or tcp://host:8786")] = "local",
+) -> None:
+    """Train Linear(d, dim) + L2 norm with a cosine classifier (scale 16) on frozen descriptors."""
+    from ilias.indexing.adaptation import save_adaptation, train_from_records
+    from ilias.loader import read_labelled
+
+    records = read_labelled(data)
+    table = Table(title="held-out retrieval (unseen classes)")
+    for column in ("epoch", "loss", "R@1", "mAP"):
+        table.add_column(column)
+    with _progress() as bar:
+        task = bar.add_task("extract", total=len(records))
+
+        def show(report) -> None:
+            loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
+            bar.console.print(
+                f"epoch {report.epoch}: loss {loss}  R@1 {report.recall_at_1:.2f}  "
+                f"mAP {report.map:.2f}"
+            )
+
+        run = train_from_records(
+            records,
+            encoder,
+            resolution=resolution,
+            scheduler=scheduler,
+            n_workers=workers,
+            d_out=dim,
+            epochs=epochs,
+            heldout_fraction=heldout,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+            on_epoch=show,
+        )
+    for report in [run.result.before, *run.result.epochs]:
+        loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
+        table.add_row(str(report.epoch), loss, f"{report.recall_at_1:.2f}", f"{report.map:.2f}")
+    console.print(table)
+    path = save_adaptation(run.result.layer, out)
+    console.print(
+        f"{run.n_train} training / {run.n_heldout} held-out images, {run.n_classes} "
+        f"(class, domain) labels, {run.n_failed} unreadable; layer saved to {path}\n"
+        f"use it: --encoder '{encoder}|adapt={path}'"
+    )
+
+
 def parse_where(clauses: list[str] | None) -> dict | None:
     """``--where`` clauses into a store filter; numbers become numbers, ranges Range."""
     if not clauses:
         return None
     out: dict = {}
     for clause in clauses:
-        for op in (">=", "<=", "="):
+        for op in (">=", "<=", ">", "<", "="):
             key, sep, value = clause.partition(op)
             if sep:
                 break
         else:
-            raise IliasError(f"cannot read --where {clause!r}: use key=value, key>=x or key<=x")
+            raise IliasError(
+                f"cannot read --where {clause!r}: use key=value, key=a|b, key>=x, key<x, ..."
+            )
         key = key.strip()
         if op == "=":
             values = [_scalar(v) for v in value.split("|")]
@@ -336,8 +433,8 @@ def parse_where(clauses: list[str] | None) -> dict | None:
             except ValueError as error:
                 raise IliasError(f"--where {clause!r}: {value!r} is not a number") from error
             previous = out.get(key) if isinstance(out.get(key), Range) else Range()
-            bound = {"gte": number} if op == ">=" else {"lte": number}
-            out[key] = Range(**{**previous.__dict__, **bound})
+            bound = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}[op]
+            out[key] = replace(previous, **{bound: number})
     return out
 
 
@@ -377,7 +474,7 @@ def _benchmark_for(dataset: Path | None, meta: dict) -> Benchmark:
 def _print_scores(run, name: str, collection: str) -> None:
     scores = run.scores
     console.print(
-        f"[bold]{name}[/] ({run.n_queries} image queries vs {collection}): "
+        f"[bold]{name}[/]: {run.n_queries} queries vs {collection}: "
         f"[bold green]mAP@{scores.k} = {scores.map:.2f}[/]  oracle@{scores.k} = "
         f"{scores.oracle:.2f}"
     )

@@ -110,3 +110,15 @@ def test_parse_where():
     assert parse_where(["clutter=3"]) == {"clutter": 3}
     with pytest.raises(IliasError):
         parse_where(["scale>=big"])
+
+
+def test_text_search_on_an_image_only_encoder_says_what_to_use(loaded):
+    result = runner.invoke(app, ["search", "--text", "a cat", "--store", loaded, "-c", "tiny"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, IliasError) and "open_clip" in str(result.exception)
+    result = runner.invoke(app, ["search", "--store", loaded, "-c", "tiny"])
+    assert isinstance(result.exception, IliasError) and "--image" in str(result.exception)
+
+
+def test_where_strict_bounds():
+    assert parse_where(["scale>0.1", "scale<0.5"]) == {"scale": Range(gt=0.1, lt=0.5)}

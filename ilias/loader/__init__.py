@@ -7,6 +7,7 @@ from ilias.loader.datasets import (
     read_bbox,
     read_ilias,
     read_images,
+    read_labelled,
 )
 from ilias.loader.images import DecodeFailure, decode_image
 from ilias.loader.records import Record, Role, TextQuery
@@ -23,4 +24,5 @@ __all__ = [
     "read_bbox",
     "read_ilias",
     "read_images",
+    "read_labelled",
 ]

@@ -153,6 +153,43 @@ def read_images(source: Path | str, role: Role = Role.IMAGE) -> list[Record]:
     return records
 
 
+def read_labelled(source: Path | str) -> list[Record]:
+    """Images with a class and a domain, for training adaptation layers (UnED-style).
+
+    Either a folder ``<root>/<domain>/<class>/<image>`` (any depth below the class), or a CSV
+    file of ``path,class,domain`` lines (relative paths resolve against the file's folder).
+    The payload holds ``class`` and ``domain``; a training class is the (class, domain) pair.
+    """
+    source = Path(source)
+    rows: list[tuple[Path, str, str]] = []
+    if source.is_dir():
+        for domain_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+            for class_dir in sorted(p for p in domain_dir.iterdir() if p.is_dir()):
+                rows += [(p, class_dir.name, domain_dir.name) for p in _images_in(class_dir, True)]
+    elif source.is_file():
+        for number, line in enumerate(source.read_text().splitlines(), start=1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = [part.strip() for part in line.rsplit(",", 2)]
+            if len(parts) != 3:
+                raise DatasetError(f"{source}:{number}: expected 'path,class,domain', got {line!r}")
+            path = Path(parts[0])
+            rows.append((path if path.is_absolute() else source.parent / path, parts[1], parts[2]))
+    else:
+        raise DatasetError(f"{source} does not exist; pass <root>/<domain>/<class>/ or a CSV")
+    if not rows:
+        raise DatasetError(f"{source} holds no labelled images")
+    base = source if source.is_dir() else source.parent
+    return [
+        Record(
+            _relative_id(base, path) if path.is_relative_to(base) else str(path),
+            path,
+            {"path": str(path), "class": label, "domain": domain},
+        )
+        for path, label, domain in rows
+    ]
+
+
 def _benchmark_record(
     root: Path,
     path: Path,

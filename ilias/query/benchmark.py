@@ -1,10 +1,11 @@
-"""Run a benchmark's image queries against a collection and score them (mAP@k, oracle)."""
+"""Run a benchmark's queries (image, text or hybrid) against a collection: mAP@k, oracle."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from ilias.eval import RetrievalScores, evaluate_rankings
 from ilias.indexing import Filter, Hit, SearchParams
@@ -26,27 +27,56 @@ class BenchmarkRun:
         return len(self.rankings)
 
 
-def run_image_queries(
+QueryKind = Literal["image", "text", "hybrid"]
+
+
+def run_queries(
     benchmark: Benchmark,
     retriever: Retriever,
+    kind: QueryKind = "image",
     *,
     k: int = 1000,
+    weight: float = 0.5,
     filter: Filter | None = None,
     params: SearchParams | None = None,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> BenchmarkRun:
-    """Encode every image query (cropped to its box), search top-k, compute mAP@k."""
-    queries = benchmark.image_queries
+    """Run one kind of query over the benchmark and compute mAP@k and oracle@k.
+
+    ``image``: every image query, cropped to its box. ``text``: every text query (the whole
+    ``T*.txt``). ``hybrid``: every image query paired with its instance's text query,
+    ranked by ``(1 - weight) * i2i + weight * t2i``. Image and text queries are evaluated
+    separately, as in ILIAS.
+    """
+    if kind == "image":
+        queries: list = benchmark.image_queries
+    elif kind == "text":
+        queries = benchmark.text_queries
+    elif kind == "hybrid":
+        texts = {t.instance: t.text for t in benchmark.text_queries}
+        queries = [q for q in benchmark.image_queries if q.payload.get("instance") in texts]
+    else:
+        raise ValueError(f"unknown query kind {kind!r}: image, text or hybrid")
     rankings: dict[str, list[Hit]] = {}
     encode_seconds = search_seconds = 0.0
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
         began = time.perf_counter()
-        vectors = retriever.encode_images(query_images_of(chunk))
+        if kind == "text":
+            vectors = retriever.encoder.encode_texts([q.text for q in chunk])
+        else:
+            vectors = retriever.encode_images(query_images_of(chunk))
+        if kind == "hybrid":
+            text_vectors = retriever.encoder.encode_texts(
+                [texts[q.payload["instance"]] for q in chunk]
+            )
         encode_seconds += time.perf_counter() - began
         began = time.perf_counter()
-        results = retriever.search_vectors(vectors, k, filter, params)
+        if kind == "hybrid":
+            results = retriever.hybrid_vectors(vectors, text_vectors, weight, k, filter, params)
+        else:
+            results = retriever.search_vectors(vectors, k, filter, params)
         search_seconds += time.perf_counter() - began
         rankings.update({q.id: hits for q, hits in zip(chunk, results, strict=True)})
         if progress:
@@ -55,3 +85,8 @@ def run_image_queries(
     as_pairs = {q: [(h.id, h.score) for h in hits] for q, hits in rankings.items()}
     scores = evaluate_rankings(as_pairs, ground_truth, k)
     return BenchmarkRun(scores, rankings, encode_seconds, search_seconds)
+
+
+def run_image_queries(benchmark: Benchmark, retriever: Retriever, **kwargs: Any) -> BenchmarkRun:
+    """Image-to-image evaluation (see ``run_queries``)."""
+    return run_queries(benchmark, retriever, "image", **kwargs)

@@ -101,6 +101,74 @@ class Retriever:
         """Batch version of ``search_image``: one encoder pass, one batched Qdrant request."""
         return self.search_vectors(self.encode_images(images), k, filter, params)
 
+    def search_text(
+        self,
+        text: str,
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        """Text-to-image: the text (an ILIAS ``T*.txt`` as is, no template) in image space."""
+        return self.search_texts([text], k, filter, params)[0]
+
+    def search_texts(
+        self,
+        texts: Sequence[str],
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        return self.search_vectors(self.encoder.encode_texts(texts), k, filter, params)
+
+    def search_hybrid(
+        self,
+        image: QueryImage | ImageInput,
+        text: str,
+        weight: float = 0.5,
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        """Rank by ``(1 - weight) * cos(image, x) + weight * cos(text, x)``."""
+        image_vector = self.encode_images([image])
+        text_vector = self.encoder.encode_texts([text])
+        return self.hybrid_vectors(image_vector, text_vector, weight, k, filter, params)[0]
+
+    def hybrid_vectors(
+        self,
+        image_vectors: np.ndarray,
+        text_vectors: np.ndarray,
+        weight: float = 0.5,
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        """Hybrid search for pairs of (image, text) query vectors.
+
+        Each modality retrieves its own top-k; the union is re-scored with both cosine
+        similarities computed from the stored float32 vectors, so a candidate found by one
+        modality only still gets its true similarity to the other query (not zero).
+        """
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight is the text share of the score, in [0, 1]; got {weight}")
+        image_hits = self.search_vectors(image_vectors, k, filter, params)
+        text_hits = self.search_vectors(text_vectors, k, filter, params)
+        results = []
+        for q_image, q_text, hits_a, hits_b in zip(
+            image_vectors, text_vectors, image_hits, text_hits, strict=True
+        ):
+            candidates = {h.id: h.payload for h in hits_b} | {h.id: h.payload for h in hits_a}
+            stored = self.store.retrieve_vectors(self.collection, list(candidates))
+            ids = list(stored)
+            if not ids:
+                results.append([])
+                continue
+            matrix = np.stack([stored[i] for i in ids])
+            scores = (1.0 - weight) * (matrix @ q_image) + weight * (matrix @ q_text)
+            order = np.argsort(-scores, kind="stable")[:k]
+            results.append([Hit(ids[j], float(scores[j]), candidates[ids[j]]) for j in order])
+        return results
+
     def search_vectors(
         self,
         vectors: np.ndarray,
