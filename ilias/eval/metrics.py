@@ -58,6 +58,53 @@ def average_precision_at_k(
     return float(precision[top_relevant].sum() / min(k, n_relevant))
 
 
+def average_precision_batch(
+    scores: ArrayLike, relevant: ArrayLike, n_relevant: ArrayLike, k: int = 1000
+) -> np.ndarray:
+    """ILIAS AP@k of many ranked lists at once: row i equals ``average_precision_at_k`` of row i.
+
+    ``scores`` and ``relevant`` are ``(n_queries, m)``; ``n_relevant`` is ``|G|`` per row. The
+    same formula as above, vectorised over rows so that a whole benchmark (1,232 queries x
+    1,000 results) takes milliseconds instead of a Python loop. Rows with fewer than ``m``
+    results are padded with ``-inf`` scores that are not relevant: padding sorts after every
+    real result and is never a positive, so it changes no AP.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    relevant = np.asarray(relevant, dtype=bool)
+    if scores.ndim != 2 or scores.shape != relevant.shape:
+        raise ValueError(f"scores {scores.shape} and relevant {relevant.shape} must be 2-d, equal")
+    n_relevant = np.asarray(n_relevant, dtype=np.int64).reshape(-1)
+    n_rows, n_cols = scores.shape
+    if len(n_relevant) != n_rows:
+        raise ValueError(f"n_relevant has {len(n_relevant)} entries for {n_rows} rows")
+    if np.isnan(scores).any():
+        raise ValueError("scores hold NaN: a NaN cannot be ranked")
+    aps = np.zeros(n_rows, dtype=np.float64)
+    if n_rows == 0 or n_cols == 0 or k <= 0:
+        return aps
+    if (scores[:, 1:] <= scores[:, :-1]).all():
+        # Already in descending order (as a search engine returns results): the stable
+        # sort would be the identity, so skip it.
+        top_scores, top_relevant = scores[:, :k], relevant[:, :k]
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_relevant = np.take_along_axis(relevant, order, axis=1)
+    width = top_scores.shape[1]
+    # A tie block ends where the next score differs; each position's block end is the
+    # nearest block end at or after it (a reversed running minimum).
+    is_end = np.ones((n_rows, width), dtype=bool)
+    is_end[:, :-1] = top_scores[:, 1:] != top_scores[:, :-1]
+    ends = np.where(is_end, np.arange(width), width)
+    block_end = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
+    hits_at_end = np.take_along_axis(np.cumsum(top_relevant, axis=1), block_end, axis=1)
+    precision_sum = np.where(top_relevant, hits_at_end / (block_end + 1), 0.0).sum(axis=1)
+    denominator = np.minimum(k, n_relevant)
+    counted = denominator > 0
+    aps[counted] = precision_sum[counted] / denominator[counted]
+    return aps
+
+
 def oracle_at_k(relevant_in_ranking: ArrayLike, n_relevant: int, k: int = 1000) -> float:
     """Fraction of the reachable positives that the top k holds (``relevant`` in rank order)."""
     if n_relevant <= 0 or k <= 0:

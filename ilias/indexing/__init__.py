@@ -8,7 +8,7 @@ from ilias.indexing.encoders import (
     cached_encoder,
 )
 from ilias.indexing.extract import ExtractedPartition, ExtractionOptions, extract, load_image_for
-from ilias.indexing.load import LoadReport, load_collection
+from ilias.indexing.load import LoadReport, VersionedLoad, load_collection, load_versioned
 from ilias.indexing.resolution import resize_larger_side, resolution_for
 from ilias.indexing.store import (
     CollectionConfig,
@@ -18,6 +18,8 @@ from ilias.indexing.store import (
     Hit,
     Range,
     SearchParams,
+    ServerStore,
+    SnapshotInfo,
     Store,
     open_store,
     point_id,
@@ -37,12 +39,16 @@ __all__ = [
     "LoadReport",
     "Range",
     "SearchParams",
+    "ServerStore",
+    "SnapshotInfo",
     "Store",
+    "VersionedLoad",
     "build_encoder",
     "cached_encoder",
     "extract",
     "load_collection",
     "load_image_for",
+    "load_versioned",
     "open_store",
     "point_id",
     "resize_larger_side",

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ilias.errors import EncoderSpecError
+from ilias.indexing.local_features import LocalConfig, LocalFeatures, select_local
 from ilias.indexing.resolution import resize_larger_side, resolution_for
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,50 @@ class Encoder(ABC):
             out[indices] = self.encode_tensors(torch.stack([tensors[i] for i in indices]))
         return out
 
+    def _forward_global_and_map(
+        self, batch: torch.Tensor, layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global features and one intermediate feature map (N, C, H, W), in one pass."""
+        raise EncoderSpecError(
+            f"encoder {self.spec!r} gives no local descriptors; use a timm model "
+            "(ViT patch tokens or a CNN feature map)"
+        )
+
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
+        """(resize factor, left padding, top padding) from original pixels to network input."""
+        return 1.0, 0.0, 0.0
+
+    @torch.inference_mode()
+    def encode_with_local(
+        self,
+        images: Sequence[Image.Image],
+        top_k: int,
+        config: LocalConfig | None = None,
+        batch_size: int = 16,
+    ) -> tuple[np.ndarray, list[LocalFeatures]]:
+        """Global descriptors and the top-k local descriptors of each image, one forward pass."""
+        config = config or LocalConfig()
+        tensors = [self.preprocess(image) for image in images]
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        local: list[LocalFeatures | None] = [None] * len(images)
+        for indices in group_by_shape([t.shape for t in tensors], batch_size):
+            batch = torch.stack([tensors[i] for i in indices])
+            features, maps = self._forward_global_and_map(batch, config.layer)
+            out[indices] = F.normalize(features.float(), dim=-1).numpy()
+            stride_y = batch.shape[-2] / maps.shape[-2]
+            stride_x = batch.shape[-1] / maps.shape[-1]
+            for row, i in enumerate(indices):
+                factor, left, top = self.input_geometry(images[i].size)
+                local[i] = select_local(
+                    maps[row],
+                    top_k,
+                    scale_x=stride_x / factor,
+                    scale_y=stride_y / factor,
+                    offset=(left / factor, top / factor),
+                    binarize=config.binarize,
+                )
+        return out, local  # type: ignore[return-value]
+
 
 def group_by_shape(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:
     """Indices batched so that each batch holds one shape (one aspect ratio after resizing).
@@ -209,6 +254,26 @@ class TimmEncoder(Encoder):
 
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch.contiguous(memory_format=torch.channels_last))
+
+    def _forward_global_and_map(
+        self, batch: torch.Tensor, layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # ViTs: the last block's patch tokens; CNNs: the stride-16 stage (finer than the
+        # stride-32 head and far smaller than its 1280 channels for EfficientNet).
+        if layer is None:
+            layer = -1 if self.patch_multiple > 1 else -2
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        final, maps = self.model.forward_intermediates(batch, indices=[layer], output_fmt="NCHW")
+        return self.model.forward_head(final), maps[0]
+
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
+        width, height = original_size
+        resized = resize_larger_side(Image.new("1", (width, height)), self.resolution).size
+        factor = resized[0] / width
+        multiple = self.patch_multiple
+        pad_w = math.ceil(resized[0] / multiple) * multiple - resized[0]
+        pad_h = math.ceil(resized[1] / multiple) * multiple - resized[1]
+        return factor, pad_w // 2, pad_h // 2
 
 
 def _create_timm_model(name: str, kwargs: dict) -> torch.nn.Module:
@@ -430,6 +495,15 @@ class AdaptedEncoder(Encoder):
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
         # The layer was trained on the base encoder's unit-norm descriptors.
         return self.layer(F.normalize(self.base._forward_images(batch).float(), dim=-1))
+
+    def _forward_global_and_map(
+        self, batch: torch.Tensor, layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features, maps = self.base._forward_global_and_map(batch, layer)
+        return self.layer(F.normalize(features.float(), dim=-1)), maps
+
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
+        return self.base.input_geometry(original_size)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -9,6 +9,11 @@ Schedulers: ``"local"`` (a ``dask.distributed.LocalCluster`` of worker processes
 machine), ``"sync"`` (everything in this process: tests, debugging, tiny jobs), or the
 address of a running ``dask.distributed`` scheduler (``tcp://host:8786``); the same bag
 runs unchanged on all three.
+
+With a store that other processes can write (a Qdrant server), pass ``upload=WorkerUpload``:
+each worker then upserts its own partition and hands back only ids and failures, so the
+vectors never travel through the driver, which would otherwise be the bottleneck of a
+cluster (every descriptor crossing one network link and one Python process).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -57,10 +62,48 @@ class ExtractedPartition:
     resolution: int
     failures: list[DecodeFailure] = field(default_factory=list)
     seconds: float = 0.0
+    uploaded: bool = False  # a worker already wrote it; vectors and payloads were dropped
 
     @property
     def n_records(self) -> int:
         return len(self.ids) + len(self.failures)
+
+
+@dataclass(frozen=True)
+class WorkerUpload:
+    """Where workers write their own partitions: a store spec every worker can open.
+
+    Only the spec travels in the task graph (never a client or an API key: workers read
+    ``QDRANT_API_KEY`` from their own environment).
+    """
+
+    spec: str
+    collection: str
+
+
+# One store per spec per worker process, opened at its first partition and kept: a Qdrant
+# client holds a connection pool that later partitions reuse.
+_WORKER_STORES: dict[str, object] = {}
+
+
+def _worker_store(spec: str):
+    from ilias.indexing.store import open_store
+
+    store = _WORKER_STORES.get(spec)
+    if store is None:
+        store = _WORKER_STORES[spec] = open_store(spec)
+    return store
+
+
+def probe_encoder(options: ExtractionOptions) -> tuple[int, int]:
+    """``(dim, resolution)`` of the encoder, built where it runs (and cached there).
+
+    A load whose workers upload must create the collection before the first partition is
+    written, and the dimension is only known once a model exists; building it on a worker
+    warms that worker's cache instead of loading a model in the driver for nothing.
+    """
+    encoder = cached_encoder(options.encoder, options.resolution)
+    return encoder.dim, encoder.resolution
 
 
 def load_image_for(record: Record, crop_to_bbox: bool):
@@ -75,9 +118,16 @@ def load_image_for(record: Record, crop_to_bbox: bool):
 
 
 def encode_partition(
-    records: Sequence[Record], options: ExtractionOptions, torch_threads: int
+    records: Sequence[Record],
+    options: ExtractionOptions,
+    torch_threads: int,
+    upload: WorkerUpload | None = None,
 ) -> ExtractedPartition:
-    """Decode, preprocess and encode one partition inside a worker; bad images are counted."""
+    """Decode, preprocess and encode one partition inside a worker; bad images are counted.
+
+    With ``upload``, the worker writes the partition into the store itself and returns it
+    without vectors and payloads: the driver only needs ids and failures to count.
+    """
     import torch
 
     started = time.perf_counter()
@@ -104,32 +154,54 @@ def encode_partition(
         if tensors
         else np.empty((0, encoder.dim), dtype=np.float32)
     )
-    return ExtractedPartition(
+    part = ExtractedPartition(
         ids=[r.id for r in kept],
         vectors=vectors,
         payloads=[r.payload for r in kept],
         dim=encoder.dim,
         resolution=encoder.resolution,
         failures=failures,
-        seconds=time.perf_counter() - started,
     )
+    if upload is not None:
+        if part.ids:
+            _worker_store(upload.spec).upsert(upload.collection, part.ids, vectors, part.payloads)
+        part.vectors = np.empty((0, encoder.dim), dtype=np.float32)
+        part.payloads = []
+        part.uploaded = True
+    part.seconds = time.perf_counter() - started
+    return part
 
 
-def extract(records: Sequence[Record], options: ExtractionOptions) -> Iterator[ExtractedPartition]:
-    """Yield extracted partitions in completion order (not input order)."""
+def extract(
+    records: Sequence[Record],
+    options: ExtractionOptions,
+    upload: WorkerUpload | None = None,
+    prepare: Callable[[int, int], None] | None = None,
+) -> Iterator[ExtractedPartition]:
+    """Yield extracted partitions in completion order (not input order).
+
+    ``upload``: workers write their partitions into that store themselves (yielded
+    partitions are then ``uploaded`` and carry no vectors). ``prepare(dim, resolution)`` runs
+    in this process before any partition is encoded, with the encoder's dimension learnt
+    from one worker: it is where the caller creates the collection the workers write to.
+    """
     if not records:
         return
     n_partitions = max(1, -(-len(records) // options.partition_size))
     bag = db.from_sequence(records, npartitions=n_partitions)
     if options.scheduler == "sync":
         threads = os.cpu_count() or 1
-        parts = bag.map_partitions(encode_partition, options, threads).to_delayed()
+        if prepare is not None:
+            prepare(*probe_encoder(options))
+        parts = bag.map_partitions(encode_partition, options, threads, upload).to_delayed()
         for part in parts:
             yield part.compute(scheduler="sync")
         return
     with _client(options) as client:
         threads = _threads_per_worker(client)
-        parts = bag.map_partitions(encode_partition, options, threads).to_delayed()
+        if prepare is not None:
+            prepare(*client.submit(probe_encoder, options, pure=False).result())
+        parts = bag.map_partitions(encode_partition, options, threads, upload).to_delayed()
         from dask.distributed import as_completed
 
         futures = client.compute(parts)

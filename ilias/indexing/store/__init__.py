@@ -1,4 +1,16 @@
-"""Qdrant stores behind one interface, chosen from a spec string."""
+"""Qdrant stores behind one interface, chosen from one spec string.
+
+| spec | engine |
+|---|---|
+| ``edge:PATH`` | Qdrant Edge embedded in this process (the default) |
+| ``http://host:6333``, ``https://...`` | a Qdrant server over REST |
+| ``grpc://host:6334``, or ``http://host:6333?grpc=true`` | a Qdrant server over gRPC |
+| ``memory:`` / ``memory:NAME`` | qdrant-client's in-process engine (tests, experiments) |
+
+Server specs take options as a query string (``?shards=6&replicas=2&on_disk=true``, see
+``ServerOptions``); the API key comes from ``QDRANT_API_KEY``. The same string works for
+``--store``, ``ILIAS_STORE``, ``store =`` in ``ilias.toml`` and ``open_store()``.
+"""
 
 from pathlib import Path
 
@@ -11,26 +23,38 @@ from ilias.indexing.store.base import (
     Hit,
     Range,
     SearchParams,
+    SnapshotInfo,
     Store,
     point_id,
     validate_vectors,
 )
 from ilias.indexing.store.edge import EdgeStore
+from ilias.indexing.store.retry import RetryPolicy
+from ilias.indexing.store.server import API_KEY_ENV, ServerOptions, ServerStore, open_server
+
+_SERVER_SCHEMES = {"http", "https", "grpc", "grpcs", "memory"}
 
 
-def open_store(spec: str) -> Store:
-    """``edge:PATH`` (embedded Qdrant Edge, the default) or a Qdrant server URL."""
+def open_store(spec: str | None = None) -> Store:
+    """Open the store a spec names; without one, the configured default (``Settings().store``)."""
+    if spec is None:
+        from ilias.config import Settings
+
+        spec = Settings().store
+    spec = spec.strip()
     kind, sep, rest = spec.partition(":")
     if kind == "edge" and sep and rest:
         return EdgeStore(Path(rest))
-    if kind in {"http", "https", "grpc"}:
-        raise StoreError(
-            f"store {spec!r}: the Qdrant server backend is not built yet; use edge:PATH"
-        )
-    raise StoreError(f"cannot read store spec {spec!r}: use edge:PATH or http://host:6333")
+    if spec == ":memory:" or kind in _SERVER_SCHEMES:
+        return open_server(spec)
+    raise StoreError(
+        f"cannot read store spec {spec!r}: use edge:PATH (embedded) or http://host:6333 "
+        "(a Qdrant server)"
+    )
 
 
 __all__ = [
+    "API_KEY_ENV",
     "GLOBAL_VECTOR",
     "CollectionConfig",
     "CollectionInfo",
@@ -38,7 +62,11 @@ __all__ = [
     "Filter",
     "Hit",
     "Range",
+    "RetryPolicy",
     "SearchParams",
+    "ServerOptions",
+    "ServerStore",
+    "SnapshotInfo",
     "Store",
     "open_store",
     "point_id",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ilias.errors import VectorValidationError
+from ilias.errors import StoreError, VectorValidationError
 
 # Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
 # re-running a load overwrites the same points instead of adding copies.
@@ -111,11 +111,34 @@ class Hit:
 
 @dataclass(frozen=True)
 class CollectionInfo:
+    """A collection as the engine reports it.
+
+    ``quantization`` is what the engine says it applies (``"int8 q=0.99 ram"``), which can
+    differ from what ``config`` asked for: qdrant-client's in-process mode ignores
+    quantization and reports None. ``status`` is Qdrant's optimizer colour (green: indexed,
+    yellow: indexing in the background); ``shards``/``replicas`` are None where the engine
+    has no such notion (Edge).
+    """
+
     name: str
     points: int
     indexed_vectors: int
     segments: int
     config: CollectionConfig
+    location: str
+    quantization: str | None = None
+    status: str | None = None
+    shards: int | None = None
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A collection snapshot on the server: its name, size and where it can be fetched."""
+
+    name: str
+    size: int
+    created: str | None
     location: str
 
 
@@ -177,6 +200,63 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # -- aliases: a stable name over versioned collections (zero-downtime reload) ------
+    @abstractmethod
+    def list_aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to."""
+
+    @abstractmethod
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (create or switch).
+
+        Readers see the old collection or the new one, never neither: this is the swap of a
+        versioned reload. ``collection`` must be a collection, not another alias, and
+        ``alias`` must not be the name of a collection.
+        """
+
+    @abstractmethod
+    def delete_alias(self, alias: str) -> None:
+        """Remove ``alias`` (the collection stays); nothing happens if there is no such alias."""
+
+    def resolve(self, name: str) -> str:
+        """The collection ``name`` denotes: itself, or the target of the alias ``name``.
+
+        Every collection operation accepts an alias in place of a collection name.
+        """
+        return self.list_aliases().get(name, name)
+
+    # -- snapshots (server only) -------------------------------------------------------
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """Snapshot a collection on the server (the file stays on the server)."""
+        raise StoreError(self._no_snapshots())
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        raise StoreError(self._no_snapshots())
+
+    def restore_snapshot(self, name: str, source: str) -> None:
+        """Recover ``name`` from a snapshot: a snapshot name, a URL, or a local file."""
+        raise StoreError(self._no_snapshots())
+
+    def _no_snapshots(self) -> str:
+        return (
+            f"{self.location} has no snapshots: they are a Qdrant server feature "
+            "(--store http://host:6333). An Edge collection is a folder: stop the processes "
+            "using it and copy the folder to back it up"
+        )
+
+    # -- writers in other processes (distributed extraction) --------------------------
+    #: True when writes from another process that opens ``worker_spec()`` land in the very
+    #: collections this store reads (a Qdrant server). Loads then let Dask workers upload
+    #: their own partitions instead of funnelling every vector through the driver.
+    shared_across_processes: bool = False
+
+    def worker_spec(self) -> str | None:
+        """A spec (for ``open_store``) a worker process opens to write these collections.
+
+        None where only this process may write: an Edge shard has one owner.
+        """
+        return None
 
     def __enter__(self) -> Store:
         return self

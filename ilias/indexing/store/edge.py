@@ -8,13 +8,21 @@ gets a clear error instead of a corrupt index.
 Bulk loads are cheap here because Edge has no background optimizer: upserts land in an
 appendable segment and nothing is indexed until ``finish_load`` runs ``optimize()``, which
 builds HNSW and the int8 quantized vectors once, over everything.
+
+Aliases live in ``aliases.json`` at the store's root, replaced atomically (write a temporary
+file, then ``os.replace``) under a lock file, so a reader in another process sees the old
+mapping or the new one, never half of it; every collection operation resolves them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +50,7 @@ _SCHEMA_TYPES = {
     "text": qe.PayloadSchemaType.Text,
 }
 _RETRIEVE_CHUNK = 1024
+_ALIASES = "aliases.json"
 
 
 class EdgeStore(Store):
@@ -50,7 +59,8 @@ class EdgeStore(Store):
     def __init__(self, path: str | Path):
         self.root = Path(path).expanduser()
         self.location = f"edge:{self.root}"
-        self._shards: dict[str, qe.EdgeShard] = {}
+        self._shards: dict[str, qe.EdgeShard] = {}  # keyed by collection, never by alias
+        self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
 
     # -- collections -----------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -62,6 +72,11 @@ class EdgeStore(Store):
         return (self._dir(name) / "collection.json").is_file()
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
+        if name in self.list_aliases():
+            raise StoreError(
+                f"{name!r} is an alias in {self.location}; create the collection under another "
+                "name (a versioned load does this for you) or delete the alias"
+            )
         if self.collection_exists(name):
             raise StoreError(f"collection {name!r} already exists in {self.location}")
         folder = self._dir(name)
@@ -96,19 +111,82 @@ class EdgeStore(Store):
             segments=shard_info.segments_count,
             config=config,
             location=str(self._dir(name)),
+            quantization=f"int8 q={config.quantile} ram" if config.quantization else None,
         )
 
     def drop(self, name: str) -> None:
+        aliases = self.list_aliases()
+        if name in aliases:
+            raise StoreError(
+                f"{name!r} is an alias of {aliases[name]!r}, not a collection; drop "
+                f"{aliases[name]!r} or delete the alias"
+            )
         shard = self._shards.pop(name, None)
         if shard is not None:
             shard.close()
         shutil.rmtree(self._dir(name), ignore_errors=True)
+        if name in aliases.values():  # as Qdrant does: aliases of a dropped collection go too
+            with self._aliases_locked() as current:
+                for alias in [a for a, target in current.items() if target == name]:
+                    del current[alias]
 
     def close(self) -> None:
         for shard in self._shards.values():
             shard.flush()
             shard.close()
         self._shards.clear()
+
+    # -- aliases -----------------------------------------------------------------------
+    def list_aliases(self) -> dict[str, str]:
+        path = self.root / _ALIASES
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return {}
+        seen = self._aliases_seen
+        if seen is None or seen[:2] != (stat.st_mtime_ns, stat.st_size):
+            # Re-read only when the file changed: every search resolves its collection name.
+            seen = (stat.st_mtime_ns, stat.st_size, json.loads(path.read_text()))
+            self._aliases_seen = seen
+        return dict(seen[2])
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        _check_name(alias)
+        if (self.root / alias / "collection.json").is_file():
+            raise StoreError(
+                f"{alias!r} is a collection in {self.location}; an alias needs a name of its own"
+            )
+        with self._aliases_locked() as current:
+            if collection in current:
+                raise StoreError(
+                    f"{collection!r} is an alias; point {alias!r} at a collection "
+                    f"({current[collection]!r})"
+                )
+            self.collection_config(collection)  # clear error for a missing collection
+            current[alias] = collection
+
+    def delete_alias(self, alias: str) -> None:
+        with self._aliases_locked() as current:
+            current.pop(alias, None)
+
+    @contextlib.contextmanager
+    def _aliases_locked(self) -> Iterator[dict[str, str]]:
+        """Read-modify-write of aliases.json, exclusive across processes, replaced atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".aliases.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.root / _ALIASES
+            current = json.loads(path.read_text()) if path.is_file() else {}
+            before = dict(current)
+            yield current
+            if current != before:
+                handle, temporary = tempfile.mkstemp(dir=self.root, prefix=".aliases.")
+                with os.fdopen(handle, "w") as out:
+                    json.dump(current, out, indent=2, sort_keys=True)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, path)
+                self._aliases_seen = None
 
     # -- points ----------------------------------------------------------------------
     def upsert(
@@ -181,11 +259,11 @@ class EdgeStore(Store):
 
     # -- internals -------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
-        return self.root / name
+        _check_name(name)
+        return self.root / self.resolve(name)
 
     def _shard(self, name: str) -> qe.EdgeShard:
+        name = self.resolve(name)  # one shard handle per collection, whatever name reached it
         shard = self._shards.get(name)
         if shard is None:
             self.collection_config(name)  # clear error for a missing collection
@@ -200,6 +278,11 @@ class EdgeStore(Store):
                 raise StoreError(f"cannot open collection {name!r}: {error}") from error
             self._shards[name] = shard
         return shard
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
 
 
 def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:

@@ -1,0 +1,209 @@
+"""Re-ranking the shortlist: composable steps over a retriever's hits.
+
+Each step takes the current ranking and returns a new one (and possibly a new query
+vector, for query expansion), so steps compose in any order: ``cs,aqe`` re-scores the
+shortlist by Chamfer similarity, then expands the query with the new top results.
+Local descriptors live in the collection (the ``local`` multivector and ``local_xy``
+payload), so Chamfer runs inside Qdrant (MAX_SIM) and the others fetch what they need.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ilias.errors import IliasError
+from ilias.indexing import Filter, Hit, SearchParams
+from ilias.indexing.local_features import LocalFeatures
+from ilias.rerank.ames import Ames, combine, load_ames
+from ilias.rerank.aqe import expand_query
+from ilias.rerank.spatial import verify
+
+if TYPE_CHECKING:
+    from ilias.query.retriever import Retriever
+
+
+@dataclass(frozen=True)
+class RerankQuery:
+    """What re-rankers know about a query: its global vector and, if extracted, its patches."""
+
+    vector: np.ndarray
+    local: LocalFeatures | None = None
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    k: int = 1000
+    filter: Filter | None = None
+    params: SearchParams | None = None
+
+
+class Reranker(ABC):
+    name: str
+    needs_local: bool = False
+
+    @abstractmethod
+    def rerank(
+        self, retriever: Retriever, query: RerankQuery, hits: list[Hit], scope: SearchScope
+    ) -> tuple[list[Hit], RerankQuery]: ...
+
+
+@dataclass
+class AlphaQueryExpansion(Reranker):
+    """New search with ``q' = normalize(q + sum_{i<=n} (q.x_i)^alpha x_i)``."""
+
+    n: int = 1
+    alpha: float = 1.0
+    name: str = field(default="aqe", init=False)
+
+    def rerank(self, retriever, query, hits, scope):
+        top = [h.id for h in hits[: self.n]]
+        stored = retriever.store.retrieve_vectors(retriever.collection, top)
+        neighbours = np.stack([stored[i] for i in top if i in stored]) if stored else None
+        if neighbours is None:
+            return hits, query
+        expanded = expand_query(query.vector, neighbours, self.alpha)
+        new_hits = retriever.search_vectors(expanded[None], scope.k, scope.filter, scope.params)[0]
+        return new_hits, replace(query, vector=expanded)
+
+
+@dataclass
+class ChamferRerank(Reranker):
+    """Chamfer similarity of the query's patches to each candidate's, computed by Qdrant."""
+
+    name: str = field(default="cs", init=False)
+    needs_local: bool = field(default=True, init=False)
+
+    def rerank(self, retriever, query, hits, scope):
+        rescored = retriever.store.rescore_local(
+            retriever.collection, query.local.descriptors, [h.id for h in hits]
+        )
+        size = max(1, len(query.local.descriptors))
+        seen = {h.id for h in rescored}
+        ranked = [replace(h, score=h.score / size) for h in rescored]  # MAX_SIM sum -> mean
+        floor = min((h.score for h in ranked), default=0.0)
+        # Candidates without local descriptors keep their order, below every re-scored one.
+        rest = [replace(h, score=floor - 1.0) for h in hits if h.id not in seen]
+        return ranked + rest, query
+
+
+@dataclass
+class SpatialRerank(Reranker):
+    """RANSAC inliers of mutual-NN patch matches, added to the current score of the top N."""
+
+    top: int = 100
+    model: str = "similarity"
+    threshold: float = 24.0
+    weight: float = 1.0
+    cap: int = 20
+    seed: int = 0
+    name: str = field(default="sp", init=False)
+    needs_local: bool = field(default=True, init=False)
+
+    def rerank(self, retriever, query, hits, scope):
+        head, tail = hits[: self.top], hits[self.top :]
+        local = retriever.store.retrieve_local(retriever.collection, [h.id for h in head])
+        rescored = []
+        for hit in head:
+            candidate = local.get(hit.id)
+            inliers = 0
+            if candidate is not None:
+                inliers = verify(
+                    query.local.descriptors, query.local.xy, candidate.descriptors, candidate.xy,
+                    model=self.model, threshold=self.threshold, seed=self.seed,
+                ).inliers  # fmt: skip
+            bonus = self.weight * min(inliers, self.cap) / self.cap
+            rescored.append(replace(hit, score=hit.score + bonus))
+        rescored.sort(key=lambda h: -h.score)
+        return rescored + tail, query
+
+
+@dataclass
+class AmesRerank(Reranker):
+    """``lambda * global + (1 - lambda) * sigmoid(gamma * AMES logit)`` over the top N."""
+
+    model: Ames
+    top: int = 100
+    lam: float = 0.5
+    gamma: float = 1.0
+    name: str = field(default="ames", init=False)
+    needs_local: bool = field(default=True, init=False)
+
+    def rerank(self, retriever, query, hits, scope):
+        head, tail = hits[: self.top], hits[self.top :]
+        local = retriever.store.retrieve_local(retriever.collection, [h.id for h in head])
+        usable = [h for h in head if h.id in local]
+        logits = self.model.score_pairs(
+            query.local.descriptors, [local[h.id].descriptors for h in usable]
+        )
+        scores = combine(np.array([h.score for h in usable]), logits, self.lam, self.gamma)
+        rescored = [replace(h, score=float(s)) for h, s in zip(usable, scores, strict=True)]
+        rescored.sort(key=lambda h: -h.score)
+        floor = min((h.score for h in rescored), default=0.0)
+        missing = [replace(h, score=floor - 1.0) for h in head if h.id not in local]
+        return rescored + missing + tail, query
+
+
+def parse_rerankers(
+    steps: Sequence[str], *, ames_weights: str | None = None, local_dim: int | None = None
+) -> list[Reranker]:
+    """``["cs", "aqe:n=2:alpha=3", "sp:top=50"]`` -> re-rankers, applied in that order."""
+    out: list[Reranker] = []
+    for step in steps:
+        name, *options = step.strip().split(":")
+        kwargs = {}
+        for option in options:
+            key, sep, value = option.partition("=")
+            if not sep:
+                raise IliasError(f"re-ranker option {option!r} in {step!r}: use key=value")
+            kwargs[key] = float(value) if "." in value else _number_or_text(value)
+        try:
+            if name == "aqe":
+                out.append(AlphaQueryExpansion(**kwargs))
+            elif name == "cs":
+                out.append(ChamferRerank(**kwargs))
+            elif name == "sp":
+                out.append(SpatialRerank(**kwargs))
+            elif name == "ames":
+                if not ames_weights or local_dim is None:
+                    raise IliasError("--rerank ames needs --ames-weights FILE (no weights ship)")
+                out.append(AmesRerank(load_ames(ames_weights, local_dim), **kwargs))
+            else:
+                raise IliasError(f"unknown re-ranker {name!r}: aqe, cs, sp or ames")
+        except TypeError as error:
+            raise IliasError(f"re-ranker {step!r}: {error}") from error
+    return out
+
+
+def _number_or_text(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def apply_rerankers(
+    retriever: Retriever,
+    query: RerankQuery,
+    hits: list[Hit],
+    steps: Sequence[Reranker],
+    scope: SearchScope,
+    timings: dict[str, float] | None = None,
+) -> list[Hit]:
+    """Run the steps in order; ``timings[name]`` accumulates each step's seconds."""
+    for step in steps:
+        if step.needs_local and query.local is None:
+            raise IliasError(
+                f"re-ranker {step.name!r} needs local descriptors: load the collection with "
+                "--local (and query with an encoder that gives them)"
+            )
+        began = time.perf_counter()
+        hits, query = step.rerank(retriever, query, hits, scope)
+        if timings is not None:
+            timings[step.name] = timings.get(step.name, 0.0) + time.perf_counter() - began
+    return hits

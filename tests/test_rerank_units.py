@@ -1,0 +1,86 @@
+"""Re-ranking building blocks on hand-made data: aQE, Chamfer, RANSAC, AMES."""
+
+import numpy as np
+import pytest
+import torch
+
+from ilias.errors import IliasError
+from ilias.rerank.ames import Ames, combine, load_ames
+from ilias.rerank.aqe import expand_query
+from ilias.rerank.chamfer import chamfer_rank, chamfer_similarity
+from ilias.rerank.spatial import mutual_nearest_neighbours, ransac, verify
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_alpha_qe_formula():
+    q = unit([1, 0, 0])
+    x = unit([[1, 1, 0], [0, 0, 1]])
+    # weights (q.x)^alpha: 0.7071^2 = 0.5 for the first, 0 for the orthogonal one
+    expected = unit(q + 0.5 * x[0])
+    np.testing.assert_allclose(expand_query(q, x, alpha=2), expected, atol=1e-6)
+    np.testing.assert_allclose(expand_query(q, x[:0], alpha=1), q, atol=1e-6)  # n = 0
+
+
+def test_chamfer_by_hand():
+    query = unit([[1, 0], [0, 1]])
+    a = unit([[1, 0], [1, 1]])  # max per query row: 1, 0.7071
+    b = unit([[0, 1]])  # 0, 1
+    assert chamfer_similarity(query, a) == pytest.approx((1 + 0.70710678) / 2)
+    assert chamfer_similarity(query, b) == pytest.approx(0.5)
+    assert [i for i, _ in chamfer_rank(query, {"b": b, "a": a})] == ["a", "b"]
+    assert chamfer_similarity(query, np.empty((0, 2))) == 0.0
+
+
+def test_mutual_nearest_neighbours():
+    q = unit([[1, 0], [0.9, 0.1], [0, 1]])
+    c = unit([[1, 0.05], [0, 1]])
+    pairs = mutual_nearest_neighbours(q, c)
+    assert pairs.tolist() == [[0, 0], [2, 1]]  # q1's best is c0, but c0 prefers q0
+
+
+def test_ransac_recovers_a_similarity_transform_with_outliers():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 400, size=(40, 2))
+    angle, scale, shift = np.deg2rad(20), 0.5, np.array([30.0, -10.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ rotation.T + shift
+    dst[30:] = rng.uniform(0, 400, size=(10, 2))  # 10 outliers
+    inliers, transform = ransac(src, dst, threshold=3.0, seed=1)
+    assert inliers == 30
+    np.testing.assert_allclose(transform[:, :2], rotation, atol=1e-6)
+    assert ransac(src, dst, threshold=3.0, seed=1)[0] == inliers  # deterministic
+    assert ransac(src[:1], dst[:1])[0] == 0
+
+
+def test_verify_prefers_the_geometrically_consistent_candidate():
+    rng = np.random.default_rng(1)
+    descriptors = unit(rng.standard_normal((30, 16)))
+    xy = rng.uniform(0, 300, size=(30, 2))
+    same = verify(descriptors, xy, descriptors, xy * 0.8 + 5)  # scaled copy: all agree
+    shuffled = verify(descriptors, xy, descriptors, rng.permutation(xy))
+    assert same.inliers == 30 and same.matches == 30
+    assert shuffled.inliers < 10
+
+
+def test_ames_shapes_padding_and_combination(tmp_path):
+    torch.manual_seed(0)
+    model = Ames(local_dim=24, layers=2).eval()
+    rng = np.random.default_rng(0)
+    query = unit(rng.standard_normal((7, 24)))
+    candidates = [unit(rng.standard_normal((n, 24))) for n in (5, 3, 9)]
+    logits = model.score_pairs(query, candidates)
+    assert logits.shape == (3,) and np.isfinite(logits).all()
+    # padding must not change a candidate's logit
+    alone = model.score_pairs(query, candidates[1:2])
+    assert logits[1] == pytest.approx(alone[0], abs=1e-5)
+    assert combine(np.array([0.5]), np.array([0.0]), lam=0.5, gamma=1.0)[0] == pytest.approx(0.5)
+    assert combine(np.array([0.2]), np.array([100.0]), lam=0.0, gamma=2.0)[0] == pytest.approx(1.0)
+    torch.save(model.state_dict(), tmp_path / "ames.pt")
+    loaded = load_ames(tmp_path / "ames.pt", local_dim=24)
+    np.testing.assert_allclose(loaded.score_pairs(query, candidates), logits, atol=1e-5)
+    with pytest.raises(IliasError, match="32-d local descriptors"):
+        load_ames(tmp_path / "ames.pt", local_dim=32)
