@@ -31,6 +31,7 @@ from ilias import __version__
 from ilias.config import Settings, data_home
 from ilias.errors import IliasError
 from ilias.indexing import ExtractionOptions, Range, SearchParams, load_collection, open_store
+from ilias.indexing.local_features import LocalConfig
 from ilias.loader import Benchmark, read_ilias, read_images
 
 app = typer.Typer(
@@ -72,6 +73,17 @@ OversamplingOption = Annotated[
 ]
 RescoreOption = Annotated[
     bool, typer.Option("--rescore/--no-rescore", help="Re-score int8 candidates in float32.")
+]
+RerankOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rerank",
+        help="Re-rank the top k, in order: aqe[:n=1:alpha=1], cs, sp[:top=100], ames "
+        "(cs/sp/ames need a collection loaded with --local); repeatable.",
+    ),
+]
+AmesWeightsOption = Annotated[
+    Path | None, typer.Option(help="AMES state dict for --rerank ames (none ship).")
 ]
 WhereOption = Annotated[
     list[str] | None,
@@ -137,6 +149,15 @@ def load(
         typer.Option(help="With --versioned: versions to keep, the new one included."),
     ] = None,
     upload: UploadOption = "auto",
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local", help="Also store local descriptors (a MAX_SIM multivector) for re-ranking."
+        ),
+    ] = False,
+    local_top_k: Annotated[
+        int, typer.Option(help="Local descriptors kept per database image (with --local).")
+    ] = 100,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing.load import load_versioned
@@ -150,6 +171,7 @@ def load(
         batch_size=batch_size,
         scheduler=scheduler,
         n_workers=workers,
+        local=LocalConfig(top_k_database=local_top_k) if local else None,
     )
     with open_store(store) as backend, _progress() as bar:
         task = bar.add_task("extract", total=len(records))
@@ -211,6 +233,8 @@ def search(
     hnsw_ef: EfOption = None,
     oversampling: OversamplingOption = None,
     rescore: RescoreOption = True,
+    rerank: RerankOption = None,
+    ames_weights: AmesWeightsOption = None,
 ) -> None:
     """Search by image, text, or both (hybrid): prints the top-k hits with their payload."""
     from ilias.query import QueryImage, Retriever
@@ -222,7 +246,16 @@ def search(
     search_filter = parse_where(where)
     with open_store(store) as backend:
         retriever = Retriever(backend, collection)
-        if image is not None and text is not None:
+        steps = _rerankers(rerank, ames_weights, backend, collection)
+        timings: dict[str, float] = {}
+        if steps and (image is None or text is not None):
+            raise IliasError("--rerank applies to image searches (--image without --text)")
+        if steps:
+            hits = retriever.search_reranked(
+                QueryImage(image, box), steps, k=k, filter=search_filter, params=params,
+                timings=timings,
+            )  # fmt: skip
+        elif image is not None and text is not None:
             hits = retriever.search_hybrid(
                 QueryImage(image, box), text, weight, k=k, filter=search_filter, params=params
             )
@@ -235,7 +268,7 @@ def search(
     described = " + ".join(str(q) for q in (image, text and repr(text)) if q)
     table = Table(title=f"top {k} in {collection} for {described}")
     for column in ("rank", "score", "id", "instance", "role", "payload"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for rank, hit in enumerate(hits, start=1):
         extra = {
             k: v for k, v in hit.payload.items() if k not in {"id", "instance", "role", "path"}
@@ -249,6 +282,8 @@ def search(
             json.dumps(extra) if extra else "",
         )
     console.print(table)
+    if timings:
+        console.print("  ".join(f"{name} {1000 * t:.1f} ms" for name, t in timings.items()))
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -379,6 +414,8 @@ def evaluate(
         str, typer.Option(help="image, text, or hybrid (image + its instance's text).")
     ] = "image",
     weight: Annotated[float, typer.Option(help="Text share of hybrid scores.")] = 0.5,
+    rerank: RerankOption = None,
+    ames_weights: AmesWeightsOption = None,
     store: StoreOption = _defaults.store,
     collection: CollectionOption = _defaults.collection,
     where: WhereOption = None,
@@ -411,6 +448,7 @@ def evaluate(
                 filter=parse_where(where),
                 params=params,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                rerank=_rerankers(rerank, ames_weights, backend, collection),
             )
     _print_scores(run, f"{benchmark.name} ({queries})", collection)
     if output:
@@ -691,6 +729,17 @@ def adapt_train(
     )
 
 
+def _rerankers(steps, ames_weights, backend, collection):
+    from ilias.rerank import parse_rerankers
+
+    if not steps:
+        return []
+    local_dim = backend.collection_config(collection).local_dim
+    return parse_rerankers(
+        steps, ames_weights=str(ames_weights) if ames_weights else None, local_dim=local_dim
+    )
+
+
 def parse_where(clauses: list[str] | None) -> dict | None:
     """``--where`` clauses into a store filter; numbers become numbers, ranges Range."""
     if not clauses:
@@ -765,6 +814,12 @@ def _print_scores(run, name: str, collection: str) -> None:
         f"query encoding {run.encode_seconds:.2f} s, search {run.search_seconds:.3f} s "
         f"({per_query_ms:.1f} ms per top-{scores.k} query)"
     )
+    if run.stage_seconds:
+        stages = ", ".join(
+            f"{name} {1000 * t / max(1, run.n_queries):.1f}"
+            for name, t in run.stage_seconds.items()
+        )
+        console.print(f"per query, ms: {stages}")
 
 
 class RateColumn(ProgressColumn):

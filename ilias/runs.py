@@ -53,8 +53,10 @@ from ilias.eval.report import (
     write_per_query,
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, SearchParams, load_collection, open_store
+from ilias.indexing.local_features import LocalConfig
 from ilias.loader import Benchmark, read_ilias
-from ilias.query import Retriever, run_image_queries
+from ilias.query import Retriever, run_queries
+from ilias.rerank import parse_rerankers
 
 logger = logging.getLogger(__name__)
 
@@ -282,12 +284,18 @@ def encoder_spec(config: RunConfig) -> str:
     return str(dataclasses.replace(parsed, adaptation=str(config.adaptation)))
 
 
-def _check_rerank(config: RunConfig) -> None:
-    if config.rerank:
+def _check_rerank(config: RunConfig) -> bool:
+    """Refuse unknown re-rankers before any extraction; True when they need local features."""
+    steps = [s for s in config.rerank if s.split(":")[0] != "ames"]
+    if len(steps) != len(config.rerank):
         raise RunConfigError(
-            f"[rerank] steps {list(config.rerank)}: re-ranking (aQE, Chamfer, spatial "
-            "verification, AMES) is not implemented yet (issue 5); set steps = []"
+            "[rerank] ames needs user-supplied weights, which scripted runs do not take yet; "
+            "use the Python API (ilias.rerank.AmesRerank)"
         )
+    try:
+        return any(step.needs_local for step in parse_rerankers(steps))
+    except IliasError as error:
+        raise RunConfigError(f"[rerank] steps: {error}") from error
 
 
 def _collection_name(config: RunConfig, benchmark: Benchmark, spec: str) -> str:
@@ -327,7 +335,7 @@ def run_config(
         config = dataclasses.replace(config, overwrite=overwrite)
     if scheduler is not None:
         config = dataclasses.replace(config, scheduler=scheduler)
-    _check_rerank(config)
+    needs_local = _check_rerank(config)
     spec = encoder_spec(config)
     _check_output(config)
     taxonomy = read_taxonomy(config.taxonomy) if config.taxonomy else None
@@ -346,6 +354,7 @@ def run_config(
             batch_size=config.batch_size,
             scheduler=config.scheduler,
             n_workers=config.workers,
+            local=LocalConfig() if needs_local else None,
         )
         metadata = {"dataset": str(config.dataset)}
         if config.distractors:
@@ -362,9 +371,16 @@ def run_config(
         timings["load_index_s"] = load.index_seconds
         info = store.info(collection)
         retriever = Retriever(store, collection, params=config.search)
-        image_run = run_image_queries(
-            benchmark, retriever, k=config.k, params=config.search, progress=report("image queries")
+        image_run = run_queries(
+            benchmark,
+            retriever,
+            "image",
+            k=config.k,
+            params=config.search,
+            progress=report("image queries"),
+            rerank=parse_rerankers(config.rerank),
         )
+        timings.update({f"stage_{name}_s": t for name, t in image_run.stage_seconds.items()})
         image = _QueryResults(
             {q: [(h.id, h.score) for h in hits] for q, hits in image_run.rankings.items()},
             image_run.encode_seconds,

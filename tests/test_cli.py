@@ -164,3 +164,28 @@ dir = "{tmp_path / "run"}"
     result = runner.invoke(app, ["eval", "--store", f"edge:{tmp_path / 'qdrant'}", "-c", "tiny"])
     assert result.exit_code == 0, result.output
     assert "mAP@1000" in result.output
+
+
+def test_local_load_then_reranked_search_and_eval(tiny_ilias, tmp_path):
+    store = f"edge:{tmp_path / 'qdrant'}"
+    result = runner.invoke(
+        app,
+        ["load", str(tiny_ilias / "core"), "--store", store, "-c", "loc", "--resolution",
+         "224", "--scheduler", "sync", "--local", "--local-top-k", "20"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    query = tiny_ilias / "core" / "cat" / "query" / "Q000.jpg"
+    result = runner.invoke(
+        app,
+        ["search", "--image", str(query), "--store", store, "-c", "loc", "-k", "5",
+         "--rerank", "cs", "--rerank", "aqe:n=2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cat/pos/" in result.output and "global+cs" in result.output
+    result = runner.invoke(app, ["eval", "--store", store, "-c", "loc", "--rerank", "sp:top=9"])
+    assert result.exit_code == 0, result.output
+    assert "mAP@1000" in result.output and "sp" in result.output
+    result = runner.invoke(
+        app, ["search", "--image", str(query), "--store", store, "-c", "loc", "--rerank", "ames"]
+    )
+    assert isinstance(result.exception, IliasError) and "ames-weights" in str(result.exception)

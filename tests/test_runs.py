@@ -262,9 +262,9 @@ def test_config_mistakes_are_refused_with_the_key(tmp_path, sections, message):
         _parse(tmp_path, **sections)
 
 
-def test_rerankers_are_refused_until_they_exist(tmp_path):
-    config = _parse(tmp_path, rerank={"steps": ["aqe"]})
-    with pytest.raises(IliasError, match="not implemented yet \\(issue 5\\)"):
+def test_unknown_rerankers_are_refused_before_any_work(tmp_path):
+    config = _parse(tmp_path, rerank={"steps": ["aqe", "magic"]})
+    with pytest.raises(IliasError, match="unknown re-ranker 'magic'"):
         run_config(config)
 
 

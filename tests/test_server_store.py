@@ -167,7 +167,11 @@ def test_search_sends_exact_ef_and_quantization_params_in_chunks():
     batches = sent.sent("query_batch_points")
     assert [len(b["requests"]) for b in batches] == [64, 64, 2]
     request = batches[0]["requests"][0]
-    assert request.using == "global" and request.limit == 7 and request.with_payload is True
+    assert (
+        request.using == "global"
+        and request.limit == 7
+        and request.with_payload.exclude == ["local_xy"]
+    )
     assert request.params.exact is True and request.params.hnsw_ef == 300
     assert request.params.quantization.oversampling == 2.0
     assert request.params.quantization.rescore is False

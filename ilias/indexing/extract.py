@@ -30,6 +30,7 @@ import dask.bag as db
 import numpy as np
 
 from ilias.indexing.encoders import cached_encoder
+from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.loader import DecodeFailure, Record, decode_image
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ExtractionOptions:
     scheduler: str = "local"
     n_workers: int | None = None
     crop_to_bbox: bool = False  # ILIAS crops image queries to their box, never the database
+    local: LocalConfig | None = None  # also extract local descriptors for re-ranking
 
     def workers(self) -> int:
         return self.n_workers or max(1, min(os.cpu_count() or 1, 8))
@@ -63,6 +65,8 @@ class ExtractedPartition:
     failures: list[DecodeFailure] = field(default_factory=list)
     seconds: float = 0.0
     uploaded: bool = False  # a worker already wrote it; vectors and payloads were dropped
+    local: list[LocalFeatures] | None = None  # one set per id, with ExtractionOptions.local
+    local_dim: int | None = None
 
     @property
     def n_records(self) -> int:
@@ -95,15 +99,25 @@ def _worker_store(spec: str):
     return store
 
 
-def probe_encoder(options: ExtractionOptions) -> tuple[int, int]:
-    """``(dim, resolution)`` of the encoder, built where it runs (and cached there).
+def probe_encoder(options: ExtractionOptions) -> tuple[int, int, int | None]:
+    """``(dim, resolution, local_dim)`` of the encoder, built where it runs (and cached there).
 
     A load whose workers upload must create the collection before the first partition is
     written, and the dimension is only known once a model exists; building it on a worker
     warms that worker's cache instead of loading a model in the driver for nothing.
     """
     encoder = cached_encoder(options.encoder, options.resolution)
-    return encoder.dim, encoder.resolution
+    return encoder.dim, encoder.resolution, local_dim_of(encoder, options.local)
+
+
+def local_dim_of(encoder, config: LocalConfig | None) -> int | None:
+    """Width of the encoder's local descriptors (one tiny forward pass), None without local."""
+    if config is None:
+        return None
+    from PIL import Image
+
+    _, local = encoder.encode_with_local([Image.new("RGB", (64, 64))], top_k=1, config=config)
+    return int(local[0].descriptors.shape[1])
 
 
 def load_image_for(record: Record, crop_to_bbox: bool):
@@ -136,6 +150,7 @@ def encode_partition(
     encoder = cached_encoder(options.encoder, options.resolution)
     kept: list[Record] = []
     tensors = []
+    images = []
     failures: list[DecodeFailure] = []
     for record in records:
         image = load_image_for(record, options.crop_to_bbox)
@@ -149,11 +164,16 @@ def encode_partition(
             failures.append(DecodeFailure(record.id, f"preprocessing failed: {error}"))
             continue
         kept.append(record)
-    vectors = (
-        encoder.encode_preprocessed(tensors, options.batch_size)
-        if tensors
-        else np.empty((0, encoder.dim), dtype=np.float32)
-    )
+        if options.local is not None:
+            images.append(image)
+    local = None
+    if not tensors:
+        vectors = np.empty((0, encoder.dim), dtype=np.float32)
+    elif options.local is not None:
+        top_k = options.local.top_k_query if options.crop_to_bbox else options.local.top_k_database
+        vectors, local = encoder.encode_with_local(images, top_k, options.local, options.batch_size)
+    else:
+        vectors = encoder.encode_preprocessed(tensors, options.batch_size)
     part = ExtractedPartition(
         ids=[r.id for r in kept],
         vectors=vectors,
@@ -161,12 +181,17 @@ def encode_partition(
         dim=encoder.dim,
         resolution=encoder.resolution,
         failures=failures,
+        local=local,
+        local_dim=local[0].descriptors.shape[1] if local else None,
     )
     if upload is not None:
         if part.ids:
-            _worker_store(upload.spec).upsert(upload.collection, part.ids, vectors, part.payloads)
+            _worker_store(upload.spec).upsert(
+                upload.collection, part.ids, vectors, part.payloads, local=local
+            )
         part.vectors = np.empty((0, encoder.dim), dtype=np.float32)
         part.payloads = []
+        part.local = None
         part.uploaded = True
     part.seconds = time.perf_counter() - started
     return part

@@ -26,6 +26,7 @@ from typing import Literal
 from ilias import __version__
 from ilias.errors import StoreError
 from ilias.indexing.extract import ExtractionOptions, WorkerUpload, extract
+from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
 from ilias.loader import DecodeFailure, Record
 
@@ -89,7 +90,7 @@ def load_collection(
     if progress:
         progress(done, report.total)
 
-    def create(dim: int, resolution: int) -> None:
+    def create(dim: int, resolution: int, local_dim: int | None = None) -> None:
         if not store.collection_exists(collection):
             meta = {
                 "encoder": options.encoder,
@@ -97,7 +98,10 @@ def load_collection(
                 "ilias_version": __version__,
                 **(metadata or {}),
             }
-            store.create_collection(collection, CollectionConfig(dim=dim, metadata=meta))
+            if options.local is not None:
+                meta["local"] = options.local.to_dict()
+            config = CollectionConfig(dim=dim, metadata=meta, local_dim=local_dim)
+            store.create_collection(collection, config)
 
     started = time.perf_counter()
     # Workers can only write into a collection that exists: it is created before the first
@@ -110,8 +114,8 @@ def load_collection(
             if part.uploaded:
                 report.uploaded_by_workers += len(part.ids)
             elif part.ids:
-                create(part.dim, part.resolution)
-                store.upsert(collection, part.ids, part.vectors, part.payloads)
+                create(part.dim, part.resolution, part.local_dim)
+                store.upsert(collection, part.ids, part.vectors, part.payloads, local=part.local)
             report.loaded += len(part.ids)
             done += part.n_records
             if progress:
@@ -245,7 +249,15 @@ def _compatible_options(
             f"not {options.encoder} at {options.resolution or 'its default'}px; load into a "
             "new collection (--collection NAME) or drop this one"
         )
-    return replace(options, resolution=resolution)
+    stored_local = meta.get("local")
+    if options.local is not None and stored_local is None:
+        raise StoreError(
+            f"collection {collection!r} was loaded without local descriptors; load them into "
+            "a new collection (--collection NAME --local)"
+        )
+    # A resumed load extracts exactly what the collection holds, local descriptors included.
+    local = LocalConfig(**stored_local) if stored_local else None
+    return replace(options, resolution=resolution, local=local)
 
 
 def _check_unique_ids(records: Sequence[Record]) -> None:

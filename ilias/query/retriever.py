@@ -7,8 +7,9 @@ different space from the database it searches.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from ilias.indexing import (
     load_image_for,
     open_store,
 )
+from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.loader import DecodeFailure, Record
+from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
 
 ImageInput = Image.Image | str | Path | bytes
 
@@ -64,6 +67,76 @@ class Retriever:
 
     def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
         """Descriptors of query images (cropped to their boxes), in the collection's space."""
+        return self.encoder.encode_images(self._query_pictures(queries))
+
+    @property
+    def local_config(self) -> LocalConfig | None:
+        """How the collection's local descriptors were made (None: it has none)."""
+        stored = self.store.collection_config(self.collection).metadata.get("local")
+        return LocalConfig(**stored) if stored else None
+
+    def encode_with_local(
+        self, queries: Sequence[QueryImage | ImageInput]
+    ) -> tuple[np.ndarray, list[LocalFeatures]]:
+        """Global descriptors and the query-side local descriptors (600 by default)."""
+        config = self.local_config
+        if config is None:
+            raise StoreError(
+                f"collection {self.collection!r} has no local descriptors; load it with --local "
+                "to re-rank with cs, sp or ames"
+            )
+        return self.encoder.encode_with_local(
+            self._query_pictures(queries), config.top_k_query, config
+        )
+
+    def search_reranked(
+        self,
+        image: QueryImage | ImageInput,
+        rerankers: Sequence[Reranker],
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        """Global search, then the re-rankers in order (see ``ilias.rerank``)."""
+        needs_local = any(step.needs_local for step in rerankers)
+        if needs_local:
+            vectors, local = self.encode_with_local([image])
+            query = RerankQuery(vectors[0], local[0])
+        else:
+            query = RerankQuery(self.encode_images([image])[0])
+        return self.rerank_query(query, rerankers, k, filter, params, timings)
+
+    def rerank_query(
+        self,
+        query: RerankQuery,
+        rerankers: Sequence[Reranker],
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        """Search for an encoded query and re-rank; Chamfer first runs as ONE engine query
+        (prefetch the top k by ``global``, re-score them by ``local`` with MAX_SIM)."""
+        steps = list(rerankers)
+        began = time.perf_counter()
+        if steps and isinstance(steps[0], ChamferRerank) and query.local is not None:
+            hits = self.store.search_local(
+                self.collection, query.vector, query.local.descriptors, k, filter, params
+            )
+            size = max(1, len(query.local.descriptors))
+            hits = [replace(h, score=h.score / size) for h in hits]  # MAX_SIM sum -> mean
+            stage = "global+cs"
+            steps = steps[1:]
+        else:
+            hits = self.search_vectors(query.vector[None], k, filter, params)[0]
+            stage = "global"
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - began
+        scope = SearchScope(k, filter, params)
+        return apply_rerankers(self, query, hits, steps, scope, timings)
+
+    def _query_pictures(self, queries: Sequence[QueryImage | ImageInput]) -> list[Image.Image]:
         images = []
         for index, query in enumerate(queries):
             query = query if isinstance(query, QueryImage) else QueryImage(query)
@@ -79,7 +152,7 @@ class Retriever:
                 if isinstance(image, DecodeFailure):
                     raise DatasetError(f"cannot read query image {query.image}: {image.reason}")
             images.append(image)
-        return self.encoder.encode_images(images)
+        return images
 
     def search_image(
         self,

@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from ilias.errors import StoreError, VectorValidationError
+from ilias.indexing.local_features import LocalFeatures
 
 # Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
 # re-running a load overwrites the same points instead of adding copies.
 POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b0e-4f43-9a3e-1f1a5c0d2b7e")
 GLOBAL_VECTOR = "global"
+LOCAL_VECTOR = "local"  # multivector of local descriptors (MAX_SIM), for re-ranking
+LOCAL_XY = "local_xy"  # payload: patch centres of the local descriptors, [x0, y0, x1, ...]
 
 
 def point_id(dataset_id: str) -> str:
@@ -73,10 +76,12 @@ class CollectionConfig:
         }
     )
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    local_dim: int | None = None  # local descriptors stored as a MAX_SIM multivector
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
+            "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
             "distance": "cosine",
             "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
             if self.quantization
@@ -97,6 +102,7 @@ class CollectionConfig:
             hnsw_ef_construct=int(data["hnsw"]["ef_construct"]),
             payload_indexes=dict(data["payload_indexes"]),
             metadata=dict(data.get("metadata", {})),
+            local_dim=int(data["local"]["dim"]) if data.get("local") else None,
         )
 
 
@@ -165,9 +171,40 @@ class Store(ABC):
 
     @abstractmethod
     def upsert(
-        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict],
+        local: Sequence[LocalFeatures] | None = None,
     ) -> None:
-        """Write points keyed by ``point_id(id)``; vectors must pass ``validate_vectors``."""
+        """Write points keyed by ``point_id(id)``; vectors must pass ``validate_vectors``.
+
+        A collection with ``local_dim`` takes each point's local descriptors too (the
+        ``local`` multivector, and their patch centres in the ``local_xy`` payload).
+        """
+
+    # -- local descriptors (re-ranking) ------------------------------------------------
+    def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
+        """Stored local descriptors and patch centres by dataset id."""
+        raise StoreError(f"{self.location} does not store local descriptors")
+
+    def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
+        """The given points ranked by MAX_SIM of ``query_local`` against their ``local``
+        multivectors, computed by the engine (the sum form of Chamfer similarity)."""
+        raise StoreError(f"{self.location} does not store local descriptors")
+
+    def search_local(
+        self,
+        name: str,
+        vector: np.ndarray,
+        query_local: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        """One engine query: prefetch the top k by ``global``, re-score them by ``local``."""
+        raise StoreError(f"{self.location} does not store local descriptors")
 
     @abstractmethod
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
@@ -263,6 +300,21 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def validate_local(local: Sequence[LocalFeatures], dim: int, ids: Sequence[str]) -> None:
+    """Local descriptor sets must match the collection's ``local_dim`` and be finite."""
+    if len(local) != len(ids):
+        raise VectorValidationError(f"{len(local)} local descriptor sets for {len(ids)} ids")
+    for dataset_id, features in zip(ids, local, strict=True):
+        descriptors = features.descriptors
+        if descriptors.ndim != 2 or descriptors.shape[1] != dim or not len(descriptors):
+            raise VectorValidationError(
+                f"local descriptors of {dataset_id} have shape {descriptors.shape}; the "
+                f"collection holds {dim}-d ones. Load into a new collection to change them"
+            )
+        if not np.isfinite(descriptors).all():
+            raise VectorValidationError(f"local descriptors of {dataset_id} hold NaN/inf")
 
 
 def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.ndarray:

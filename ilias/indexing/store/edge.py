@@ -29,8 +29,11 @@ import numpy as np
 import qdrant_edge as qe
 
 from ilias.errors import StoreError
+from ilias.indexing.local_features import LocalFeatures
 from ilias.indexing.store.base import (
     GLOBAL_VECTOR,
+    LOCAL_VECTOR,
+    LOCAL_XY,
     CollectionConfig,
     CollectionInfo,
     Filter,
@@ -39,6 +42,7 @@ from ilias.indexing.store.base import (
     SearchParams,
     Store,
     point_id,
+    validate_local,
     validate_vectors,
 )
 
@@ -50,6 +54,8 @@ _SCHEMA_TYPES = {
     "text": qe.PayloadSchemaType.Text,
 }
 _RETRIEVE_CHUNK = 1024
+# Hits carry the payload a user reads, not the patch coordinates kept for re-ranking.
+_HIT_PAYLOAD = qe.PayloadSelector.Exclude([LOCAL_XY])
 _ALIASES = "aliases.json"
 
 
@@ -190,14 +196,34 @@ class EdgeStore(Store):
 
     # -- points ----------------------------------------------------------------------
     def upsert(
-        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict],
+        local: Sequence[LocalFeatures] | None = None,
     ) -> None:
         config = self.collection_config(name)
         vectors = validate_vectors(vectors, config.dim, ids)
-        points = [
-            qe.Point(point_id(i), {GLOBAL_VECTOR: v.tolist()}, payload)
-            for i, v, payload in zip(ids, vectors, payloads, strict=True)
-        ]
+        if config.local_dim:
+            if local is None:
+                raise StoreError(
+                    f"collection {name!r} stores local descriptors: extract them too (--local)"
+                )
+            validate_local(local, config.local_dim, ids)
+            points = [
+                qe.Point(
+                    point_id(i),
+                    {GLOBAL_VECTOR: v.tolist(), LOCAL_VECTOR: f.descriptors.tolist()},
+                    {**payload, LOCAL_XY: f.xy.reshape(-1).round(1).tolist()},
+                )
+                for i, v, payload, f in zip(ids, vectors, payloads, local, strict=True)
+            ]
+        else:
+            points = [
+                qe.Point(point_id(i), {GLOBAL_VECTOR: v.tolist()}, payload)
+                for i, v, payload in zip(ids, vectors, payloads, strict=True)
+            ]
         if points:
             self._shard(name).update(qe.UpdateOperation.upsert_points(points))
 
@@ -235,7 +261,7 @@ class EdgeStore(Store):
                 query=qe.Query.Nearest(v.tolist(), using=GLOBAL_VECTOR),
                 filter=edge_filter,
                 params=edge_params,
-                with_payload=True,
+                with_payload=_HIT_PAYLOAD,
             )
             for v in vectors
         ]
@@ -253,6 +279,76 @@ class EdgeStore(Store):
                     record.vector[GLOBAL_VECTOR], dtype=np.float32
                 )
         return out
+
+    def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
+        by_point = {point_id(i): i for i in ids}
+        keys = list(by_point)
+        out: dict[str, LocalFeatures] = {}
+        shard = self._shard(name)
+        for start in range(0, len(keys), _RETRIEVE_CHUNK):
+            chunk = keys[start : start + _RETRIEVE_CHUNK]
+            for record in shard.retrieve(
+                chunk, qe.PayloadSelector.Include([LOCAL_XY]), [LOCAL_VECTOR]
+            ):
+                vectors = (record.vector or {}).get(LOCAL_VECTOR)
+                if vectors is None:
+                    continue
+                descriptors = np.asarray(vectors, dtype=np.float32)
+                xy = np.asarray((record.payload or {}).get(LOCAL_XY, []), dtype=np.float32)
+                out[by_point[str(record.id)]] = LocalFeatures(
+                    descriptors, xy.reshape(-1, 2), np.ones(len(descriptors), np.float32)
+                )
+        return out
+
+    def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
+        if not ids:
+            return []
+        self._require_local(name, query_local)
+        request = qe.QueryRequest(
+            limit=len(ids),
+            query=qe.Query.Nearest(np.asarray(query_local).tolist(), using=LOCAL_VECTOR),
+            filter=qe.Filter(must=[qe.HasIdCondition({point_id(i) for i in ids})]),
+            params=qe.SearchParams(exact=True),  # float originals: the true MAX_SIM
+            with_payload=_HIT_PAYLOAD,
+        )
+        return [_hit(p) for p in self._shard(name).query(request)]
+
+    def search_local(
+        self,
+        name: str,
+        vector: np.ndarray,
+        query_local: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        self._require_local(name, query_local)
+        request = qe.QueryRequest(
+            limit=k,
+            prefetches=[
+                qe.Prefetch(
+                    query=qe.Query.Nearest(np.asarray(vector).tolist(), using=GLOBAL_VECTOR),
+                    limit=k,
+                    filter=_edge_filter(filter),
+                    params=_edge_params(params or SearchParams()),
+                )
+            ],
+            query=qe.Query.Nearest(np.asarray(query_local).tolist(), using=LOCAL_VECTOR),
+            params=qe.SearchParams(exact=True),
+            with_payload=_HIT_PAYLOAD,
+        )
+        return [_hit(p) for p in self._shard(name).query(request)]
+
+    def _require_local(self, name: str, query_local: np.ndarray) -> None:
+        config = self.collection_config(name)
+        if not config.local_dim:
+            raise StoreError(
+                f"collection {name!r} has no local descriptors; load it with --local to "
+                "re-rank with cs, sp or ames"
+            )
+        shape = np.asarray(query_local).shape
+        if len(shape) != 2 or shape[1] != config.local_dim:
+            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         return self._shard(name).count(qe.CountRequest(exact=True, filter=_edge_filter(filter)))
@@ -293,8 +389,19 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
         if config.quantization
         else None
     )
+    vectors = {GLOBAL_VECTOR: qe.EdgeVectorParams(size=config.dim, distance=qe.Distance.Cosine)}
+    if config.local_dim:
+        # Only ever re-scored, never searched: no HNSW graph (m=0); int8 copies in RAM keep
+        # 100 descriptors per image affordable, and re-scoring reads the float originals.
+        vectors[LOCAL_VECTOR] = qe.EdgeVectorParams(
+            size=config.local_dim,
+            distance=qe.Distance.Cosine,
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+            quantization_config=quantization,
+        )
     return qe.EdgeConfig(
-        vectors={GLOBAL_VECTOR: qe.EdgeVectorParams(size=config.dim, distance=qe.Distance.Cosine)},
+        vectors=vectors,
         hnsw_config=qe.HnswIndexConfig(
             m=config.hnsw_m, ef_construct=config.hnsw_ef_construct, full_scan_threshold=10_000
         ),

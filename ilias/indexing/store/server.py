@@ -46,8 +46,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 
 from ilias.errors import StoreError
+from ilias.indexing.local_features import LocalFeatures
 from ilias.indexing.store.base import (
     GLOBAL_VECTOR,
+    LOCAL_VECTOR,
+    LOCAL_XY,
     CollectionConfig,
     CollectionInfo,
     Filter,
@@ -57,6 +60,7 @@ from ilias.indexing.store.base import (
     SnapshotInfo,
     Store,
     point_id,
+    validate_local,
     validate_vectors,
 )
 from ilias.indexing.store.retry import RetryPolicy, call_with_retry
@@ -274,13 +278,25 @@ class ServerStore(Store):
             if config.quantization
             else None
         )
+        vectors_config = {
+            GLOBAL_VECTOR: models.VectorParams(
+                size=config.dim, distance=models.Distance.COSINE, on_disk=opts.on_disk
+            )
+        }
+        if config.local_dim:
+            # Re-scored only, never searched: no HNSW graph for the local multivector.
+            vectors_config[LOCAL_VECTOR] = models.VectorParams(
+                size=config.local_dim,
+                distance=models.Distance.COSINE,
+                on_disk=opts.on_disk,
+                multivector_config=models.MultiVectorConfig(
+                    comparator=models.MultiVectorComparator.MAX_SIM
+                ),
+                hnsw_config=models.HnswConfigDiff(m=0),
+            )
         create = dict(
             collection_name=name,
-            vectors_config={
-                GLOBAL_VECTOR: models.VectorParams(
-                    size=config.dim, distance=models.Distance.COSINE, on_disk=opts.on_disk
-                )
-            },
+            vectors_config=vectors_config,
             shard_number=opts.shards,
             replication_factor=opts.replicas,
             write_consistency_factor=opts.write_consistency,
@@ -527,7 +543,12 @@ class ServerStore(Store):
 
     # -- points ----------------------------------------------------------------------
     def upsert(
-        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict],
+        local: Sequence[LocalFeatures] | None = None,
     ) -> None:
         from qdrant_client import models
 
@@ -537,12 +558,23 @@ class ServerStore(Store):
             raise StoreError(f"{len(payloads)} payloads for {len(ids)} ids")
         if not len(ids):
             return
+        payloads = [dict(p) for p in payloads]
+        named: dict[str, list] = {GLOBAL_VECTOR: vectors.tolist()}
+        if config.local_dim:
+            if local is None:
+                raise StoreError(
+                    f"collection {name!r} stores local descriptors: extract them too (--local)"
+                )
+            validate_local(local, config.local_dim, ids)
+            named[LOCAL_VECTOR] = [f.descriptors.tolist() for f in local]
+            for payload, features in zip(payloads, local, strict=True):
+                payload[LOCAL_XY] = features.xy.reshape(-1).round(1).tolist()
         size = self.options.batch
         batches = [
             models.Batch(
                 ids=[point_id(i) for i in ids[start : start + size]],
-                vectors={GLOBAL_VECTOR: vectors[start : start + size].tolist()},
-                payloads=[dict(p) for p in payloads[start : start + size]],
+                vectors={key: rows[start : start + size] for key, rows in named.items()},
+                payloads=payloads[start : start + size],
             )
             for start in range(0, len(ids), size)
         ]
@@ -639,7 +671,7 @@ class ServerStore(Store):
                     limit=k,
                     filter=server_filter,
                     params=server_params,
-                    with_payload=True,
+                    with_payload=_hit_payload(),
                 )
                 for v in chunk
             ]
@@ -669,6 +701,103 @@ class ServerStore(Store):
                 if vector is not None:
                     out[by_point[str(record.id)]] = np.asarray(vector, dtype=np.float32)
         return out
+
+    def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
+        by_point = {point_id(i): i for i in ids}
+        out: dict[str, LocalFeatures] = {}
+        for chunk in _chunks(list(by_point), _RETRIEVE_CHUNK):
+            records = self._call(
+                lambda c=chunk: self._client.retrieve(
+                    collection_name=name,
+                    ids=c,
+                    with_payload=[LOCAL_XY],
+                    with_vectors=[LOCAL_VECTOR],
+                ),
+                f"reading local descriptors of {len(chunk)} points of {name!r}",
+                collection=name,
+            )
+            for record in records:
+                vectors = (
+                    record.vector.get(LOCAL_VECTOR) if isinstance(record.vector, dict) else None
+                )
+                if vectors is None:
+                    continue
+                descriptors = np.asarray(vectors, dtype=np.float32)
+                xy = np.asarray((record.payload or {}).get(LOCAL_XY, []), dtype=np.float32)
+                out[by_point[str(record.id)]] = LocalFeatures(
+                    descriptors, xy.reshape(-1, 2), np.ones(len(descriptors), np.float32)
+                )
+        return out
+
+    def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
+        from qdrant_client import models
+
+        if not ids:
+            return []
+        self._require_local(name, query_local)
+        answer = self._call(
+            lambda: self._client.query_points(
+                collection_name=name,
+                query=np.asarray(query_local).tolist(),
+                using=LOCAL_VECTOR,
+                query_filter=models.Filter(
+                    must=[models.HasIdCondition(has_id=[point_id(i) for i in ids])]
+                ),
+                limit=len(ids),
+                search_params=models.SearchParams(exact=True),
+                with_payload=_hit_payload(),
+                timeout=self.options.timeout,
+            ),
+            f"a local re-scoring in {name!r}",
+            collection=name,
+        )
+        return [_hit(p) for p in answer.points]
+
+    def search_local(
+        self,
+        name: str,
+        vector: np.ndarray,
+        query_local: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        from qdrant_client import models
+
+        self._require_local(name, query_local)
+        prefetch = models.Prefetch(
+            query=np.asarray(vector).tolist(),
+            using=GLOBAL_VECTOR,
+            limit=k,
+            filter=to_filter(filter),
+            params=to_search_params(params or SearchParams()),
+        )
+        answer = self._call(
+            lambda: self._client.query_points(
+                collection_name=name,
+                prefetch=prefetch,
+                query=np.asarray(query_local).tolist(),
+                using=LOCAL_VECTOR,
+                limit=k,
+                search_params=models.SearchParams(exact=True),
+                with_payload=_hit_payload(),
+                timeout=self.options.timeout,
+            ),
+            f"a global + local search of {name!r}",
+            collection=name,
+        )
+        return [_hit(p) for p in answer.points]
+
+    def _require_local(self, name: str, query_local: np.ndarray) -> None:
+        config = self.collection_config(name)
+        if not config.local_dim:
+            raise StoreError(
+                f"collection {name!r} has no local descriptors; load it with --local to "
+                "re-rank with cs, sp or ames"
+            )
+        shape = np.asarray(query_local).shape
+        if len(shape) != 2 or shape[1] != config.local_dim:
+            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         answer = self._call(
@@ -788,6 +917,13 @@ def _is_not_found(error: BaseException | None) -> bool:
         except Exception:
             pass
     return isinstance(error, ValueError | KeyError) and "not found" in str(error).lower()
+
+
+def _hit_payload() -> Any:
+    """Hits carry the payload a user reads, not the patch coordinates kept for re-ranking."""
+    from qdrant_client import models
+
+    return models.PayloadSelectorExclude(exclude=[LOCAL_XY])
 
 
 def _hit(point: Any) -> Hit:
