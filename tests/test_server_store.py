@@ -610,3 +610,33 @@ def test_snapshot_calls_resolve_aliases_and_pick_the_source(tmp_path):
     )
     with pytest.raises(StoreError, match="is an alias"):
         store.restore_snapshot("live", "c-1.snapshot")
+
+
+def test_local_multivectors_rescore_like_the_numpy_chamfer(store):
+    from ilias.indexing.local_features import LocalFeatures
+    from ilias.rerank import chamfer_rank
+
+    rng = np.random.default_rng(3)
+    ids = [f"img{i}" for i in range(30)]
+    local = []
+    for _ in ids:
+        d = rng.standard_normal((int(rng.integers(3, 9)), 8)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        local.append(LocalFeatures(d, rng.uniform(0, 100, (len(d), 2)), np.ones(len(d))))
+    store.create_collection("loc", CollectionConfig(dim=16, local_dim=8))
+    store.upsert("loc", ids, _vectors(30, 16), [{"id": i} for i in ids], local=local)
+    store.finish_load("loc")
+    got = store.retrieve_local("loc", ids[:2])
+    np.testing.assert_allclose(got["img1"].descriptors, local[1].descriptors, atol=1e-6)
+    np.testing.assert_allclose(got["img1"].xy, local[1].xy, atol=0.06)  # stored to 0.1 px
+    query = local[4].descriptors[:3]
+    reference = chamfer_rank(query, {i: f.descriptors for i, f in zip(ids, local, strict=True)})
+    rescored = store.rescore_local("loc", query, ids)
+    assert [h.id for h in rescored] == [i for i, _ in reference]
+    assert rescored[0].score == pytest.approx(reference[0][1] * 3, rel=1e-4)
+    assert "local_xy" not in rescored[0].payload
+    shortlist = [h.id for h in store.search("loc", _vectors(1, 16, seed=9), k=10)[0]]
+    one_query = store.search_local("loc", _vectors(1, 16, seed=9)[0], query, k=10)
+    assert [h.id for h in one_query] == [i for i, _ in reference if i in shortlist]
+    with pytest.raises(StoreError, match="--local"):
+        store.upsert("loc", ids[:1], _vectors(1, 16), [{}])

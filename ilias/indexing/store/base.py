@@ -185,6 +185,18 @@ class Store(ABC):
         """
 
     # -- local descriptors (re-ranking) ------------------------------------------------
+    def _require_local(self, name: str, query_local: np.ndarray) -> None:
+        """A clear refusal before a local query reaches a collection that cannot answer it."""
+        config = self.collection_config(name)
+        if not config.local_dim:
+            raise StoreError(
+                f"collection {name!r} has no local descriptors; load it with --local to "
+                "re-rank with cs, sp or ames"
+            )
+        shape = np.asarray(query_local).shape
+        if len(shape) != 2 or shape[1] != config.local_dim:
+            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
+
     def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
         """Stored local descriptors and patch centres by dataset id."""
         raise StoreError(f"{self.location} does not store local descriptors")
@@ -300,6 +312,13 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stored_local(vectors: Sequence, payload: Mapping[str, Any] | None) -> LocalFeatures:
+    """Local features from a stored ``local`` multivector and its ``local_xy`` payload."""
+    descriptors = np.asarray(vectors, dtype=np.float32)
+    xy = np.asarray((payload or {}).get(LOCAL_XY, []), dtype=np.float32).reshape(-1, 2)
+    return LocalFeatures(descriptors, xy, np.ones(len(descriptors), np.float32))
 
 
 def validate_local(local: Sequence[LocalFeatures], dim: int, ids: Sequence[str]) -> None:

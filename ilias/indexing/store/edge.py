@@ -42,6 +42,7 @@ from ilias.indexing.store.base import (
     SearchParams,
     Store,
     point_id,
+    stored_local,
     validate_local,
     validate_vectors,
 )
@@ -293,11 +294,7 @@ class EdgeStore(Store):
                 vectors = (record.vector or {}).get(LOCAL_VECTOR)
                 if vectors is None:
                     continue
-                descriptors = np.asarray(vectors, dtype=np.float32)
-                xy = np.asarray((record.payload or {}).get(LOCAL_XY, []), dtype=np.float32)
-                out[by_point[str(record.id)]] = LocalFeatures(
-                    descriptors, xy.reshape(-1, 2), np.ones(len(descriptors), np.float32)
-                )
+                out[by_point[str(record.id)]] = stored_local(vectors, record.payload)
         return out
 
     def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
@@ -338,17 +335,6 @@ class EdgeStore(Store):
             with_payload=_HIT_PAYLOAD,
         )
         return [_hit(p) for p in self._shard(name).query(request)]
-
-    def _require_local(self, name: str, query_local: np.ndarray) -> None:
-        config = self.collection_config(name)
-        if not config.local_dim:
-            raise StoreError(
-                f"collection {name!r} has no local descriptors; load it with --local to "
-                "re-rank with cs, sp or ames"
-            )
-        shape = np.asarray(query_local).shape
-        if len(shape) != 2 or shape[1] != config.local_dim:
-            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         return self._shard(name).count(qe.CountRequest(exact=True, filter=_edge_filter(filter)))

@@ -60,6 +60,7 @@ from ilias.indexing.store.base import (
     SnapshotInfo,
     Store,
     point_id,
+    stored_local,
     validate_local,
     validate_vectors,
 )
@@ -722,11 +723,7 @@ class ServerStore(Store):
                 )
                 if vectors is None:
                     continue
-                descriptors = np.asarray(vectors, dtype=np.float32)
-                xy = np.asarray((record.payload or {}).get(LOCAL_XY, []), dtype=np.float32)
-                out[by_point[str(record.id)]] = LocalFeatures(
-                    descriptors, xy.reshape(-1, 2), np.ones(len(descriptors), np.float32)
-                )
+                out[by_point[str(record.id)]] = stored_local(vectors, record.payload)
         return out
 
     def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
@@ -787,17 +784,6 @@ class ServerStore(Store):
             collection=name,
         )
         return [_hit(p) for p in answer.points]
-
-    def _require_local(self, name: str, query_local: np.ndarray) -> None:
-        config = self.collection_config(name)
-        if not config.local_dim:
-            raise StoreError(
-                f"collection {name!r} has no local descriptors; load it with --local to "
-                "re-rank with cs, sp or ames"
-            )
-        shape = np.asarray(query_local).shape
-        if len(shape) != 2 or shape[1] != config.local_dim:
-            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         answer = self._call(
