@@ -473,26 +473,16 @@ def info(
         str | None, typer.Option("--collection", "-c", help="One collection (default: all).")
     ] = None,
 ) -> None:
-    """Collections in the store: points, index state, quantization, how vectors were made."""
+    """Settings in effect and the collections: points, index state, quantization, encoder."""
+    from ilias.config import config_path
+
+    console.print(
+        f"ilias {__version__}; store {store}; default collection {_defaults.collection}; "
+        f"default encoder {_defaults.encoder}; config file {config_path() or 'none'}"
+    )
     with open_store(store) as backend:
         names = [collection] if collection else backend.list_collections()
-        table = Table(title=f"ilias {__version__} - {backend.location}")
-        for column in ("collection", "points", "indexed", "dim", "quantization", "encoder", "res"):
-            table.add_column(column, overflow="fold")
-        for name in names:
-            details = backend.info(name)
-            config, meta = details.config, details.config.metadata
-            quant = f"int8 q={config.quantile}" if config.quantization else "none"
-            table.add_row(
-                name,
-                str(details.points),
-                str(details.indexed_vectors),
-                str(config.dim),
-                quant,
-                str(meta.get("encoder")),
-                str(meta.get("resolution")),
-            )
-    console.print(table if names else f"no collections in {backend.location}")
+        console.print(_collections_table(backend, names))
 
 
 @app.command()
@@ -556,32 +546,45 @@ def demo(
 def collections(store: StoreOption = _defaults.store) -> None:
     """Collections and their aliases: points, index status, shards, quantization, encoder."""
     with open_store(store) as backend:
-        names = backend.list_collections()
-        aliases: dict[str, list[str]] = {}
-        for alias_name, target in sorted(backend.list_aliases().items()):
-            aliases.setdefault(target, []).append(alias_name)
-        table = Table(title=f"ilias {__version__} - {backend.location}")
-        for column in (
-            "collection", "aliases", "points", "indexed", "status", "shards x replicas",
-            "quantization", "dim", "encoder", "res",
-        ):  # fmt: skip
-            table.add_column(column, overflow="fold")
-        for name in names:
-            details = backend.info(name)
-            config, meta = details.config, details.config.metadata
-            # What the engine applies; the in-process engine ignores the int8 asked for.
-            quant = details.quantization or ("none (int8 asked)" if config.quantization else "none")
-            layout = (
-                f"{details.shards or '-'} x {details.replicas or '-'}"
-                if details.shards or details.replicas
-                else "-"
-            )
-            table.add_row(
-                name, ", ".join(aliases.get(name, [])), str(details.points),
-                str(details.indexed_vectors), details.status or "-", layout, quant,
-                str(config.dim), str(meta.get("encoder")), str(meta.get("resolution")),
-            )  # fmt: skip
-    console.print(table if names else f"no collections in {backend.location}")
+        console.print(_collections_table(backend, backend.list_collections()))
+
+
+def _collections_table(backend, names: list[str]) -> Table | str:
+    """One row per collection, as the engine reports it (shared by info and collections)."""
+    if not names:
+        return f"no collections in {backend.location}"
+    aliases: dict[str, list[str]] = {}
+    for alias_name, target in sorted(backend.list_aliases().items()):
+        aliases.setdefault(target, []).append(alias_name)
+    columns = (
+        "collection", "aliases", "points", "indexed", "status", "shards x replicas",
+        "quantization", "dim", "local", "encoder", "res",
+    )  # fmt: skip
+    rows = []
+    for name in names:
+        details = backend.info(name)
+        config, meta = details.config, details.config.metadata
+        # What the engine applies; the in-process engine ignores the int8 asked for.
+        quant = details.quantization or ("none (int8 asked)" if config.quantization else "none")
+        layout = (
+            f"{details.shards or '-'} x {details.replicas or '-'}"
+            if details.shards or details.replicas
+            else "-"
+        )
+        rows.append((
+            name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
+            str(details.indexed_vectors), details.status or "-", layout, quant,
+            str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder")),
+            str(meta.get("resolution")),
+        ))  # fmt: skip
+    # Columns the engine has nothing for (shards on Edge, aliases never set) stay out.
+    shown = [i for i in range(len(columns)) if any(row[i] != "-" for row in rows)]
+    table = Table(title=f"ilias {__version__} - {backend.location}")
+    for i in shown:
+        table.add_column(columns[i], overflow="fold")
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    return table
 
 
 @app.command()
