@@ -158,6 +158,10 @@ def load(
     local_top_k: Annotated[
         int, typer.Option(help="Local descriptors kept per database image (with --local).")
     ] = 100,
+    local_detector: Annotated[
+        Path | None,
+        typer.Option(help="Learned patch scorer (weight, bias) choosing the kept patches."),
+    ] = None,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing.load import load_versioned
@@ -171,7 +175,12 @@ def load(
         batch_size=batch_size,
         scheduler=scheduler,
         n_workers=workers,
-        local=LocalConfig(top_k_database=local_top_k) if local else None,
+        local=LocalConfig(
+            top_k_database=local_top_k,
+            detector=str(local_detector.resolve()) if local_detector else None,
+        )
+        if local
+        else None,
     )
     with open_store(store) as backend, _progress() as bar:
         task = bar.add_task("extract", total=len(records))

@@ -84,3 +84,21 @@ def test_ames_shapes_padding_and_combination(tmp_path):
     np.testing.assert_allclose(loaded.score_pairs(query, candidates), logits, atol=1e-5)
     with pytest.raises(IliasError, match="32-d local descriptors"):
         load_ames(tmp_path / "ames.pt", local_dim=32)
+
+
+def test_select_local_by_norm_or_by_a_learned_detector(tmp_path):
+    from ilias.indexing.local_features import load_detector, select_local
+
+    fmap = torch.zeros(4, 2, 3)  # C=4, H=2, W=3
+    fmap[0, 0, 0] = 5.0  # strongest token (norm) at row 0, col 0
+    fmap[3, 1, 2] = 1.0  # the detector's favourite: channel 3, row 1, col 2
+    by_norm = select_local(fmap, top_k=1, scale_x=16, scale_y=16)
+    np.testing.assert_allclose(by_norm.xy, [[8.0, 8.0]])  # centre of cell (0, 0)
+    torch.save({"weight": torch.tensor([0.0, 0.0, 0.0, 1.0]), "bias": torch.zeros(1)},
+               tmp_path / "detector.pt")  # fmt: skip
+    detector = load_detector(str(tmp_path / "detector.pt"))
+    by_detector = select_local(fmap, top_k=1, scale_x=16, scale_y=16, detector=detector)
+    np.testing.assert_allclose(by_detector.xy, [[40.0, 24.0]])  # centre of cell (1, 2)
+    np.testing.assert_allclose(by_detector.descriptors, [[0, 0, 0, 1]])
+    binary = select_local(fmap, top_k=1, scale_x=16, scale_y=16, binarize=True)
+    np.testing.assert_allclose(binary.descriptors, [[0.5, 0.5, 0.5, 0.5]])  # signs, unit norm

@@ -30,7 +30,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ilias.errors import EncoderSpecError
-from ilias.indexing.local_features import LocalConfig, LocalFeatures, select_local
+from ilias.indexing.local_features import (
+    LocalConfig,
+    LocalFeatures,
+    load_detector,
+    select_local,
+)
 from ilias.indexing.resolution import resize_larger_side, resolution_for
 
 logger = logging.getLogger(__name__)
@@ -171,6 +176,7 @@ class Encoder(ABC):
                     scale_y=stride_y / factor,
                     offset=(left / factor, top / factor),
                     binarize=config.binarize,
+                    detector=load_detector(config.detector) if config.detector else None,
                 )
         return out, local  # type: ignore[return-value]
 

@@ -10,6 +10,7 @@ Database images keep 100, queries 600 (the asymmetry the re-rankers are designed
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ class LocalConfig:
     top_k_query: int = 600
     layer: int | None = None  # feature index for forward_intermediates; None: model default
     binarize: bool = False
+    detector: str | None = None  # a learned patch scorer (``load_detector``); None: token norm
 
     def to_dict(self) -> dict:
         return {
@@ -32,7 +34,26 @@ class LocalConfig:
             "top_k_query": self.top_k_query,
             "layer": self.layer,
             "binarize": self.binarize,
+            "detector": self.detector,
         }
+
+
+@functools.lru_cache(maxsize=4)
+def load_detector(path: str) -> torch.nn.Module:
+    """A learned detector: a state dict ``{"weight": (1, C) or (C,), "bias": (1,)}`` of a
+    linear patch scorer, the form the DINOv2-based re-ranking pipelines train on top of
+    frozen tokens. Higher score = more likely a patch of the object."""
+    from ilias.errors import EncoderSpecError
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "weight" not in state:
+        raise EncoderSpecError(f"{path} is not a detector state dict with a 'weight' tensor")
+    weight = state["weight"].reshape(1, -1).float()
+    scorer = torch.nn.Linear(weight.shape[1], 1)
+    with torch.no_grad():
+        scorer.weight.copy_(weight)
+        scorer.bias.copy_(state.get("bias", torch.zeros(1)).reshape(1).float())
+    return scorer.eval()
 
 
 @dataclass(frozen=True)
@@ -51,7 +72,7 @@ def select_local(
     scale_y: float,
     offset: tuple[float, float] = (0.0, 0.0),
     binarize: bool = False,
-    detector_weights: torch.Tensor | None = None,
+    detector: torch.nn.Module | None = None,
 ) -> LocalFeatures:
     """Top-k positions of one ``(C, H, W)`` map, as descriptors with original-image coordinates.
 
@@ -60,7 +81,13 @@ def select_local(
     """
     channels, height, width = feature_map.shape
     tokens = feature_map.reshape(channels, height * width).T.float()  # (HW, C)
-    weights = detector_weights.reshape(-1) if detector_weights is not None else tokens.norm(dim=1)
+    if detector is not None:
+        if detector.in_features != channels:
+            raise ValueError(f"detector takes {detector.in_features}-d tokens, map has {channels}")
+        with torch.no_grad():
+            weights = detector(tokens).reshape(-1)
+    else:
+        weights = tokens.norm(dim=1)
     k = min(top_k, tokens.shape[0])
     order = torch.topk(weights, k).indices
     chosen = tokens[order]
