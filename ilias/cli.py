@@ -19,6 +19,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -85,6 +86,10 @@ RerankOption = Annotated[
 AmesWeightsOption = Annotated[
     Path | None, typer.Option(help="AMES state dict for --rerank ames (none ship).")
 ]
+WorkersOption = Annotated[int | None, typer.Option(help="Dask worker processes.")]
+SchedulerOption = Annotated[
+    str, typer.Option(help="local (worker processes on this machine), sync, or tcp://host:8786")
+]
 WhereOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -132,10 +137,8 @@ def load(
         int | None, typer.Option(help="Larger image side; default: the ILIAS resolution rule.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
-    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
-    scheduler: Annotated[
-        str, typer.Option(help="local (worker processes), sync, or tcp://host:8786")
-    ] = "local",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = "local",
     versioned: Annotated[
         bool,
         typer.Option(
@@ -331,13 +334,7 @@ def eval_run(
     from ilias.runs import run_config
 
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+        progress = _staged(bar)
         folder = run_config(
             config, overwrite=overwrite or None, scheduler=scheduler, progress=progress
         )
@@ -503,8 +500,8 @@ def demo(
         int, typer.Option(help="Distractor images (the database exceeds k=1000 by default).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
-    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
-    scheduler: Annotated[str, typer.Option(help="local, sync or tcp://host:8786")] = "local",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = "local",
 ) -> None:
     """Offline end to end: generate a benchmark from real photos, load, query, score."""
     from ilias.demo import run_demo
@@ -512,13 +509,7 @@ def demo(
     workdir = workdir or data_home() / "demo"
     console.print(f"[bold]ilias demo[/] in {workdir} (offline, embedded Qdrant Edge)")
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+        progress = _staged(bar)
         result = run_demo(
             workdir,
             n_instances=instances,
@@ -545,10 +536,12 @@ def demo(
         console.print(f"extraction: all {load_report.already_present} images already loaded")
     _print_scores(run, "demo", result.collection)
     console.print(f"collection [bold]{result.collection}[/] lives in {result.store_location}")
-    console.print(
-        f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
-        f"--image {bench.core_dir}/<instance>/query/Q000.jpg"
-    )
+    example = min(bench.core_dir.glob("*/query/Q000.jpg"), default=None)
+    if example is not None:
+        console.print(
+            f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
+            f"--image {example}"
+        )
 
 
 @app.command()
@@ -695,8 +688,8 @@ def adapt_train(
         float, typer.Option(help="Fraction of (class, domain) labels held out for the check.")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Split and initialisation seed.")] = 0,
-    workers: Annotated[int | None, typer.Option(help="Dask worker processes.")] = None,
-    scheduler: Annotated[str, typer.Option(help="local, sync or tcp://host:8786")] = "local",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = "local",
 ) -> None:
     """Train Linear(d, dim) + L2 norm with a cosine classifier (scale 16) on frozen descriptors."""
     from ilias.indexing.adaptation import save_adaptation, train_from_records
@@ -832,6 +825,18 @@ def _print_scores(run, name: str, collection: str) -> None:
             for name, t in run.stage_seconds.items()
         )
         console.print(f"per query, ms: {stages}")
+
+
+def _staged(bar: Progress):
+    """A ``progress(stage, done, total)`` callback that gives each stage its own bar."""
+    tasks: dict[str, TaskID] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return progress
 
 
 class RateColumn(ProgressColumn):
