@@ -9,6 +9,7 @@ from ilias.indexing.encoders import (
 )
 from ilias.indexing.extract import ExtractedPartition, ExtractionOptions, extract, load_image_for
 from ilias.indexing.load import LoadReport, VersionedLoad, load_collection, load_versioned
+from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.indexing.resolution import resize_larger_side, resolution_for
 from ilias.indexing.store import (
     CollectionConfig,
@@ -37,6 +38,8 @@ __all__ = [
     "Filter",
     "Hit",
     "LoadReport",
+    "LocalConfig",
+    "LocalFeatures",
     "Range",
     "SearchParams",
     "ServerStore",
