@@ -148,7 +148,6 @@ class Encoder(ABC):
         """(resize factor, left padding, top padding) from original pixels to network input."""
         return 1.0, 0.0, 0.0
 
-    @torch.inference_mode()
     def encode_with_local(
         self,
         images: Sequence[Image.Image],
@@ -157,10 +156,25 @@ class Encoder(ABC):
         batch_size: int = 16,
     ) -> tuple[np.ndarray, list[LocalFeatures]]:
         """Global descriptors and the top-k local descriptors of each image, one forward pass."""
-        config = config or LocalConfig()
         tensors = [self.preprocess(image) for image in images]
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        local: list[LocalFeatures | None] = [None] * len(images)
+        sizes = [image.size for image in images]
+        return self.encode_preprocessed_with_local(tensors, sizes, top_k, config, batch_size)
+
+    @torch.inference_mode()
+    def encode_preprocessed_with_local(
+        self,
+        tensors: Sequence[torch.Tensor],
+        original_sizes: Sequence[tuple[int, int]],
+        top_k: int,
+        config: LocalConfig | None = None,
+        batch_size: int = 16,
+    ) -> tuple[np.ndarray, list[LocalFeatures]]:
+        """``encode_with_local`` for tensors already preprocessed (by the extraction workers);
+        ``original_sizes`` map patch centres back to the original images' pixels."""
+        config = config or LocalConfig()
+        detector = load_detector(config.detector) if config.detector else None
+        out = np.empty((len(tensors), self.dim), dtype=np.float32)
+        local: list[LocalFeatures | None] = [None] * len(tensors)
         for indices in group_by_shape([t.shape for t in tensors], batch_size):
             batch = torch.stack([tensors[i] for i in indices])
             features, maps = self._forward_global_and_map(batch, config.layer)
@@ -168,7 +182,7 @@ class Encoder(ABC):
             stride_y = batch.shape[-2] / maps.shape[-2]
             stride_x = batch.shape[-1] / maps.shape[-1]
             for row, i in enumerate(indices):
-                factor, left, top = self.input_geometry(images[i].size)
+                factor, left, top = self.input_geometry(original_sizes[i])
                 local[i] = select_local(
                     maps[row],
                     top_k,
@@ -176,7 +190,7 @@ class Encoder(ABC):
                     scale_y=stride_y / factor,
                     offset=(left / factor, top / factor),
                     binarize=config.binarize,
-                    detector=load_detector(config.detector) if config.detector else None,
+                    detector=detector,
                 )
         return out, local  # type: ignore[return-value]
 

@@ -150,7 +150,7 @@ def encode_partition(
     encoder = cached_encoder(options.encoder, options.resolution)
     kept: list[Record] = []
     tensors = []
-    images = []
+    sizes: list[tuple[int, int]] = []
     failures: list[DecodeFailure] = []
     for record in records:
         image = load_image_for(record, options.crop_to_bbox)
@@ -164,14 +164,15 @@ def encode_partition(
             failures.append(DecodeFailure(record.id, f"preprocessing failed: {error}"))
             continue
         kept.append(record)
-        if options.local is not None:
-            images.append(image)
+        sizes.append(image.size)
     local = None
     if not tensors:
         vectors = np.empty((0, encoder.dim), dtype=np.float32)
     elif options.local is not None:
         top_k = options.local.top_k_query if options.crop_to_bbox else options.local.top_k_database
-        vectors, local = encoder.encode_with_local(images, top_k, options.local, options.batch_size)
+        vectors, local = encoder.encode_preprocessed_with_local(
+            tensors, sizes, top_k, options.local, options.batch_size
+        )
     else:
         vectors = encoder.encode_preprocessed(tensors, options.batch_size)
     part = ExtractedPartition(
