@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from ilias.indexing import (
 from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.loader import DecodeFailure, Record
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
+from ilias.rerank.chamfer import max_sim_to_chamfer
 
 ImageInput = Image.Image | str | Path | bytes
 
@@ -124,8 +125,7 @@ class Retriever:
             hits = self.store.search_local(
                 self.collection, query.vector, query.local.descriptors, k, filter, params
             )
-            size = max(1, len(query.local.descriptors))
-            hits = [replace(h, score=h.score / size) for h in hits]  # MAX_SIM sum -> mean
+            hits = max_sim_to_chamfer(hits, len(query.local.descriptors))
             stage = "global+cs"
             steps = steps[1:]
         else:

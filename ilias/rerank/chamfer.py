@@ -9,8 +9,11 @@ inside one query (``Store.rescore_local``), this module is the reference the tes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
+
+from ilias.indexing import Hit
 
 
 def chamfer_similarity(query: np.ndarray, candidate: np.ndarray) -> float:
@@ -27,3 +30,9 @@ def chamfer_rank(
     scores = [chamfer_similarity(query, candidates[i]) for i in ids]
     order = np.argsort(-np.asarray(scores), kind="stable")
     return [(ids[j], scores[j]) for j in order]
+
+
+def max_sim_to_chamfer(hits: Sequence[Hit], n_query: int) -> list[Hit]:
+    """Qdrant's MAX_SIM scores (sums over the query's patches) as Chamfer means."""
+    size = max(1, n_query)
+    return [replace(h, score=h.score / size) for h in hits]

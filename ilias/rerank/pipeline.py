@@ -22,6 +22,7 @@ from ilias.indexing import Filter, Hit, SearchParams
 from ilias.indexing.local_features import LocalFeatures
 from ilias.rerank.ames import Ames, combine, load_ames
 from ilias.rerank.aqe import expand_query
+from ilias.rerank.chamfer import max_sim_to_chamfer
 from ilias.rerank.spatial import verify
 
 if TYPE_CHECKING:
@@ -83,9 +84,8 @@ class ChamferRerank(Reranker):
         rescored = retriever.store.rescore_local(
             retriever.collection, query.local.descriptors, [h.id for h in hits]
         )
-        size = max(1, len(query.local.descriptors))
         seen = {h.id for h in rescored}
-        ranked = [replace(h, score=h.score / size) for h in rescored]  # MAX_SIM sum -> mean
+        ranked = max_sim_to_chamfer(rescored, len(query.local.descriptors))
         floor = min((h.score for h in ranked), default=0.0)
         # Candidates without local descriptors keep their order, below every re-scored one.
         rest = [replace(h, score=floor - 1.0) for h in hits if h.id not in seen]
