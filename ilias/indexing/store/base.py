@@ -184,6 +184,12 @@ class Store(ABC):
         ``local`` multivector, and their patch centres in the ``local_xy`` payload).
         """
 
+    def _query_vectors(self, name: str, vectors: np.ndarray) -> np.ndarray:
+        """Query rows checked like stored ones (dimension, NaN, zero) before any search."""
+        vectors = np.atleast_2d(vectors)
+        ids = [f"query {i}" for i in range(len(vectors))]
+        return validate_vectors(vectors, self.collection_config(name).dim, ids)
+
     # -- local descriptors (re-ranking) ------------------------------------------------
     def _require_local(self, name: str, query_local: np.ndarray) -> None:
         """A clear refusal before a local query reaches a collection that cannot answer it."""

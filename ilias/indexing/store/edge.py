@@ -251,9 +251,7 @@ class EdgeStore(Store):
         filter: Filter | None = None,
         params: SearchParams | None = None,
     ) -> list[list[Hit]]:
-        config = self.collection_config(name)
-        vectors = np.atleast_2d(vectors)
-        validate_vectors(vectors, config.dim, [f"query {i}" for i in range(len(vectors))])
+        vectors = self._query_vectors(name, vectors)
         edge_filter = _edge_filter(filter)
         edge_params = _edge_params(params or SearchParams())
         requests = [

@@ -658,9 +658,7 @@ class ServerStore(Store):
     ) -> list[list[Hit]]:
         from qdrant_client import models
 
-        config = self.collection_config(name)
-        vectors = np.atleast_2d(vectors)
-        validate_vectors(vectors, config.dim, [f"query {i}" for i in range(len(vectors))])
+        vectors = self._query_vectors(name, vectors)
         server_filter = to_filter(filter)
         server_params = to_search_params(params or SearchParams())
         out: list[list[Hit]] = []
