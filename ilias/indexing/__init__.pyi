@@ -1,0 +1,41 @@
+from .encoders import (
+    DEFAULT_ENCODER as DEFAULT_ENCODER,
+    Encoder as Encoder,
+    EncoderSpec as EncoderSpec,
+    build_encoder as build_encoder,
+    cached_encoder as cached_encoder,
+)
+from .extract import (
+    ExtractedPartition as ExtractedPartition,
+    ExtractionOptions as ExtractionOptions,
+    extract as extract,
+    load_image_for as load_image_for,
+)
+from .load import (
+    LoadReport as LoadReport,
+    VersionedLoad as VersionedLoad,
+    load_collection as load_collection,
+    load_versioned as load_versioned,
+)
+from .local_features import (
+    LocalConfig as LocalConfig,
+    LocalFeatures as LocalFeatures,
+)
+from .resolution import (
+    resize_larger_side as resize_larger_side,
+    resolution_for as resolution_for,
+)
+from .store import (
+    CollectionConfig as CollectionConfig,
+    CollectionInfo as CollectionInfo,
+    EdgeStore as EdgeStore,
+    Filter as Filter,
+    Hit as Hit,
+    Range as Range,
+    SearchParams as SearchParams,
+    ServerStore as ServerStore,
+    SnapshotInfo as SnapshotInfo,
+    Store as Store,
+    open_store as open_store,
+    point_id as point_id,
+)

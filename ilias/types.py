@@ -1,0 +1,82 @@
+"""Value types shared by the stages: hits, search knobs, filters, local descriptors.
+
+A leaf module (numpy and the standard library only), so that every stage, the CLI and the
+service can name these types without importing torch, dask or a Qdrant engine. The
+stages re-export them from their public faces (``ilias.indexing``, ``ilias.query``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the dataset id, the similarity, the stored payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric payload range for filters (``gte``/``lte`` inclusive, ``gt``/``lt`` strict)."""
+
+    gte: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+
+# field -> value (match), list of values (match any), or Range; every clause must hold.
+# Passed to the engine as a real Qdrant filter, served by payload indexes; never applied in
+# Python after the search.
+Filter = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Search knobs, with Qdrant's meaning: ``oversampling`` and ``rescore`` are int8 ones."""
+
+    exact: bool = False
+    hnsw_ef: int | None = None
+    oversampling: float | None = None
+    rescore: bool = True
+    ignore_quantization: bool = False  # search the float32 originals (quality baseline)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """How many local descriptors to keep, from which layer, and whether to binarise them."""
+
+    top_k_database: int = 100
+    top_k_query: int = 600
+    layer: int | None = None  # feature index for forward_intermediates; None: model default
+    binarize: bool = False
+    detector: str | None = None  # a learned patch scorer (``load_detector``); None: token norm
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "top_k_database": self.top_k_database,
+            "top_k_query": self.top_k_query,
+            "layer": self.layer,
+            "binarize": self.binarize,
+            "detector": self.detector,
+        }
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """``descriptors`` (k, d) unit rows, ``xy`` (k, 2) patch centres in original pixels."""
+
+    descriptors: np.ndarray
+    xy: np.ndarray
+    weights: np.ndarray
+
+
+__all__ = ["Filter", "Hit", "LocalConfig", "LocalFeatures", "Range", "SearchParams"]
