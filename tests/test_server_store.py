@@ -1,13 +1,14 @@
-"""ServerStore against qdrant-client's own in-process engine, plus its retry logic.
+"""What only the server engine does: the calls it sends, specs, retries, snapshots.
 
 No Qdrant server runs on these machines. ``QdrantClient(":memory:")`` speaks the same client
-API as a server, so the functional tests run every ServerStore call through it for real and
-check behaviour (search, counts, filters, vectors, idempotent upserts, aliases). That engine
-accepts but ignores quantization, HNSW, sharding and payload indexes, so those are checked
-on what ServerStore *sends*: a recorder forwards each call to the real engine and keeps its
-arguments. The retry tests inject a client that raises qdrant-client's real exception types
-on purpose (a stand-in for the network, not for the database), and two tests use the real
-transports against a closed port and a socket that never answers.
+API as a server; the behaviour every engine shares (search, counts, filters, vectors,
+idempotent upserts, aliases, local multivectors) is the contract suite in test_store.py,
+run on it and on Edge. That engine accepts but ignores quantization, HNSW, sharding and
+payload indexes, so those are checked on what ServerStore *sends*: a recorder forwards
+each call to the real engine and keeps its arguments. The retry tests inject a client that
+raises qdrant-client's real exception types on purpose (a stand-in for the network, not
+for the database), and two tests use the real transports against a closed port and a
+socket that never answers.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from ilias.errors import StoreError, VectorValidationError
 from ilias.indexing.store import (
     CollectionConfig,
-    EdgeStore,
-    Range,
     RetryPolicy,
     SearchParams,
     ServerOptions,
@@ -186,56 +185,38 @@ def test_info_reports_what_the_engine_applies_not_what_was_asked(store):
     assert info.status == "green" and info.location.endswith("/collections/c")
 
 
-# -- behaviour, mirroring tests/test_store.py on the in-process engine --------------------
+# -- behaviour the contract suite (test_store.py) cannot show on Edge ---------------------
 
 
-def test_create_upsert_search(store):
-    ids, x = _fill(store)
-    assert store.count("c") == 500
-    hits = store.search("c", x[:3], k=10)
-    assert [h[0].id for h in hits] == ids[:3]
-    assert hits[0][0].score == pytest.approx(1.0, abs=1e-3)
-    assert hits[0][0].payload["instance"] == "inst0"
-    exact = store.search("c", x[:3], k=10, params=SearchParams(exact=True))
-    truth = np.argsort(-(x[:3] @ x.T), axis=1)[:, :10]
-    assert [[h.id for h in row] for row in exact] == [[ids[j] for j in row] for row in truth]
+def test_another_tools_collection_opens_and_is_searched_by_vector(store):
+    """No ilias metadata: searchable by vector under its own point ids; images and texts are
+    refused with the fix (which encoder to pass); writes are refused."""
+    from ilias.query import Retriever
 
-
-def test_reupsert_adds_nothing(store):
-    ids, x = _fill(store)
-    store.upsert("c", ids[:100], x[:100], [{"id": i} for i in ids[:100]])
-    assert store.count("c") == 500
-    assert store.existing_ids("c", [ids[0], "never/loaded.jpg"]) == {ids[0]}
-
-
-def test_filters_run_in_the_engine(store):
-    _ids, x = _fill(store)
-    where = {"role": "positive", "scale": Range(gte=0.5)}
-    hits = store.search("c", x[:1], k=1000, filter=where)[0]
-    assert hits and all(h.payload["role"] == "positive" and h.payload["scale"] >= 0.5 for h in hits)
-    assert len(hits) == store.count("c", where) == 125
-    any_of = store.search("c", x[:1], k=1000, filter={"instance": ["inst1", "inst2"]})[0]
-    assert {h.payload["instance"] for h in any_of} == {"inst1", "inst2"}
-
-
-def test_retrieve_vectors_returns_stored_originals(store):
-    ids, x = _fill(store)
-    got = store.retrieve_vectors("c", [ids[7], "missing"])
-    assert list(got) == [ids[7]]
-    np.testing.assert_allclose(got[ids[7]], x[7], atol=1e-6)
-
-
-def test_unknown_collection_and_foreign_collections(store):
-    with pytest.raises(StoreError, match="ilias load"):
-        store.count("nope")
-    with pytest.raises(StoreError, match="ilias load"):
-        store.search("nope", _vectors(1, 4), k=1)
-    raw = store._client
+    raw = store.engine.client
     raw.create_collection(
         "other",
         vectors_config={"global": models.VectorParams(size=4, distance=models.Distance.COSINE)},
     )
-    assert store.collection_config("other").dim == 4  # another tool's collection, usable
+    x = _vectors(3, 4, seed=5)
+    raw.upsert(
+        "other",
+        points=[
+            models.PointStruct(id=i + 1, vector={"global": x[i].tolist()}, payload={"k": i})
+            for i in range(3)
+        ],
+    )
+    config = store.collection_config("other")
+    assert (config.dim, config.managed, dict(config.metadata)) == (4, False, {})
+    retriever = Retriever(store, "other")  # no KeyError: the encoder is only needed for images
+    (hits,) = retriever.search_vectors(x[1:2], k=3)
+    assert hits[0].id == "2" and hits[0].payload == {"k": 1}
+    stored = store.retrieve_vectors("other", [hits[0].id])
+    np.testing.assert_allclose(stored["2"], x[1], atol=1e-6)
+    with pytest.raises(StoreError, match=r"records no encoder.*--encoder SPEC"):
+        retriever.search_image(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(StoreError, match="not created by ilias"):
+        store.upsert("other", ["a.jpg"], _vectors(1, 4), [{}])
     raw.create_collection(
         "alien", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
     )
@@ -243,60 +224,15 @@ def test_unknown_collection_and_foreign_collections(store):
         store.collection_config("alien")
 
 
-def test_snapshots_need_a_server(store):
-    _fill(store, n=10)
-    for call in (store.create_snapshot, store.list_snapshots):
-        with pytest.raises(StoreError, match="need a Qdrant server"):
-            call("c")
-    with pytest.raises(StoreError, match="need a Qdrant server"):
-        store.restore_snapshot("c", "c-1.snapshot")
-
-
-# -- aliases: the same semantics on both engines ------------------------------------------
-
-
-@pytest.fixture(params=["edge", "server"])
-def any_store(request, tmp_path):
-    store = EdgeStore(tmp_path / "q") if request.param == "edge" else ServerStore.memory()
-    with store:
-        yield store
-
-
-def test_alias_swap_is_one_step_and_lookups_resolve(any_store):
-    s = any_store
-    _fill(s, n=20, name="ilias-v1")
-    _fill(s, n=30, name="ilias-v2")
-    assert s.list_aliases() == {}
-    s.set_alias("ilias", "ilias-v1")
-    assert s.list_aliases() == {"ilias": "ilias-v1"} and s.resolve("ilias") == "ilias-v1"
-    assert s.collection_exists("ilias") and s.count("ilias") == 20
-    assert s.search("ilias", _vectors(1, 32), k=100)[0].__len__() == 20
-    s.set_alias("ilias", "ilias-v2")
-    assert s.resolve("ilias") == "ilias-v2" and s.count("ilias") == 30
-    assert s.info("ilias").points == 30 and s.collection_config("ilias").dim == 32
-    assert sorted(s.list_collections()) == ["ilias-v1", "ilias-v2"]  # aliases are not listed
-    s.delete_alias("ilias")
-    s.delete_alias("ilias")  # absent: nothing happens
-    assert s.list_aliases() == {} and not s.collection_exists("ilias")
-
-
-def test_alias_rules(any_store):
-    s = any_store
-    _fill(s, n=5, name="a")
-    _fill(s, n=5, name="b")
-    s.set_alias("live", "a")
-    with pytest.raises(StoreError, match="is an alias"):
-        s.set_alias("other", "live")  # no alias of an alias
-    with pytest.raises(StoreError, match="name of its own"):
-        s.set_alias("b", "a")  # an alias cannot shadow a collection
-    with pytest.raises(StoreError, match="is an alias"):
-        s.create_collection("live", CollectionConfig(dim=32))
-    with pytest.raises(StoreError, match="alias of 'a'"):
-        s.drop("live")
-    with pytest.raises(StoreError):
-        s.set_alias("x", "missing")
-    s.drop("a")
-    assert s.list_aliases() == {}  # aliases of a dropped collection go with it
+def test_searches_do_not_re_read_the_collection():
+    """One read of the collection per handle; aliases are resolved by the server itself."""
+    store, sent = _recorded()
+    _fill(store, n=20)
+    before = len(sent.calls)
+    for seed in range(5):
+        store.search("c", _vectors(1, 32, seed=seed), k=3)
+    calls = [name for name, _ in sent.calls[before:]]
+    assert calls == ["query_batch_points"] * 5
 
 
 def test_alias_swap_sends_one_atomic_request():
@@ -309,17 +245,6 @@ def test_alias_swap_sends_one_atomic_request():
     assert [type(op).__name__ for op in swap] == ["DeleteAliasOperation", "CreateAliasOperation"]
 
 
-def test_edge_aliases_are_seen_by_another_handle(tmp_path):
-    with EdgeStore(tmp_path) as writer:
-        _fill(writer, n=5, name="v1")
-        writer.set_alias("live", "v1")
-        writer.close()
-        reader = EdgeStore(tmp_path)
-        assert reader.resolve("live") == "v1" and reader.count("live") == 5
-        reader.close()
-    assert (tmp_path / "aliases.json").is_file()
-
-
 # -- specs --------------------------------------------------------------------------------
 
 
@@ -328,13 +253,13 @@ def test_specs_select_the_engine_and_options(monkeypatch):
     store = open_store("http://qdrant:6333?grpc=true&shards=6&replicas=2&on_disk=true")
     assert isinstance(store, ServerStore) and store.location == "http://qdrant:6333"
     assert store.options == ServerOptions(grpc=True, shards=6, replicas=2, on_disk=True)
-    assert store._client.init_options["prefer_grpc"] is True
-    assert store._client.init_options["api_key"] == "s3cret"
+    assert store.engine.client.init_options["prefer_grpc"] is True
+    assert store.engine.client.init_options["api_key"] == "s3cret"
     assert "s3cret" not in store.spec and "s3cret" not in store.worker_spec()
     assert open_store(store.spec).options == store.options  # the spec round-trips
     grpc = open_store("grpc://qdrant:7334")
-    assert grpc._client.init_options["prefer_grpc"] is True
-    assert grpc._client.init_options["grpc_port"] == 7334
+    assert grpc.engine.client.init_options["prefer_grpc"] is True
+    assert grpc.engine.client.init_options["grpc_port"] == 7334
     for bad, message in [
         ("http://q:6333?api_key=x", "QDRANT_API_KEY"),
         ("http://q:6333?shard=3", "unknown store option 'shard'"),
@@ -610,33 +535,3 @@ def test_snapshot_calls_resolve_aliases_and_pick_the_source(tmp_path):
     )
     with pytest.raises(StoreError, match="is an alias"):
         store.restore_snapshot("live", "c-1.snapshot")
-
-
-def test_local_multivectors_rescore_like_the_numpy_chamfer(store):
-    from ilias.indexing.local_features import LocalFeatures
-    from ilias.rerank import chamfer_rank
-
-    rng = np.random.default_rng(3)
-    ids = [f"img{i}" for i in range(30)]
-    local = []
-    for _ in ids:
-        d = rng.standard_normal((int(rng.integers(3, 9)), 8)).astype(np.float32)
-        d /= np.linalg.norm(d, axis=1, keepdims=True)
-        local.append(LocalFeatures(d, rng.uniform(0, 100, (len(d), 2)), np.ones(len(d))))
-    store.create_collection("loc", CollectionConfig(dim=16, local_dim=8))
-    store.upsert("loc", ids, _vectors(30, 16), [{"id": i} for i in ids], local=local)
-    store.finish_load("loc")
-    got = store.retrieve_local("loc", ids[:2])
-    np.testing.assert_allclose(got["img1"].descriptors, local[1].descriptors, atol=1e-6)
-    np.testing.assert_allclose(got["img1"].xy, local[1].xy, atol=0.06)  # stored to 0.1 px
-    query = local[4].descriptors[:3]
-    reference = chamfer_rank(query, {i: f.descriptors for i, f in zip(ids, local, strict=True)})
-    rescored = store.rescore_local("loc", query, ids)
-    assert [h.id for h in rescored] == [i for i, _ in reference]
-    assert rescored[0].score == pytest.approx(reference[0][1] * 3, rel=1e-4)
-    assert "local_xy" not in rescored[0].payload
-    shortlist = [h.id for h in store.search("loc", _vectors(1, 16, seed=9), k=10)[0]]
-    one_query = store.search_local("loc", _vectors(1, 16, seed=9)[0], query, k=10)
-    assert [h.id for h in one_query] == [i for i, _ in reference if i in shortlist]
-    with pytest.raises(StoreError, match="--local"):
-        store.upsert("loc", ids[:1], _vectors(1, 16), [{}])

@@ -1,109 +1,279 @@
-"""EdgeStore on a real Qdrant Edge shard: int8, payload indexes, filters, idempotent ids."""
+"""The Store contract, run on every engine: real Qdrant Edge shards and qdrant-client's own
+in-process engine (the same client API as a server).
+
+Each test states behaviour a user relies on, whichever engine holds the collection:
+idempotent ids, the dataset id coming back in hits, filters served by the engine, stored
+vectors, refused vectors, aliases, local multivectors, and the errors for what an engine
+cannot do. Engine-specific tests (what the server client sends, retries, Edge's
+single-owner lock) live in test_server_store.py and at the end of this file.
+"""
+
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from ilias.errors import StoreError, VectorValidationError
-from ilias.indexing import CollectionConfig, EdgeStore, Range, SearchParams, open_store, point_id
+from ilias.indexing.store import (
+    CollectionConfig,
+    EdgeStore,
+    Range,
+    SearchParams,
+    ServerStore,
+    Store,
+    open_store,
+    point_id,
+)
+from ilias.types import LocalFeatures
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*local Qdrant.*:UserWarning", "ignore:Payload indexes have no effect.*:UserWarning"
+)
 
 
-@pytest.fixture
-def store(tmp_path):
-    with EdgeStore(tmp_path / "qdrant") as s:
-        yield s
-
-
-def _vectors(n, dim, seed=0):
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _fill(store, n=500, dim=32):
-    store.create_collection("c", CollectionConfig(dim=dim, metadata={"encoder": "e"}))
+def fill(store: Store, n: int = 500, dim: int = 32, name: str = "c"):
+    """``n`` points in 5 instances; odd rows are positives; ``scale`` runs 0 .. (n-1)/n.
+
+    The payloads carry no ``id`` key: the store itself writes the dataset id.
+    """
+    store.create_collection(name, CollectionConfig(dim=dim, metadata={"encoder": "e"}))
     ids = [f"inst{i % 5}/pos/P{i:04d}.jpg" for i in range(n)]
     payloads = [
-        {
-            "id": i,
-            "instance": f"inst{j % 5}",
-            "role": "positive" if j % 2 else "distractor",
-            "scale": j / n,
-        }
-        for j, i in enumerate(ids)
+        {"instance": f"inst{j % 5}", "role": "positive" if j % 2 else "distractor", "scale": j / n}
+        for j in range(n)
     ]
-    x = _vectors(n, dim)
-    store.upsert("c", ids, x, payloads)
-    store.finish_load("c")
+    x = unit_vectors(n, dim)
+    store.upsert(name, ids, x, payloads)
+    store.finish_load(name)
     return ids, x
+
+
+@pytest.fixture(params=["edge", "memory"])
+def store(request, tmp_path):
+    opened = EdgeStore(tmp_path / "q") if request.param == "edge" else ServerStore.memory()
+    with opened:
+        yield opened
 
 
 def test_point_ids_are_stable_uuid5():
     assert point_id("a/pos/P0.jpg") == point_id("a/pos/P0.jpg") != point_id("a/pos/P1.jpg")
+    # Pinned: a changed namespace would orphan every collection loaded so far.
+    assert point_id("a/pos/P0.jpg") == "35a7871e-6ac6-52e5-bdab-d3dabfd27cf4"
 
 
-def test_create_upsert_search_with_int8_and_indexes(store):
-    ids, x = _fill(store)
-    info = store.info("c")
-    assert info.points == 500 and info.indexed_vectors == 500
-    assert info.config.quantization and info.config.quantile == 0.99
+def test_search_returns_exact_neighbours_with_dataset_ids_and_payload(store):
+    ids, x = fill(store)
+    assert store.count("c") == 500
+    assert store.info("c").points == 500
     hits = store.search("c", x[:3], k=10)
-    assert [h[0].id for h in hits] == ids[:3]
+    assert [row[0].id for row in hits] == ids[:3]  # the id written by the store itself
     assert hits[0][0].score == pytest.approx(1.0, abs=1e-3)
-    assert hits[0][0].payload["instance"] == "inst0"
-    exact = store.search(
-        "c", x[:3], k=10, params=SearchParams(exact=True, ignore_quantization=True)
-    )
+    assert hits[0][0].payload == {"instance": "inst0", "role": "distractor", "scale": 0.0,
+                                  "id": ids[0]}  # fmt: skip
+    exact = store.search("c", x[:3], k=10, params=SearchParams(exact=True))
     truth = np.argsort(-(x[:3] @ x.T), axis=1)[:, :10]
     assert [[h.id for h in row] for row in exact] == [[ids[j] for j in row] for row in truth]
+    scores = np.sort(x[:3] @ x.T, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose([[h.score for h in row] for row in exact], scores, atol=1e-5)
 
 
-def test_reupsert_adds_nothing(store):
-    ids, x = _fill(store)
-    store.upsert("c", ids[:100], x[:100], [{"id": i} for i in ids[:100]])
+def test_hit_ids_find_their_stored_vectors(store):
+    """aQE and hybrid search read stored vectors by hit id: the round trip must close."""
+    ids, x = fill(store, n=50)
+    hit = store.search("c", x[7], k=1)[0][0]
+    stored = store.retrieve_vectors("c", [hit.id, "missing"])
+    assert list(stored) == [ids[7]]
+    np.testing.assert_allclose(stored[ids[7]], x[7], atol=1e-6)
+
+
+def test_reupsert_is_idempotent_and_existing_ids_are_exact(store):
+    ids, x = fill(store)
+    store.upsert("c", ids[:100], x[:100], [{} for _ in range(100)])
     assert store.count("c") == 500
-    assert store.existing_ids("c", [ids[0], "never/loaded.jpg"]) == {ids[0]}
+    assert store.existing_ids("c", [ids[0], ids[499], "never/loaded.jpg"]) == {ids[0], ids[499]}
 
 
-def test_filters_run_in_the_engine(store):
-    _ids, x = _fill(store)
-    hits = store.search("c", x[:1], k=1000, filter={"role": "positive", "scale": Range(gte=0.5)})[0]
-    assert hits and all(h.payload["role"] == "positive" and h.payload["scale"] >= 0.5 for h in hits)
-    assert len(hits) == store.count("c", {"role": "positive", "scale": Range(gte=0.5)}) == 125
+def test_filters_are_served_by_the_engine(store):
+    _ids, x = fill(store)
+    where = {"role": "positive", "scale": Range(gte=0.5)}
+    hits = store.search("c", x[:1], k=1000, filter=where)[0]
+    expected = {f"inst{j % 5}/pos/P{j:04d}.jpg" for j in range(250, 500) if j % 2}
+    assert {h.id for h in hits} == expected and store.count("c", where) == 125
     any_of = store.search("c", x[:1], k=1000, filter={"instance": ["inst1", "inst2"]})[0]
-    assert {h.payload["instance"] for h in any_of} == {"inst1", "inst2"}
-
-
-def test_retrieve_vectors_returns_stored_originals(store):
-    ids, x = _fill(store)
-    got = store.retrieve_vectors("c", [ids[7], "missing"])
-    assert list(got) == [ids[7]]
-    np.testing.assert_allclose(got[ids[7]], x[7], atol=1e-6)
+    assert len(any_of) == 200 and {h.payload["instance"] for h in any_of} == {"inst1", "inst2"}
+    # A float equality is a point range: compared as a keyword it would never match.
+    assert [h.id for h in store.search("c", x[:1], k=10, filter={"scale": 0.25})[0]] == [
+        "inst0/pos/P0125.jpg"
+    ]
+    assert store.count("c", {"scale": Range(gt=0.25, lt=0.26)}) == 4
 
 
 def test_bad_vectors_are_refused_before_the_engine(store):
-    _fill(store)
-    nan = _vectors(2, 32)
+    fill(store)
+    nan = unit_vectors(2, 32)
     nan[1, 3] = np.nan
     with pytest.raises(VectorValidationError, match=r"b\.jpg"):
         store.upsert("c", ["a.jpg", "b.jpg"], nan, [{}, {}])
     with pytest.raises(VectorValidationError, match="32-d"):
-        store.upsert("c", ["a.jpg"], _vectors(1, 16), [{}])
+        store.upsert("c", ["a.jpg"], unit_vectors(1, 16), [{}])
     with pytest.raises(VectorValidationError, match="zero"):
         store.upsert("c", ["a.jpg"], np.zeros((1, 32), np.float32), [{}])
+    # Finite in float64, infinite as the float32 the engine would receive.
+    huge = unit_vectors(1, 32).astype(np.float64)
+    huge[0, 0] = 1e39
+    with pytest.raises(VectorValidationError, match=r"a\.jpg"):
+        store.upsert("c", ["a.jpg"], huge, [{}])
+    with pytest.raises(VectorValidationError, match="query 0"):
+        store.search("c", np.full((1, 32), np.nan, np.float32), k=1)
     assert store.count("c") == 500
 
 
-def test_reopen_and_single_owner(tmp_path):
+def test_missing_collections_get_one_error(store):
+    for call in (
+        lambda: store.count("nope"),
+        lambda: store.search("nope", unit_vectors(1, 4), k=1),
+        lambda: store.info("nope"),
+    ):
+        with pytest.raises(StoreError, match=r"no collection 'nope'.*ilias load"):
+            call()
+
+
+def test_snapshots_are_a_declared_capability(store):
+    fill(store, n=10)
+    for call in (
+        lambda: store.create_snapshot("c"),
+        lambda: store.list_snapshots("c"),
+        lambda: store.restore_snapshot("c", "c-1.snapshot"),
+    ):
+        with pytest.raises(StoreError, match="Qdrant server"):
+            call()
+
+
+def test_collection_config_is_read_once_per_handle(store, monkeypatch):
+    fill(store, n=20)
+    store.refresh()
+    reads: list[str] = []
+    original = store.engine.read_config
+    monkeypatch.setattr(store.engine, "read_config", lambda n: reads.append(n) or original(n))
+    for _ in range(5):
+        store.search("c", unit_vectors(1, 32), k=3)
+    store.upsert("c", ["x.jpg"], unit_vectors(1, 32), [{}])
+    assert reads == ["c"]
+    store.drop("c")
+    fill(store, n=5, dim=8)  # same name, another dimension: the cache must not answer
+    assert store.collection_config("c").dim == 8 and store.count("c") == 5
+
+
+# -- aliases -----------------------------------------------------------------------------
+
+
+def test_alias_swap_is_one_step_and_lookups_resolve(store):
+    fill(store, n=20, name="ilias-v1")
+    fill(store, n=30, name="ilias-v2")
+    assert store.list_aliases() == {}
+    store.set_alias("ilias", "ilias-v1")
+    assert store.list_aliases() == {"ilias": "ilias-v1"} and store.resolve("ilias") == "ilias-v1"
+    assert store.collection_exists("ilias") and store.count("ilias") == 20
+    assert len(store.search("ilias", unit_vectors(1, 32), k=100)[0]) == 20
+    store.set_alias("ilias", "ilias-v2")
+    assert store.resolve("ilias") == "ilias-v2" and store.count("ilias") == 30
+    assert store.info("ilias").points == 30 and store.collection_config("ilias").dim == 32
+    assert store.list_collections() == ["ilias-v1", "ilias-v2"]  # aliases are not listed
+    store.delete_alias("ilias")
+    store.delete_alias("ilias")  # absent: nothing happens
+    assert store.list_aliases() == {} and not store.collection_exists("ilias")
+
+
+def test_alias_rules(store):
+    fill(store, n=5, name="a")
+    fill(store, n=5, name="b")
+    store.set_alias("live", "a")
+    with pytest.raises(StoreError, match="is an alias"):
+        store.set_alias("other", "live")  # no alias of an alias
+    with pytest.raises(StoreError, match="name of its own"):
+        store.set_alias("b", "a")  # an alias cannot shadow a collection
+    with pytest.raises(StoreError, match="is an alias"):
+        store.create_collection("live", CollectionConfig(dim=32))
+    with pytest.raises(StoreError, match="alias of 'a'"):
+        store.drop("live")
+    with pytest.raises(StoreError, match="no collection 'missing'"):
+        store.set_alias("x", "missing")
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_collection("a", CollectionConfig(dim=32))
+    with pytest.raises(StoreError, match="invalid collection name"):
+        store.create_collection("../escape", CollectionConfig(dim=32))
+    store.drop("a")
+    assert store.list_aliases() == {}  # aliases of a dropped collection go with it
+
+
+# -- local multivectors (re-ranking) ---------------------------------------------------------
+
+
+def test_local_multivectors_rescore_like_the_numpy_chamfer(store):
+    from ilias.rerank import chamfer_rank
+
+    rng = np.random.default_rng(3)
+    ids = [f"img{i}" for i in range(30)]
+    local = []
+    for _ in ids:
+        d = rng.standard_normal((int(rng.integers(3, 9)), 8)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        local.append(LocalFeatures(d, rng.uniform(0, 100, (len(d), 2)), np.ones(len(d))))
+    store.create_collection("loc", CollectionConfig(dim=16, local_dim=8))
+    store.upsert("loc", ids, unit_vectors(30, 16), [{} for _ in ids], local=local)
+    store.finish_load("loc")
+    got = store.retrieve_local("loc", ids[:2])
+    np.testing.assert_allclose(got["img1"].descriptors, local[1].descriptors, atol=1e-6)
+    np.testing.assert_allclose(got["img1"].xy, local[1].xy, atol=0.06)  # stored to 0.1 px
+    query = local[4].descriptors[:3]
+    reference = chamfer_rank(query, {i: f.descriptors for i, f in zip(ids, local, strict=True)})
+    rescored = store.rescore_local("loc", query, ids)
+    assert [h.id for h in rescored] == [i for i, _ in reference]
+    assert rescored[0].score == pytest.approx(reference[0][1] * 3, rel=1e-4)
+    assert "local_xy" not in rescored[0].payload
+    shortlist = [h.id for h in store.search("loc", unit_vectors(1, 16, seed=9), k=10)[0]]
+    one_query = store.search_local("loc", unit_vectors(1, 16, seed=9)[0], query, k=10)
+    assert [h.id for h in one_query] == [i for i, _ in reference if i in shortlist]
+    with pytest.raises(StoreError, match="--local"):
+        store.upsert("loc", ids[:1], unit_vectors(1, 16), [{}])
+
+
+def test_local_queries_on_a_collection_without_local_descriptors_are_refused(store):
+    fill(store, n=5)
+    with pytest.raises(StoreError, match="load it with --local"):
+        store.retrieve_local("c", ["x"])
+    with pytest.raises(StoreError, match="load it with --local"):
+        store.search_local("c", unit_vectors(1, 32)[0], unit_vectors(3, 8), k=5)
+
+
+# -- Edge only: one owning process, aliases in a file -----------------------------------------
+
+
+def test_edge_reopens_and_has_a_single_owner(tmp_path):
     with EdgeStore(tmp_path) as first:
-        _fill(first)
+        fill(first)
     with EdgeStore(tmp_path) as reopened:
         assert reopened.count("c") == 500
         with EdgeStore(tmp_path) as other, pytest.raises(StoreError, match="another process"):
             other.count("c")
 
 
-def test_unknown_collection_and_spec_errors(store):
-    with pytest.raises(StoreError, match="ilias load"):
-        store.count("nope")
+def test_edge_aliases_are_seen_by_another_handle(tmp_path):
+    with EdgeStore(tmp_path) as writer:
+        fill(writer, n=5, name="v1")
+        writer.set_alias("live", "v1")
+    with EdgeStore(tmp_path) as reader:
+        assert reader.resolve("live") == "v1" and reader.count("live") == 5
+    assert (tmp_path / "aliases.json").is_file()
+
+
+def test_specs_pick_the_engine(tmp_path):
+    assert isinstance(open_store(f"edge:{tmp_path}"), EdgeStore)
+    assert isinstance(open_store("memory:"), ServerStore)
     with pytest.raises(StoreError, match="edge:PATH"):
         open_store("s3://bucket")
-    assert isinstance(open_store(f"edge:{store.root}"), EdgeStore)

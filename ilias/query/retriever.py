@@ -2,7 +2,8 @@
 
 The collection records the encoder spec and resolution its vectors were made with; the
 retriever reads them and builds the same encoder, so a query can never be embedded in a
-different space from the database it searches.
+different space from the database it searches. A collection that records no encoder (one
+made by another tool) is searched by vector; image and text queries need ``encoder=``.
 """
 
 from __future__ import annotations
@@ -16,20 +17,11 @@ import numpy as np
 from PIL import Image
 
 from ilias.errors import DatasetError, StoreError
-from ilias.indexing import (
-    Encoder,
-    Filter,
-    Hit,
-    SearchParams,
-    Store,
-    cached_encoder,
-    load_image_for,
-    open_store,
-)
-from ilias.indexing.local_features import LocalConfig, LocalFeatures
+from ilias.indexing import Encoder, Store, cached_encoder, load_image_for, open_store
 from ilias.loader import DecodeFailure, Record
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
 from ilias.rerank.chamfer import max_sim_to_chamfer
+from ilias.types import Filter, Hit, LocalConfig, LocalFeatures, SearchParams
 
 ImageInput = Image.Image | str | Path | bytes
 
@@ -43,7 +35,7 @@ class QueryImage:
 
 
 class Retriever:
-    """Image-to-image search over one collection."""
+    """Image, text and hybrid search over one collection."""
 
     def __init__(
         self,
@@ -55,16 +47,40 @@ class Retriever:
     ):
         self.store = open_store(store) if isinstance(store, str) else store
         self.collection = collection
-        config = self.store.collection_config(collection)
-        meta = config.metadata
-        self.encoder = encoder or cached_encoder(meta["encoder"], meta.get("resolution"))
-        if self.encoder.dim != config.dim:
-            raise StoreError(
-                f"encoder {self.encoder.spec} gives {self.encoder.dim}-d vectors but "
-                f"{collection!r} holds {config.dim}-d ones; use the collection's encoder "
-                f"({meta.get('encoder')})"
-            )
+        self.view = self.store.collection(collection)
         self.params = params or SearchParams()
+        self._encoder = encoder
+        config = self.view.config  # a clear error now for a missing collection
+        if encoder is not None:
+            self._check_encoder(encoder, config.dim)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder, built on first use (vector searches need none)."""
+        if self._encoder is None:
+            config = self.view.config
+            spec = config.metadata.get("encoder")
+            if not spec:
+                raise StoreError(
+                    f"collection {self.collection!r} records no encoder (it was not made by "
+                    f"ilias), so images and texts cannot be embedded for it; pass the encoder "
+                    f"its {config.dim}-d vectors were made with: Retriever(..., encoder="
+                    "build_encoder('timm:NAME')) or --encoder SPEC"
+                )
+            self._encoder = self._check_encoder(
+                cached_encoder(spec, config.metadata.get("resolution")), config.dim
+            )
+        return self._encoder
+
+    def _check_encoder(self, encoder: Encoder, dim: int) -> Encoder:
+        if encoder.dim != dim:
+            recorded = self.view.config.metadata.get("encoder") or "not recorded"
+            raise StoreError(
+                f"encoder {encoder.spec} gives {encoder.dim}-d vectors but "
+                f"{self.collection!r} holds {dim}-d ones; use the collection's encoder "
+                f"({recorded})"
+            )
+        return encoder
 
     def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
         """Descriptors of query images (cropped to their boxes), in the collection's space."""
@@ -73,7 +89,7 @@ class Retriever:
     @property
     def local_config(self) -> LocalConfig | None:
         """How the collection's local descriptors were made (None: it has none)."""
-        stored = self.store.collection_config(self.collection).metadata.get("local")
+        stored = self.view.config.metadata.get("local")
         return LocalConfig(**stored) if stored else None
 
     def encode_with_local(
@@ -122,8 +138,8 @@ class Retriever:
         steps = list(rerankers)
         began = time.perf_counter()
         if steps and isinstance(steps[0], ChamferRerank) and query.local is not None:
-            hits = self.store.search_local(
-                self.collection, query.vector, query.local.descriptors, k, filter, params
+            hits = self.view.search_local(
+                query.vector, query.local.descriptors, k, filter, params or self.params
             )
             hits = max_sim_to_chamfer(hits, len(query.local.descriptors))
             stage = "global+cs"
@@ -133,8 +149,8 @@ class Retriever:
             stage = "global"
         if timings is not None:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - began
-        scope = SearchScope(k, filter, params)
-        return apply_rerankers(self, query, hits, steps, scope, timings)
+        scope = SearchScope(k, filter, params or self.params)
+        return apply_rerankers(self.view, query, hits, steps, scope, timings)
 
     def _query_pictures(self, queries: Sequence[QueryImage | ImageInput]) -> list[Image.Image]:
         images = []
@@ -231,7 +247,7 @@ class Retriever:
             image_vectors, text_vectors, image_hits, text_hits, strict=True
         ):
             candidates = {h.id: h.payload for h in hits_b} | {h.id: h.payload for h in hits_a}
-            stored = self.store.retrieve_vectors(self.collection, list(candidates))
+            stored = self.view.retrieve_vectors(list(candidates))
             ids = list(stored)
             if not ids:
                 results.append([])
@@ -249,7 +265,7 @@ class Retriever:
         filter: Filter | None = None,
         params: SearchParams | None = None,
     ) -> list[list[Hit]]:
-        return self.store.search(self.collection, vectors, k, filter, params or self.params)
+        return self.view.search(vectors, k, filter, params or self.params)
 
 
 def query_images_of(records: Sequence[Record]) -> list[QueryImage]:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ilias.indexing import Hit
+from ilias.types import Hit
 
 
 def chamfer_similarity(query: np.ndarray, candidate: np.ndarray) -> float:

@@ -5,6 +5,11 @@ vector, for query expansion), so steps compose in any order: ``cs,aqe`` re-score
 shortlist by Chamfer similarity, then expands the query with the new top results.
 Local descriptors live in the collection (the ``local`` multivector and ``local_xy``
 payload), so Chamfer runs inside Qdrant (MAX_SIM) and the others fetch what they need.
+
+Steps see the collection through ``CollectionView``, the few calls they need (a search,
+stored vectors, stored local descriptors, an engine re-scoring), so this package depends
+on neither the retriever that calls it nor an engine: ``ilias.indexing.store.Collection``
+is the view a retriever passes in.
 """
 
 from __future__ import annotations
@@ -13,20 +18,36 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ilias.errors import IliasError
-from ilias.indexing import Filter, Hit, SearchParams
-from ilias.indexing.local_features import LocalFeatures
-from ilias.rerank.ames import Ames, combine, load_ames
 from ilias.rerank.aqe import expand_query
 from ilias.rerank.chamfer import max_sim_to_chamfer
 from ilias.rerank.spatial import verify
+from ilias.types import Filter, Hit, LocalFeatures, SearchParams
 
 if TYPE_CHECKING:
-    from ilias.query.retriever import Retriever
+    from ilias.rerank.ames import Ames
+
+
+class CollectionView(Protocol):
+    """What re-rankers need from a collection (``ilias.indexing.store.Collection``)."""
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]: ...
+
+    def retrieve_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def retrieve_local(self, ids: Sequence[str]) -> dict[str, LocalFeatures]: ...
+
+    def rescore_local(self, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,7 @@ class Reranker(ABC):
 
     @abstractmethod
     def rerank(
-        self, retriever: Retriever, query: RerankQuery, hits: list[Hit], scope: SearchScope
+        self, collection: CollectionView, query: RerankQuery, hits: list[Hit], scope: SearchScope
     ) -> tuple[list[Hit], RerankQuery]: ...
 
 
@@ -62,14 +83,14 @@ class AlphaQueryExpansion(Reranker):
     alpha: float = 1.0
     name: str = field(default="aqe", init=False)
 
-    def rerank(self, retriever, query, hits, scope):
+    def rerank(self, collection, query, hits, scope):
         top = [h.id for h in hits[: self.n]]
-        stored = retriever.store.retrieve_vectors(retriever.collection, top)
+        stored = collection.retrieve_vectors(top)
         neighbours = np.stack([stored[i] for i in top if i in stored]) if stored else None
         if neighbours is None:
             return hits, query
         expanded = expand_query(query.vector, neighbours, self.alpha)
-        new_hits = retriever.search_vectors(expanded[None], scope.k, scope.filter, scope.params)[0]
+        new_hits = collection.search(expanded[None], scope.k, scope.filter, scope.params)[0]
         return new_hits, replace(query, vector=expanded)
 
 
@@ -80,10 +101,8 @@ class ChamferRerank(Reranker):
     name: str = field(default="cs", init=False)
     needs_local: bool = field(default=True, init=False)
 
-    def rerank(self, retriever, query, hits, scope):
-        rescored = retriever.store.rescore_local(
-            retriever.collection, query.local.descriptors, [h.id for h in hits]
-        )
+    def rerank(self, collection, query, hits, scope):
+        rescored = collection.rescore_local(query.local.descriptors, [h.id for h in hits])
         seen = {h.id for h in rescored}
         ranked = max_sim_to_chamfer(rescored, len(query.local.descriptors))
         floor = min((h.score for h in ranked), default=0.0)
@@ -105,9 +124,9 @@ class SpatialRerank(Reranker):
     name: str = field(default="sp", init=False)
     needs_local: bool = field(default=True, init=False)
 
-    def rerank(self, retriever, query, hits, scope):
+    def rerank(self, collection, query, hits, scope):
         head, tail = hits[: self.top], hits[self.top :]
-        local = retriever.store.retrieve_local(retriever.collection, [h.id for h in head])
+        local = collection.retrieve_local([h.id for h in head])
         rescored = []
         for hit in head:
             candidate = local.get(hit.id)
@@ -134,13 +153,15 @@ class AmesRerank(Reranker):
     name: str = field(default="ames", init=False)
     needs_local: bool = field(default=True, init=False)
 
-    def rerank(self, retriever, query, hits, scope):
+    def rerank(self, collection, query, hits, scope):
         head, tail = hits[: self.top], hits[self.top :]
-        local = retriever.store.retrieve_local(retriever.collection, [h.id for h in head])
+        local = collection.retrieve_local([h.id for h in head])
         usable = [h for h in head if h.id in local]
         logits = self.model.score_pairs(
             query.local.descriptors, [local[h.id].descriptors for h in usable]
         )
+        from ilias.rerank.ames import combine
+
         scores = combine(np.array([h.score for h in usable]), logits, self.lam, self.gamma)
         rescored = [replace(h, score=float(s)) for h, s in zip(usable, scores, strict=True)]
         rescored.sort(key=lambda h: -h.score)
@@ -172,6 +193,8 @@ def parse_rerankers(
             elif name == "ames":
                 if not ames_weights or local_dim is None:
                     raise IliasError("--rerank ames needs --ames-weights FILE (no weights ship)")
+                from ilias.rerank.ames import load_ames  # torch: only when AMES is asked for
+
                 out.append(AmesRerank(load_ames(ames_weights, local_dim), **kwargs))
             else:
                 raise IliasError(f"unknown re-ranker {name!r}: aqe, cs, sp or ames")
@@ -188,7 +211,7 @@ def _number_or_text(value: str) -> int | str:
 
 
 def apply_rerankers(
-    retriever: Retriever,
+    collection: CollectionView,
     query: RerankQuery,
     hits: list[Hit],
     steps: Sequence[Reranker],
@@ -203,7 +226,7 @@ def apply_rerankers(
                 "--local (and query with an encoder that gives them)"
             )
         began = time.perf_counter()
-        hits, query = step.rerank(retriever, query, hits, scope)
+        hits, query = step.rerank(collection, query, hits, scope)
         if timings is not None:
             timings[step.name] = timings.get(step.name, 0.0) + time.perf_counter() - began
     return hits

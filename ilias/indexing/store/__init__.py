@@ -13,24 +13,24 @@ Server specs take options as a query string (``?shards=6&replicas=2&on_disk=true
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ilias.errors import StoreError
-from ilias.indexing.store.base import (
+from ilias.indexing.store.base import Collection, Store, validate_vectors
+from ilias.indexing.store.engine import Capabilities, Engine
+from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
     CollectionConfig,
     CollectionInfo,
-    Filter,
-    Hit,
-    Range,
-    SearchParams,
     SnapshotInfo,
-    Store,
     point_id,
-    validate_vectors,
 )
-from ilias.indexing.store.edge import EdgeStore
-from ilias.indexing.store.retry import RetryPolicy
-from ilias.indexing.store.server import API_KEY_ENV, ServerOptions, ServerStore, open_server
+from ilias.types import Filter, Hit, Range, SearchParams
+
+if TYPE_CHECKING:  # loaded on first use by __getattr__ below
+    from ilias.indexing.store.edge import EdgeStore
+    from ilias.indexing.store.retry import RetryPolicy
+    from ilias.indexing.store.server import API_KEY_ENV, ServerOptions, ServerStore
 
 _SERVER_SCHEMES = {"http", "https", "grpc", "grpcs", "memory"}
 
@@ -44,8 +44,12 @@ def open_store(spec: str | None = None) -> Store:
     spec = spec.strip()
     kind, sep, rest = spec.partition(":")
     if kind == "edge" and sep and rest:
+        from ilias.indexing.store.edge import EdgeStore
+
         return EdgeStore(Path(rest))
     if spec == ":memory:" or kind in _SERVER_SCHEMES:
+        from ilias.indexing.store.server import open_server
+
         return open_server(spec)
     raise StoreError(
         f"cannot read store spec {spec!r}: use edge:PATH (embedded) or http://host:6333 "
@@ -53,12 +57,32 @@ def open_store(spec: str | None = None) -> Store:
     )
 
 
+def __getattr__(name: str) -> object:
+    """The engine modules load on first use: naming a store type costs no Qdrant import."""
+    if name == "EdgeStore":
+        from ilias.indexing.store.edge import EdgeStore
+
+        return EdgeStore
+    if name in {"ServerStore", "ServerOptions", "API_KEY_ENV"}:
+        from ilias.indexing.store import server
+
+        return getattr(server, name)
+    if name == "RetryPolicy":
+        from ilias.indexing.store.retry import RetryPolicy
+
+        return RetryPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "API_KEY_ENV",
     "GLOBAL_VECTOR",
+    "Capabilities",
+    "Collection",
     "CollectionConfig",
     "CollectionInfo",
     "EdgeStore",
+    "Engine",
     "Filter",
     "Hit",
     "Range",

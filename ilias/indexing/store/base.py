@@ -1,216 +1,311 @@
-"""The Store interface: every operation the pipeline needs from Qdrant, stated once.
+"""The Store: every operation the pipeline needs from Qdrant, written once over an engine.
 
-Two engines implement it, chosen from one spec string (``open_store``): ``EdgeStore``
-(Qdrant Edge, embedded, the default) and, for users who outgrow one machine, a server
-store over ``qdrant-client``. Nothing above this module knows which engine it talks to.
+One class does what is the same for every engine: it validates what the engine will
+actually receive (float32 rows, finite, non-zero, the collection's dimension), turns
+dataset ids into point ids (UUIDv5) and writes the dataset id into the payload so hits
+carry it back, packs local multivectors with their patch centres, batches writes and reads
+(in parallel where the engine allows), enforces the alias rules, caches collection configs
+and turns filters into engine-neutral conditions. The engine under it (``engine.py``) is a
+thin adapter: Qdrant Edge embedded in this process (``edge.py``) or qdrant-client against a
+server or its in-process mode (``server.py``). Nothing above this module knows which.
+
+Config cache: a collection's config is read once per store handle and name, and dropped
+by this handle's create, drop, alias and restore operations. A swap of a server alias by
+another process is seen by searches at once (the server resolves the alias), while this
+handle keeps the config it read (open a new handle, or call ``refresh``, to re-read it).
 """
 
 from __future__ import annotations
 
-import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ilias.errors import StoreError, VectorValidationError
-from ilias.indexing.local_features import LocalFeatures
+from ilias.indexing.store.engine import (
+    Capabilities,
+    Condition,
+    Engine,
+    PointBatch,
+    ScoredPoint,
+    StoredPoint,
+    VectorQuery,
+)
+from ilias.indexing.store.schema import (
+    GLOBAL_VECTOR,
+    ID_KEY,
+    LOCAL_VECTOR,
+    LOCAL_XY,
+    CollectionConfig,
+    CollectionInfo,
+    SnapshotInfo,
+    point_id,
+)
+from ilias.types import Filter, Hit, LocalFeatures, Range, SearchParams
 
-# Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
-# re-running a load overwrites the same points instead of adding copies.
-POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b0e-4f43-9a3e-1f1a5c0d2b7e")
-GLOBAL_VECTOR = "global"
-LOCAL_VECTOR = "local"  # multivector of local descriptors (MAX_SIM), for re-ranking
-LOCAL_XY = "local_xy"  # payload: patch centres of the local descriptors, [x0, y0, x1, ...]
-
-
-def point_id(dataset_id: str) -> str:
-    """The Qdrant point id of a dataset id."""
-    return str(uuid.uuid5(POINT_NAMESPACE, dataset_id))
-
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric payload range for filters (``gte``/``lte`` inclusive, ``gt``/``lt`` strict)."""
-
-    gte: float | None = None
-    lte: float | None = None
-    gt: float | None = None
-    lt: float | None = None
-
-
-# field -> value (match), list of values (match any), or Range. Passed to the engine as a
-# real Qdrant filter, served by payload indexes; never applied in Python after the search.
-Filter = Mapping[str, Any]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """Search knobs, with Qdrant's meaning: ``oversampling`` and ``rescore`` are int8 ones."""
+class Store:
+    """Named collections of ``global`` vectors (and optional ``local`` multivectors) with
+    payload, in one Qdrant engine. Open one with ``open_store(spec)``."""
 
-    exact: bool = False
-    hnsw_ef: int | None = None
-    oversampling: float | None = None
-    rescore: bool = True
-    ignore_quantization: bool = False  # search the float32 originals (quality baseline)
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._configs: dict[str, CollectionConfig] = {}
 
+    @property
+    def location(self) -> str:
+        return self.engine.location
 
-@dataclass(frozen=True)
-class CollectionConfig:
-    """What a collection is created with; ``metadata`` records how its vectors were made."""
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
 
-    dim: int
-    quantile: float = 0.99
-    quantization: bool = True
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 128
-    payload_indexes: Mapping[str, str] = field(
-        default_factory=lambda: {
-            "id": "keyword",
-            "instance": "keyword",
-            "role": "keyword",
-            "scale": "float",
-            "clutter": "integer",
-        }
-    )
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    local_dim: int | None = None  # local descriptors stored as a MAX_SIM multivector
+    @property
+    def shared_across_processes(self) -> bool:
+        """True when Dask workers that open ``worker_spec()`` write into these very
+        collections (a Qdrant server); loads then let workers upload their partitions."""
+        return self.capabilities.shared_across_processes
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
-            "distance": "cosine",
-            "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
-            if self.quantization
-            else None,
-            "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct},
-            "payload_indexes": dict(self.payload_indexes),
-            "metadata": dict(self.metadata),
-        }
+    def worker_spec(self) -> str | None:
+        """A spec another process opens to write these collections; None where only this
+        process may write (an Edge shard has one owner). Loads use it when
+        ``shared_across_processes``, or when asked to (``upload="workers"``)."""
+        return self.engine.worker_spec()
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CollectionConfig:
-        quantization = data.get("quantization")
-        return cls(
-            dim=int(data["dim"]),
-            quantile=float(quantization["quantile"]) if quantization else 0.99,
-            quantization=bool(quantization),
-            hnsw_m=int(data["hnsw"]["m"]),
-            hnsw_ef_construct=int(data["hnsw"]["ef_construct"]),
-            payload_indexes=dict(data["payload_indexes"]),
-            metadata=dict(data.get("metadata", {})),
-            local_dim=int(data["local"]["dim"]) if data.get("local") else None,
-        )
+    def collection(self, name: str) -> Collection:
+        """A handle on one collection: what re-rankers and retrievers work through."""
+        return Collection(self, name)
 
+    # -- collections -----------------------------------------------------------------
+    def list_collections(self) -> list[str]:
+        return sorted(self.engine.list_collections())
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the dataset id, the cosine similarity, the stored payload."""
+    def collection_exists(self, name: str) -> bool:
+        """A collection, or an alias of one, of this name."""
+        return name in self.list_aliases() or self.engine.has_collection(name)
 
-    id: str
-    score: float
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """A collection as the engine reports it.
-
-    ``quantization`` is what the engine says it applies (``"int8 q=0.99 ram"``), which can
-    differ from what ``config`` asked for: qdrant-client's in-process mode ignores
-    quantization and reports None. ``status`` is Qdrant's optimizer colour (green: indexed,
-    yellow: indexing in the background); ``shards``/``replicas`` are None where the engine
-    has no such notion (Edge).
-    """
-
-    name: str
-    points: int
-    indexed_vectors: int
-    segments: int
-    config: CollectionConfig
-    location: str
-    quantization: str | None = None
-    status: str | None = None
-    shards: int | None = None
-    replicas: int | None = None
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """A collection snapshot on the server: its name, size and where it can be fetched."""
-
-    name: str
-    size: int
-    created: str | None
-    location: str
-
-
-class Store(ABC):
-    """A Qdrant engine holding named collections of ``global`` vectors with payload."""
-
-    location: str
-
-    @abstractmethod
-    def list_collections(self) -> list[str]: ...
-
-    @abstractmethod
-    def collection_exists(self, name: str) -> bool: ...
-
-    @abstractmethod
     def create_collection(self, name: str, config: CollectionConfig) -> None:
         """Create with int8 quantization and payload indexes; indexing waits for ``finish_load``."""
+        check_name(name)
+        if name in self.list_aliases():
+            raise StoreError(
+                f"{name!r} is an alias in {self.location}; create the collection under another "
+                "name (a versioned load does this for you) or delete the alias"
+            )
+        if self.engine.has_collection(name):
+            raise StoreError(f"collection {name!r} already exists in {self.location}")
+        self._configs.pop(name, None)
+        self.engine.create_collection(name, config)
+        self._configs[name] = config
 
-    @abstractmethod
-    def collection_config(self, name: str) -> CollectionConfig: ...
+    def collection_config(self, name: str) -> CollectionConfig:
+        target = self._target(name)
+        config = self._configs.get(target)
+        if config is None:
+            config = self._configs[target] = self.engine.read_config(target)
+        return config
 
-    @abstractmethod
-    def info(self, name: str) -> CollectionInfo: ...
+    def refresh(self) -> None:
+        """Forget cached collection configs (another process changed them)."""
+        self._configs.clear()
 
-    @abstractmethod
+    def info(self, name: str) -> CollectionInfo:
+        target = self._target(name)
+        config = self.collection_config(name)
+        found = self.engine.info(target, config)
+        return CollectionInfo(
+            name=name,
+            points=found.points,
+            indexed_vectors=found.indexed_vectors,
+            segments=found.segments,
+            config=config,
+            location=found.location,
+            quantization=found.quantization,
+            status=found.status,
+            shards=found.shards,
+            replicas=found.replicas,
+        )
+
+    def drop(self, name: str) -> None:
+        """Drop a collection and the aliases that point to it (as Qdrant does)."""
+        aliases = self.list_aliases()
+        if name in aliases:
+            raise StoreError(
+                f"{name!r} is an alias of {aliases[name]!r}, not a collection; drop "
+                f"{aliases[name]!r} or delete the alias"
+            )
+        self._configs.clear()
+        self.engine.drop(name)
+        for alias, target in self.list_aliases().items():
+            if target == name:
+                self.engine.delete_alias(alias)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- aliases: a stable name over versioned collections (zero-downtime reload) ------
+    def list_aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to."""
+        return self.engine.list_aliases()
+
+    def resolve(self, name: str) -> str:
+        """The collection ``name`` denotes: itself, or the target of the alias ``name``.
+        Every collection operation accepts an alias in place of a collection name."""
+        return self.list_aliases().get(name, name)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (create or switch).
+
+        Readers see the old collection or the new one, never neither: this is the swap of a
+        versioned reload. ``collection`` must be a collection, not another alias, and
+        ``alias`` must not be the name of a collection.
+        """
+        check_name(alias)
+        aliases = self.list_aliases()
+        if collection in aliases:
+            raise StoreError(
+                f"{collection!r} is an alias; point {alias!r} at a collection "
+                f"({aliases[collection]!r})"
+            )
+        collections = set(self.engine.list_collections())
+        if collection not in collections:
+            raise StoreError(f"no collection {collection!r} in {self.location} to alias")
+        if alias in collections:
+            raise StoreError(
+                f"{alias!r} is a collection in {self.location}; an alias needs a name of its own"
+            )
+        self._configs.clear()
+        self.engine.point_alias(alias, collection, replace=alias in aliases)
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove ``alias`` (the collection stays); nothing happens if there is no such alias."""
+        if alias in self.list_aliases():
+            self._configs.clear()
+            self.engine.delete_alias(alias)
+
+    # -- points ----------------------------------------------------------------------
     def upsert(
         self,
         name: str,
         ids: Sequence[str],
         vectors: np.ndarray,
-        payloads: Sequence[dict],
+        payloads: Sequence[Mapping[str, Any]],
         local: Sequence[LocalFeatures] | None = None,
     ) -> None:
-        """Write points keyed by ``point_id(id)``; vectors must pass ``validate_vectors``.
+        """Write points keyed by ``point_id(id)``, the dataset id in the payload.
 
-        A collection with ``local_dim`` takes each point's local descriptors too (the
-        ``local`` multivector, and their patch centres in the ``local_xy`` payload).
+        Vectors must pass ``validate_vectors``. A collection with ``local_dim`` takes each
+        point's local descriptors too (the ``local`` multivector, and their patch centres
+        in the ``local_xy`` payload).
         """
-
-    def _query_vectors(self, name: str, vectors: np.ndarray) -> np.ndarray:
-        """Query rows checked like stored ones (dimension, NaN, zero) before any search."""
-        vectors = np.atleast_2d(vectors)
-        ids = [f"query {i}" for i in range(len(vectors))]
-        return validate_vectors(vectors, self.collection_config(name).dim, ids)
-
-    # -- local descriptors (re-ranking) ------------------------------------------------
-    def _require_local(self, name: str, query_local: np.ndarray) -> None:
-        """A clear refusal before a local query reaches a collection that cannot answer it."""
-        config = self.collection_config(name)
-        if not config.local_dim:
-            raise StoreError(
-                f"collection {name!r} has no local descriptors; load it with --local to "
-                "re-rank with cs, sp or ames"
+        target = self._target(name)
+        config = self._writable_config(name)
+        rows = validate_vectors(vectors, config.dim, ids)
+        if len(payloads) != len(ids):
+            raise VectorValidationError(f"{len(payloads)} payloads for {len(ids)} ids")
+        if not len(ids):
+            return
+        full = [
+            {**payload, ID_KEY: dataset_id}
+            for payload, dataset_id in zip(payloads, ids, strict=True)
+        ]
+        named: dict[str, list[Any]] = {GLOBAL_VECTOR: rows.tolist()}
+        if config.local_dim:
+            if local is None:
+                raise StoreError(
+                    f"collection {name!r} stores local descriptors: extract them too (--local)"
+                )
+            validate_local(local, config.local_dim, ids)
+            named[LOCAL_VECTOR] = [f.descriptors.tolist() for f in local]
+            for payload, features in zip(full, local, strict=True):
+                payload[LOCAL_XY] = features.xy.reshape(-1).round(1).tolist()
+        size = self.capabilities.upsert_batch
+        point_ids = [point_id(i) for i in ids]
+        batches = [
+            PointBatch(
+                ids=point_ids[start : start + size],
+                vectors={key: values[start : start + size] for key, values in named.items()},
+                payloads=full[start : start + size],
             )
-        shape = np.asarray(query_local).shape
-        if len(shape) != 2 or shape[1] != config.local_dim:
-            raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
+            for start in range(0, len(ids), size)
+        ]
+        for _ in self._parallel(lambda batch: self.engine.upsert(target, batch), batches):
+            pass
+
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """The subset of dataset ids already stored: what a resumed load skips."""
+        return set(self._retrieve(name, ids, vectors=(), payload=False))
+
+    def finish_load(self, name: str) -> None:
+        """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
+        self.engine.build_index(self._target(name), self.collection_config(name))
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        return self.engine.count(self._target(name), conditions(filter))
+
+    def retrieve_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored ``global`` vectors by dataset id (missing ids are absent from the result)."""
+        found = self._retrieve(name, ids, vectors=(GLOBAL_VECTOR,), payload=False)
+        return {
+            i: np.asarray(p.vectors[GLOBAL_VECTOR], dtype=np.float32)
+            for i, p in found.items()
+            if p.vectors.get(GLOBAL_VECTOR) is not None
+        }
 
     def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
         """Stored local descriptors and patch centres by dataset id."""
-        raise StoreError(f"{self.location} does not store local descriptors")
+        self._require_local(name)
+        found = self._retrieve(name, ids, vectors=(LOCAL_VECTOR,), payload=(LOCAL_XY,))
+        return {
+            i: stored_local(p.vectors[LOCAL_VECTOR], p.payload)
+            for i, p in found.items()
+            if p.vectors.get(LOCAL_VECTOR) is not None
+        }
+
+    # -- search ----------------------------------------------------------------------
+    def search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits for each row of ``vectors``, in batched engine requests."""
+        rows = self._query_vectors(name, vectors)
+        where = conditions(filter)
+        queries = [
+            VectorQuery(row.tolist(), GLOBAL_VECTOR, k, where, params or SearchParams())
+            for row in rows
+        ]
+        return self._query(name, queries)
 
     def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
         """The given points ranked by MAX_SIM of ``query_local`` against their ``local``
         multivectors, computed by the engine (the sum form of Chamfer similarity)."""
-        raise StoreError(f"{self.location} does not store local descriptors")
+        if not len(ids):
+            return []
+        self._require_local(name, query_local)
+        query = VectorQuery(
+            np.asarray(query_local).tolist(),
+            LOCAL_VECTOR,
+            len(ids),
+            params=SearchParams(exact=True),  # the float originals: the true MAX_SIM
+            point_ids=self._point_ids(name, ids),
+        )
+        return self._query(name, [query])[0]
 
     def search_local(
         self,
@@ -222,105 +317,198 @@ class Store(ABC):
         params: SearchParams | None = None,
     ) -> list[Hit]:
         """One engine query: prefetch the top k by ``global``, re-score them by ``local``."""
-        raise StoreError(f"{self.location} does not store local descriptors")
+        self._require_local(name, query_local)
+        (row,) = self._query_vectors(name, vector)
+        first = VectorQuery(
+            row.tolist(), GLOBAL_VECTOR, k, conditions(filter), params or SearchParams()
+        )
+        query = VectorQuery(
+            np.asarray(query_local).tolist(),
+            LOCAL_VECTOR,
+            k,
+            params=SearchParams(exact=True),
+            prefetch=first,
+        )
+        return self._query(name, [query])[0]
 
-    @abstractmethod
-    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
-        """The subset of dataset ids already stored: what a resumed load skips."""
+    # -- snapshots (a server feature) --------------------------------------------------
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """Snapshot a collection on the server (the file stays on the server)."""
+        self._require_snapshots()
+        return self.engine.create_snapshot(self.resolve(name))
 
-    @abstractmethod
-    def finish_load(self, name: str) -> None:
-        """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        self._require_snapshots()
+        return self.engine.list_snapshots(self.resolve(name))
 
-    @abstractmethod
+    def restore_snapshot(self, name: str, source: str) -> None:
+        """Recover ``name`` from a snapshot: a snapshot name, a URL, or a local file."""
+        self._require_snapshots()
+        if name in self.list_aliases():
+            raise StoreError(
+                f"{name!r} is an alias; restore into the collection itself "
+                f"({self.resolve(name)!r}) or into a new name and move the alias"
+            )
+        self._configs.clear()
+        self.engine.restore_snapshot(name, source)
+
+    # -- internals -------------------------------------------------------------------
+    def _target(self, name: str) -> str:
+        """The name the engine gets: resolved here unless the engine resolves aliases."""
+        return name if self.capabilities.native_aliases else self.resolve(name)
+
+    def _writable_config(self, name: str) -> CollectionConfig:
+        config = self.collection_config(name)
+        if not config.managed:
+            raise StoreError(
+                f"collection {name!r} in {self.location} was not created by ilias; ilias "
+                "writes only to collections it creates: load into a new collection"
+            )
+        return config
+
+    def _point_ids(self, name: str, ids: Sequence[str]) -> list[Any]:
+        """Point ids of dataset ids; a foreign collection's hits already carry point ids
+        (a UUID, or an unsigned integer that Qdrant wants as a number)."""
+        if self.collection_config(name).managed:
+            return [point_id(i) for i in ids]
+        return [int(i) if i.isdigit() else i for i in ids]
+
+    def _retrieve(
+        self, name: str, ids: Sequence[str], vectors: Sequence[str], payload: Sequence[str] | bool
+    ) -> dict[str, StoredPoint]:
+        target = self._target(name)
+        keys = self._point_ids(name, ids)
+        by_point = {str(key): dataset_id for key, dataset_id in zip(keys, ids, strict=True)}
+        size = self.capabilities.retrieve_batch
+        chunks = [keys[start : start + size] for start in range(0, len(keys), size)]
+        found: dict[str, StoredPoint] = {}
+        for points in self._parallel(
+            lambda chunk: self.engine.retrieve(target, chunk, vectors, payload), chunks
+        ):
+            found.update((by_point[p.id], p) for p in points)
+        return found
+
+    def _query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[Hit]]:
+        target = self._target(name)
+        managed = self.collection_config(name).managed
+        size = self.capabilities.query_batch
+        chunks = [queries[start : start + size] for start in range(0, len(queries), size)]
+        out: list[list[Hit]] = []
+        for chunk in chunks:
+            out.extend(
+                [to_hit(p, managed) for p in points] for points in self.engine.query(target, chunk)
+            )
+        return out
+
+    def _query_vectors(self, name: str, vectors: np.ndarray) -> np.ndarray:
+        """Query rows checked like stored ones (dimension, NaN, zero) before any search."""
+        rows = np.atleast_2d(vectors)
+        ids = [f"query {i}" for i in range(len(rows))]
+        return validate_vectors(rows, self.collection_config(name).dim, ids)
+
+    def _require_local(self, name: str, query_local: np.ndarray | None = None) -> None:
+        """A clear refusal before a local query reaches a collection that cannot answer it."""
+        config = self.collection_config(name)
+        if not config.local_dim:
+            raise StoreError(
+                f"collection {name!r} has no local descriptors; load it with --local to "
+                "re-rank with cs, sp or ames"
+            )
+        if query_local is not None:
+            shape = np.asarray(query_local).shape
+            if len(shape) != 2 or shape[1] != config.local_dim:
+                raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
+
+    def _require_snapshots(self) -> None:
+        if self.capabilities.no_snapshots:
+            raise StoreError(self.capabilities.no_snapshots)
+
+    def _parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """``fn`` over ``items`` with as many calls in flight as the engine allows, results
+        in order; the first failure is raised."""
+        parallel = min(self.capabilities.parallel_requests, len(items))
+        if parallel <= 1:
+            yield from map(fn, items)
+            return
+        with ThreadPoolExecutor(parallel, thread_name_prefix="qdrant") as pool:
+            yield from pool.map(fn, items)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One collection of a store: the narrow view that re-rankers and retrievers use."""
+
+    store: Store
+    name: str
+
+    @property
+    def config(self) -> CollectionConfig:
+        return self.store.collection_config(self.name)
+
     def search(
         self,
-        name: str,
         vectors: np.ndarray,
         k: int,
         filter: Filter | None = None,
         params: SearchParams | None = None,
     ) -> list[list[Hit]]:
-        """Top-k hits for each row of ``vectors`` (one batch request where the engine can)."""
+        return self.store.search(self.name, vectors, k, filter, params)
 
-    @abstractmethod
-    def retrieve_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored ``global`` vectors by dataset id (missing ids are absent from the result)."""
+    def search_local(
+        self,
+        vector: np.ndarray,
+        query_local: np.ndarray,
+        k: int,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Hit]:
+        return self.store.search_local(self.name, vector, query_local, k, filter, params)
 
-    @abstractmethod
-    def count(self, name: str, filter: Filter | None = None) -> int: ...
+    def retrieve_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.store.retrieve_vectors(self.name, ids)
 
-    @abstractmethod
-    def drop(self, name: str) -> None: ...
+    def retrieve_local(self, ids: Sequence[str]) -> dict[str, LocalFeatures]:
+        return self.store.retrieve_local(self.name, ids)
 
-    @abstractmethod
-    def close(self) -> None: ...
-
-    # -- aliases: a stable name over versioned collections (zero-downtime reload) ------
-    @abstractmethod
-    def list_aliases(self) -> dict[str, str]:
-        """Every alias and the collection it points to."""
-
-    @abstractmethod
-    def set_alias(self, alias: str, collection: str) -> None:
-        """Point ``alias`` at ``collection`` in one atomic step (create or switch).
-
-        Readers see the old collection or the new one, never neither: this is the swap of a
-        versioned reload. ``collection`` must be a collection, not another alias, and
-        ``alias`` must not be the name of a collection.
-        """
-
-    @abstractmethod
-    def delete_alias(self, alias: str) -> None:
-        """Remove ``alias`` (the collection stays); nothing happens if there is no such alias."""
-
-    def resolve(self, name: str) -> str:
-        """The collection ``name`` denotes: itself, or the target of the alias ``name``.
-
-        Every collection operation accepts an alias in place of a collection name.
-        """
-        return self.list_aliases().get(name, name)
-
-    # -- snapshots (server only) -------------------------------------------------------
-    def create_snapshot(self, name: str) -> SnapshotInfo:
-        """Snapshot a collection on the server (the file stays on the server)."""
-        raise StoreError(self._no_snapshots())
-
-    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
-        raise StoreError(self._no_snapshots())
-
-    def restore_snapshot(self, name: str, source: str) -> None:
-        """Recover ``name`` from a snapshot: a snapshot name, a URL, or a local file."""
-        raise StoreError(self._no_snapshots())
-
-    def _no_snapshots(self) -> str:
-        return (
-            f"{self.location} has no snapshots: they are a Qdrant server feature "
-            "(--store http://host:6333). An Edge collection is a folder: stop the processes "
-            "using it and copy the folder to back it up"
-        )
-
-    # -- writers in other processes (distributed extraction) --------------------------
-    #: True when writes from another process that opens ``worker_spec()`` land in the very
-    #: collections this store reads (a Qdrant server). Loads then let Dask workers upload
-    #: their own partitions instead of funnelling every vector through the driver.
-    shared_across_processes: bool = False
-
-    def worker_spec(self) -> str | None:
-        """A spec (for ``open_store``) a worker process opens to write these collections.
-
-        None where only this process may write: an Edge shard has one owner.
-        """
-        return None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def rescore_local(self, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
+        return self.store.rescore_local(self.name, query_local, ids)
 
 
-def stored_local(vectors: Sequence, payload: Mapping[str, Any] | None) -> LocalFeatures:
+def check_name(name: str) -> None:
+    """Collection and alias names: they become folder names (Edge) and URL parts (server)."""
+    if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
+
+
+def conditions(filter: Filter | None) -> list[Condition]:
+    """Our filter mapping as engine-neutral clauses, all of which must hold.
+
+    A value matches exactly; a list, tuple or set matches any of its values; a ``Range``
+    bounds a number. A float value becomes the range ``[v, v]``: Qdrant matches keywords,
+    integers and bools exactly, and a float compared as a keyword would never match.
+    """
+    out: list[Condition] = []
+    for key, value in (filter or {}).items():
+        if isinstance(value, Range):
+            out.append(Condition(key, range=value))
+        elif isinstance(value, list | tuple | set | frozenset):
+            out.append(Condition(key, any_of=tuple(value)))
+        elif isinstance(value, float):
+            out.append(Condition(key, range=Range(gte=value, lte=value)))
+        else:
+            out.append(Condition(key, value=value))
+    return out
+
+
+def to_hit(point: ScoredPoint, managed: bool = True) -> Hit:
+    """A hit named by its dataset id (from the payload); a foreign collection's by point id."""
+    payload = dict(point.payload)
+    dataset_id = payload.get(ID_KEY) if managed else None
+    return Hit(id=str(dataset_id if dataset_id is not None else point.id), score=point.score,
+               payload=payload)  # fmt: skip
+
+
+def stored_local(vectors: Sequence[Any], payload: Mapping[str, Any] | None) -> LocalFeatures:
     """Local features from a stored ``local`` multivector and its ``local_xy`` payload."""
     descriptors = np.asarray(vectors, dtype=np.float32)
     xy = np.asarray((payload or {}).get(LOCAL_XY, []), dtype=np.float32).reshape(-1, 2)
@@ -332,7 +520,7 @@ def validate_local(local: Sequence[LocalFeatures], dim: int, ids: Sequence[str])
     if len(local) != len(ids):
         raise VectorValidationError(f"{len(local)} local descriptor sets for {len(ids)} ids")
     for dataset_id, features in zip(ids, local, strict=True):
-        descriptors = features.descriptors
+        descriptors = np.asarray(features.descriptors, dtype=np.float32)
         if descriptors.ndim != 2 or descriptors.shape[1] != dim or not len(descriptors):
             raise VectorValidationError(
                 f"local descriptors of {dataset_id} have shape {descriptors.shape}; the "
@@ -343,10 +531,11 @@ def validate_local(local: Sequence[LocalFeatures], dim: int, ids: Sequence[str])
 
 
 def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.ndarray:
-    """Refuse what Qdrant would take silently: NaN/inf, wrong shape, zero vectors.
+    """The float32 rows the engine will receive, refused where Qdrant would take them silently.
 
-    Qdrant accepts NaN vectors without a word and never returns them; a zero vector has no
-    cosine. Both would be lost points, so they stop here, named by dataset id.
+    NaN/inf and zero rows are refused by dataset id: Qdrant accepts NaN vectors without a
+    word and never returns them, and a zero vector has no cosine. The check runs on the
+    float32 cast, so a float64 value beyond float32's range (which becomes inf) is caught.
     """
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] != dim:
@@ -356,13 +545,15 @@ def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.nd
         )
     if len(array) != len(ids):
         raise VectorValidationError(f"{len(array)} vectors for {len(ids)} ids")
-    finite = np.isfinite(array).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], array, 0), axis=1)
-    bad = np.flatnonzero(~finite | (norms < 1e-12))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows = array.astype(np.float32, copy=False)
+        finite = np.isfinite(rows).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], rows, 0), axis=1)
+    bad = np.flatnonzero(~finite | (norms < 1e-12) | ~np.isfinite(norms))
     if len(bad):
         names = ", ".join(ids[i] for i in bad[:5])
         raise VectorValidationError(
-            f"{len(bad)} vector(s) are NaN/inf or zero (e.g. {names}); nothing was written. "
-            "Check the encoder's output for these images"
+            f"{len(bad)} vector(s) are NaN/inf, beyond float32's range or zero (e.g. "
+            f"{names}); nothing was written. Check the encoder's output for these images"
         )
-    return array.astype(np.float32, copy=False)
+    return rows

@@ -1,4 +1,4 @@
-"""EdgeStore: Qdrant Edge, the real Qdrant segment engine embedded in this process.
+"""Qdrant Edge: the real Qdrant segment engine embedded in this process (the default).
 
 A store is a folder; each collection is a subfolder holding the Edge shard (``shard/``)
 and ``collection.json`` (the config and how the vectors were made). One process owns a
@@ -6,12 +6,13 @@ shard at a time (Edge locks its WAL), so a second ``ilias`` process on the same 
 gets a clear error instead of a corrupt index.
 
 Bulk loads are cheap here because Edge has no background optimizer: upserts land in an
-appendable segment and nothing is indexed until ``finish_load`` runs ``optimize()``, which
+appendable segment and nothing is indexed until ``build_index`` runs ``optimize()``, which
 builds HNSW and the int8 quantized vectors once, over everything.
 
-Aliases live in ``aliases.json`` at the store's root, replaced atomically (write a temporary
-file, then ``os.replace``) under a lock file, so a reader in another process sees the old
-mapping or the new one, never half of it; every collection operation resolves them.
+Edge has no aliases of its own: they live in ``aliases.json`` at the store's root, replaced
+atomically (write a temporary file, then ``os.replace``) under a lock file, so a reader in
+another process sees the old mapping or the new one, never half of it. The store resolves
+them before every call.
 """
 
 from __future__ import annotations
@@ -24,28 +25,25 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import qdrant_edge as qe
 
 from ilias.errors import StoreError
-from ilias.indexing.local_features import LocalFeatures
-from ilias.indexing.store.base import (
-    GLOBAL_VECTOR,
-    LOCAL_VECTOR,
-    LOCAL_XY,
-    CollectionConfig,
-    CollectionInfo,
-    Filter,
-    Hit,
-    Range,
-    SearchParams,
-    Store,
-    point_id,
-    stored_local,
-    validate_local,
-    validate_vectors,
+from ilias.indexing.store.base import Store
+from ilias.indexing.store.engine import (
+    Capabilities,
+    Condition,
+    Engine,
+    EngineInfo,
+    PointBatch,
+    ScoredPoint,
+    StoredPoint,
+    VectorQuery,
+    missing_collection,
 )
+from ilias.indexing.store.schema import GLOBAL_VECTOR, LOCAL_VECTOR, LOCAL_XY, CollectionConfig
+from ilias.types import SearchParams
 
 _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -54,94 +52,135 @@ _SCHEMA_TYPES = {
     "bool": qe.PayloadSchemaType.Bool,
     "text": qe.PayloadSchemaType.Text,
 }
-_RETRIEVE_CHUNK = 1024
 # Hits carry the payload a user reads, not the patch coordinates kept for re-ranking.
 _HIT_PAYLOAD = qe.PayloadSelector.Exclude([LOCAL_XY])
 _ALIASES = "aliases.json"
+_CONFIG = "collection.json"
 
 
-class EdgeStore(Store):
+class EdgeEngine(Engine):
     """Collections as Qdrant Edge shards under one folder."""
+
+    capabilities = Capabilities(
+        no_snapshots=(
+            "an Edge store has no snapshots: they are a Qdrant server feature (--store "
+            "http://host:6333). An Edge collection is a folder: stop the processes using it "
+            "and copy the folder to back it up"
+        )
+    )
 
     def __init__(self, path: str | Path):
         self.root = Path(path).expanduser()
         self.location = f"edge:{self.root}"
-        self._shards: dict[str, qe.EdgeShard] = {}  # keyed by collection, never by alias
+        self._shards: dict[str, qe.EdgeShard] = {}
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
 
     # -- collections -----------------------------------------------------------------
     def list_collections(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "collection.json").is_file())
+        return [p.name for p in self.root.iterdir() if (p / _CONFIG).is_file()]
 
-    def collection_exists(self, name: str) -> bool:
-        return (self._dir(name) / "collection.json").is_file()
+    def has_collection(self, name: str) -> bool:
+        return (self.root / name / _CONFIG).is_file()
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
-        if name in self.list_aliases():
-            raise StoreError(
-                f"{name!r} is an alias in {self.location}; create the collection under another "
-                "name (a versioned load does this for you) or delete the alias"
-            )
-        if self.collection_exists(name):
-            raise StoreError(f"collection {name!r} already exists in {self.location}")
-        folder = self._dir(name)
+        folder = self.root / name
         if folder.exists():  # a creation that died before collection.json was written
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         shard = qe.EdgeShard.create(str(folder / "shard"), _edge_config(config))
         for field_name, schema in config.payload_indexes.items():
+            if schema not in _SCHEMA_TYPES:
+                raise StoreError(
+                    f"payload index {field_name!r}: unknown type {schema!r}; use one of "
+                    f"{', '.join(_SCHEMA_TYPES)}"
+                )
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[schema]))
         shard.flush()
         self._shards[name] = shard
         # Written last: a collection exists only once its shard and indexes do.
-        (folder / "collection.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (folder / _CONFIG).write_text(json.dumps(config.to_dict(), indent=2))
 
-    def collection_config(self, name: str) -> CollectionConfig:
-        path = self._dir(name) / "collection.json"
+    def read_config(self, name: str) -> CollectionConfig:
+        path = self.root / name / _CONFIG
         if not path.is_file():
-            known = ", ".join(self.list_collections()) or "none"
-            raise StoreError(
-                f"no collection {name!r} in {self.location} (collections: {known}); "
-                "create it with 'ilias load'"
-            )
+            raise missing_collection(name, self.location, self.list_collections())
         return CollectionConfig.from_dict(json.loads(path.read_text()))
 
-    def info(self, name: str) -> CollectionInfo:
-        config = self.collection_config(name)
-        shard_info = self._shard(name).info()
-        return CollectionInfo(
-            name=name,
-            points=shard_info.points_count,
-            indexed_vectors=shard_info.indexed_vectors_count,
-            segments=shard_info.segments_count,
-            config=config,
-            location=str(self._dir(name)),
+    def info(self, name: str, config: CollectionConfig) -> EngineInfo:
+        found = self._shard(name).info()
+        return EngineInfo(
+            points=found.points_count,
+            indexed_vectors=found.indexed_vectors_count,
+            segments=found.segments_count,
+            location=str(self.root / name),
             quantization=f"int8 q={config.quantile} ram" if config.quantization else None,
         )
 
+    def build_index(self, name: str, config: CollectionConfig) -> None:
+        shard = self._shard(name)
+        shard.optimize()
+        shard.flush()
+
     def drop(self, name: str) -> None:
-        aliases = self.list_aliases()
-        if name in aliases:
-            raise StoreError(
-                f"{name!r} is an alias of {aliases[name]!r}, not a collection; drop "
-                f"{aliases[name]!r} or delete the alias"
-            )
         shard = self._shards.pop(name, None)
         if shard is not None:
             shard.close()
-        shutil.rmtree(self._dir(name), ignore_errors=True)
-        if name in aliases.values():  # as Qdrant does: aliases of a dropped collection go too
-            with self._aliases_locked() as current:
-                for alias in [a for a, target in current.items() if target == name]:
-                    del current[alias]
+        shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
         for shard in self._shards.values():
             shard.flush()
             shard.close()
         self._shards.clear()
+
+    # -- points ----------------------------------------------------------------------
+    def upsert(self, name: str, batch: PointBatch) -> None:
+        names = list(batch.vectors)
+        points = [
+            qe.Point(point, {key: batch.vectors[key][row] for key in names}, payload)
+            for row, (point, payload) in enumerate(zip(batch.ids, batch.payloads, strict=True))
+        ]
+        self._shard(name).update(qe.UpdateOperation.upsert_points(points))
+
+    def retrieve(
+        self,
+        name: str,
+        ids: Sequence[str | int],
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+    ) -> list[StoredPoint]:
+        selector: Any = (
+            qe.PayloadSelector.Include(list(payload)) if not isinstance(payload, bool) else payload
+        )
+        records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
+        return [
+            StoredPoint(str(r.id), dict(r.vector or {}) if vectors else {}, dict(r.payload or {}))
+            for r in records
+        ]
+
+    def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
+        requests = [
+            qe.QueryRequest(
+                limit=q.limit,
+                prefetches=[_prefetch(q.prefetch)] if q.prefetch else None,
+                query=qe.Query.Nearest(q.vector, using=q.using),
+                filter=_edge_filter(q.conditions, q.point_ids),
+                params=_edge_params(q.params),
+                with_payload=_HIT_PAYLOAD,
+            )
+            for q in queries
+        ]
+        results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
+        return [
+            [ScoredPoint(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+            for points in results
+        ]
+
+    def count(self, name: str, conditions: Sequence[Condition]) -> int:
+        request = qe.CountRequest(exact=True, filter=_edge_filter(conditions))
+        return int(self._shard(name).count(request))
 
     # -- aliases -----------------------------------------------------------------------
     def list_aliases(self) -> dict[str, str]:
@@ -152,24 +191,13 @@ class EdgeStore(Store):
             return {}
         seen = self._aliases_seen
         if seen is None or seen[:2] != (stat.st_mtime_ns, stat.st_size):
-            # Re-read only when the file changed: every search resolves its collection name.
+            # Re-read only when the file changed: every call resolves its collection name.
             seen = (stat.st_mtime_ns, stat.st_size, json.loads(path.read_text()))
             self._aliases_seen = seen
         return dict(seen[2])
 
-    def set_alias(self, alias: str, collection: str) -> None:
-        _check_name(alias)
-        if (self.root / alias / "collection.json").is_file():
-            raise StoreError(
-                f"{alias!r} is a collection in {self.location}; an alias needs a name of its own"
-            )
+    def point_alias(self, alias: str, collection: str, replace: bool) -> None:
         with self._aliases_locked() as current:
-            if collection in current:
-                raise StoreError(
-                    f"{collection!r} is an alias; point {alias!r} at a collection "
-                    f"({current[collection]!r})"
-                )
-            self.collection_config(collection)  # clear error for a missing collection
             current[alias] = collection
 
     def delete_alias(self, alias: str) -> None:
@@ -195,160 +223,14 @@ class EdgeStore(Store):
                 os.replace(temporary, path)
                 self._aliases_seen = None
 
-    # -- points ----------------------------------------------------------------------
-    def upsert(
-        self,
-        name: str,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        payloads: Sequence[dict],
-        local: Sequence[LocalFeatures] | None = None,
-    ) -> None:
-        config = self.collection_config(name)
-        vectors = validate_vectors(vectors, config.dim, ids)
-        if config.local_dim:
-            if local is None:
-                raise StoreError(
-                    f"collection {name!r} stores local descriptors: extract them too (--local)"
-                )
-            validate_local(local, config.local_dim, ids)
-            points = [
-                qe.Point(
-                    point_id(i),
-                    {GLOBAL_VECTOR: v.tolist(), LOCAL_VECTOR: f.descriptors.tolist()},
-                    {**payload, LOCAL_XY: f.xy.reshape(-1).round(1).tolist()},
-                )
-                for i, v, payload, f in zip(ids, vectors, payloads, local, strict=True)
-            ]
-        else:
-            points = [
-                qe.Point(point_id(i), {GLOBAL_VECTOR: v.tolist()}, payload)
-                for i, v, payload in zip(ids, vectors, payloads, strict=True)
-            ]
-        if points:
-            self._shard(name).update(qe.UpdateOperation.upsert_points(points))
-
-    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
-        by_point = {point_id(i): i for i in ids}
-        found: set[str] = set()
-        keys = list(by_point)
-        shard = self._shard(name)
-        for start in range(0, len(keys), _RETRIEVE_CHUNK):
-            records = shard.retrieve(keys[start : start + _RETRIEVE_CHUNK], False, False)
-            found.update(by_point[str(r.id)] for r in records)
-        return found
-
-    def finish_load(self, name: str) -> None:
-        shard = self._shard(name)
-        shard.optimize()
-        shard.flush()
-
-    def search(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        k: int,
-        filter: Filter | None = None,
-        params: SearchParams | None = None,
-    ) -> list[list[Hit]]:
-        vectors = self._query_vectors(name, vectors)
-        edge_filter = _edge_filter(filter)
-        edge_params = _edge_params(params or SearchParams())
-        requests = [
-            qe.QueryRequest(
-                limit=k,
-                query=qe.Query.Nearest(v.tolist(), using=GLOBAL_VECTOR),
-                filter=edge_filter,
-                params=edge_params,
-                with_payload=_HIT_PAYLOAD,
-            )
-            for v in vectors
-        ]
-        results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
-        return [[_hit(p) for p in points] for points in results]
-
-    def retrieve_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        by_point = {point_id(i): i for i in ids}
-        keys = list(by_point)
-        out: dict[str, np.ndarray] = {}
-        shard = self._shard(name)
-        for start in range(0, len(keys), _RETRIEVE_CHUNK):
-            for record in shard.retrieve(keys[start : start + _RETRIEVE_CHUNK], False, True):
-                out[by_point[str(record.id)]] = np.asarray(
-                    record.vector[GLOBAL_VECTOR], dtype=np.float32
-                )
-        return out
-
-    def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
-        by_point = {point_id(i): i for i in ids}
-        keys = list(by_point)
-        out: dict[str, LocalFeatures] = {}
-        shard = self._shard(name)
-        for start in range(0, len(keys), _RETRIEVE_CHUNK):
-            chunk = keys[start : start + _RETRIEVE_CHUNK]
-            for record in shard.retrieve(
-                chunk, qe.PayloadSelector.Include([LOCAL_XY]), [LOCAL_VECTOR]
-            ):
-                vectors = (record.vector or {}).get(LOCAL_VECTOR)
-                if vectors is None:
-                    continue
-                out[by_point[str(record.id)]] = stored_local(vectors, record.payload)
-        return out
-
-    def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
-        if not ids:
-            return []
-        self._require_local(name, query_local)
-        request = qe.QueryRequest(
-            limit=len(ids),
-            query=qe.Query.Nearest(np.asarray(query_local).tolist(), using=LOCAL_VECTOR),
-            filter=qe.Filter(must=[qe.HasIdCondition({point_id(i) for i in ids})]),
-            params=qe.SearchParams(exact=True),  # float originals: the true MAX_SIM
-            with_payload=_HIT_PAYLOAD,
-        )
-        return [_hit(p) for p in self._shard(name).query(request)]
-
-    def search_local(
-        self,
-        name: str,
-        vector: np.ndarray,
-        query_local: np.ndarray,
-        k: int,
-        filter: Filter | None = None,
-        params: SearchParams | None = None,
-    ) -> list[Hit]:
-        self._require_local(name, query_local)
-        request = qe.QueryRequest(
-            limit=k,
-            prefetches=[
-                qe.Prefetch(
-                    query=qe.Query.Nearest(np.asarray(vector).tolist(), using=GLOBAL_VECTOR),
-                    limit=k,
-                    filter=_edge_filter(filter),
-                    params=_edge_params(params or SearchParams()),
-                )
-            ],
-            query=qe.Query.Nearest(np.asarray(query_local).tolist(), using=LOCAL_VECTOR),
-            params=qe.SearchParams(exact=True),
-            with_payload=_HIT_PAYLOAD,
-        )
-        return [_hit(p) for p in self._shard(name).query(request)]
-
-    def count(self, name: str, filter: Filter | None = None) -> int:
-        return self._shard(name).count(qe.CountRequest(exact=True, filter=_edge_filter(filter)))
-
     # -- internals -------------------------------------------------------------------
-    def _dir(self, name: str) -> Path:
-        _check_name(name)
-        return self.root / self.resolve(name)
-
     def _shard(self, name: str) -> qe.EdgeShard:
-        name = self.resolve(name)  # one shard handle per collection, whatever name reached it
         shard = self._shards.get(name)
         if shard is None:
-            self.collection_config(name)  # clear error for a missing collection
+            if not self.has_collection(name):
+                raise missing_collection(name, self.location, self.list_collections())
             try:
-                shard = qe.EdgeShard.load(str(self._dir(name) / "shard"))
+                shard = qe.EdgeShard.load(str(self.root / name / "shard"))
             except Exception as error:  # the binding raises plain Exception
                 if "WouldBlock" in str(error):
                     raise StoreError(
@@ -360,9 +242,17 @@ class EdgeStore(Store):
         return shard
 
 
-def _check_name(name: str) -> None:
-    if not name or "/" in name or name.startswith("."):
-        raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
+class EdgeStore(Store):
+    """A ``Store`` over Qdrant Edge shards in the folder ``path`` (``open_store("edge:PATH")``)."""
+
+    engine: EdgeEngine
+
+    def __init__(self, path: str | Path):
+        super().__init__(EdgeEngine(path))
+
+    @property
+    def root(self) -> Path:
+        return self.engine.root
 
 
 def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
@@ -390,13 +280,24 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
             m=config.hnsw_m, ef_construct=config.hnsw_ef_construct, full_scan_threshold=10_000
         ),
         quantization_config=quantization,
-        # Index every segment at finish_load, however small: a demo-sized collection is
+        # Index every segment at build_index, however small: a demo-sized collection is
         # searched through the same HNSW + int8 path as a 100M one.
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
     )
 
 
-def _edge_params(params: SearchParams) -> qe.SearchParams:
+def _prefetch(query: VectorQuery) -> qe.Prefetch:
+    return qe.Prefetch(
+        query=qe.Query.Nearest(query.vector, using=query.using),
+        limit=query.limit,
+        filter=_edge_filter(query.conditions, query.point_ids),
+        params=_edge_params(query.params),
+    )
+
+
+def _edge_params(params: SearchParams | None) -> qe.SearchParams | None:
+    if params is None:
+        return None
     return qe.SearchParams(
         hnsw_ef=params.hnsw_ef,
         exact=params.exact,
@@ -408,23 +309,22 @@ def _edge_params(params: SearchParams) -> qe.SearchParams:
     )
 
 
-def _edge_filter(filter: Filter | None) -> qe.Filter | None:
-    if not filter:
-        return None
-    conditions = []
-    for key, value in filter.items():
-        if isinstance(value, Range):
-            condition = qe.FieldCondition(
-                key=key, range=qe.RangeFloat(gte=value.gte, lte=value.lte, gt=value.gt, lt=value.lt)
-            )
-        elif isinstance(value, list | tuple | set | frozenset):
-            condition = qe.FieldCondition(key=key, match=qe.MatchAny(list(value)))
-        else:
-            condition = qe.FieldCondition(key=key, match=qe.MatchValue(value))
-        conditions.append(condition)
-    return qe.Filter(must=conditions)
+def _edge_filter(
+    conditions: Sequence[Condition], point_ids: Sequence[str] | None = None
+) -> qe.Filter | None:
+    must: list[Any] = [_edge_condition(c) for c in conditions]
+    if point_ids is not None:
+        must.append(qe.HasIdCondition(set(point_ids)))
+    return qe.Filter(must=must) if must else None
 
 
-def _hit(point: qe.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    return Hit(id=str(payload.get("id", point.id)), score=float(point.score), payload=payload)
+def _edge_condition(condition: Condition) -> qe.FieldCondition:
+    key = condition.key
+    if condition.range is not None:
+        r = condition.range
+        return qe.FieldCondition(
+            key=key, range=qe.RangeFloat(gte=r.gte, lte=r.lte, gt=r.gt, lt=r.lt)
+        )
+    if condition.any_of is not None:
+        return qe.FieldCondition(key=key, match=qe.MatchAny(list(condition.any_of)))
+    return qe.FieldCondition(key=key, match=qe.MatchValue(condition.value))

@@ -1,0 +1,204 @@
+"""The few primitive calls a Qdrant engine must answer, and what it can and cannot do.
+
+``Store`` (``base.py``) does everything that is the same for every engine: it validates
+vectors, turns dataset ids into point ids and back, writes the dataset id into the payload,
+packs local multivectors, batches, enforces the alias rules, caches collection configs and
+builds hits. An ``Engine`` only translates these primitives into one API: Qdrant Edge
+(``edge.py``) or qdrant-client (``server.py``, a server or its in-process mode), as
+qdrant-client's facade holds one of its two engines.
+
+Everything an engine receives is already checked: names are collection names (aliases are
+resolved by the store unless the engine resolves them natively), ids are point ids, vectors
+are finite float32 rows of the right size, filters are lists of ``Condition``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ilias.errors import StoreError
+from ilias.indexing.store.schema import CollectionConfig, SnapshotInfo
+from ilias.types import Range, SearchParams
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; the store turns a missing capability into one clear error.
+
+    ``native_aliases``: the engine resolves alias names in every call itself (a server);
+    otherwise the store resolves them before calling. ``shared_across_processes``: writes
+    from another process that opens ``worker_spec`` land in the same collections, so Dask
+    workers may upload directly. ``parallel_requests``: calls the store may keep in flight
+    at once. ``snapshots``: server-side collection snapshots (None, or why not).
+    """
+
+    native_aliases: bool = False
+    shared_across_processes: bool = False
+    parallel_requests: int = 1
+    upsert_batch: int = 1024
+    query_batch: int = 64
+    retrieve_batch: int = 1024
+    no_snapshots: str | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One clause of a filter, in the engine-neutral form both engines translate.
+
+    Exactly one of ``value`` (exact match of a keyword, integer or bool), ``any_of`` (match
+    any) and ``range`` is set; every clause of a filter must hold.
+    """
+
+    key: str
+    value: Any = None
+    any_of: tuple[Any, ...] | None = None
+    range: Range | None = None
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    """Nearest neighbours of ``vector`` in the named vector ``using``.
+
+    ``vector`` is a row (dense) or a list of rows (a multivector query, MAX_SIM).
+    ``prefetch`` ranks a first stage whose results this query re-scores; ``point_ids``
+    restricts the search to those points (a re-scoring of known candidates).
+    """
+
+    vector: Any
+    using: str
+    limit: int
+    conditions: Sequence[Condition] = ()
+    params: SearchParams | None = None
+    prefetch: VectorQuery | None = None
+    point_ids: Sequence[str | int] | None = None
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    id: str
+    score: float
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    vectors: Mapping[str, Any] = field(default_factory=dict)
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PointBatch:
+    """Points to write: ``vectors`` maps a vector name to one row (or rows) per point."""
+
+    ids: list[str]
+    vectors: dict[str, list[Any]]
+    payloads: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Counts and settings as the engine reports them (see ``CollectionInfo``)."""
+
+    points: int
+    indexed_vectors: int
+    segments: int
+    location: str
+    quantization: str | None = None
+    status: str | None = None
+    shards: int | None = None
+    replicas: int | None = None
+
+
+class Engine(ABC):
+    """A Qdrant engine's primitive operations on collections of named vectors."""
+
+    location: str
+    capabilities: Capabilities = Capabilities()
+
+    # -- collections -----------------------------------------------------------------
+    @abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abstractmethod
+    def has_collection(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, config: CollectionConfig) -> None:
+        """Create with the config's vectors, int8 quantization and payload indexes, keep the
+        config with the collection, and defer indexing until ``build_index``."""
+
+    @abstractmethod
+    def read_config(self, name: str) -> CollectionConfig:
+        """The stored config; a collection made by another tool gets ``managed=False``."""
+
+    @abstractmethod
+    def info(self, name: str, config: CollectionConfig) -> EngineInfo: ...
+
+    @abstractmethod
+    def build_index(self, name: str, config: CollectionConfig) -> None:
+        """Build (or let the engine build) HNSW and the quantized vectors after a bulk load."""
+
+    @abstractmethod
+    def drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- points ----------------------------------------------------------------------
+    @abstractmethod
+    def upsert(self, name: str, batch: PointBatch) -> None:
+        """Write one batch; return only once it is applied (visible to reads and counts)."""
+
+    @abstractmethod
+    def retrieve(
+        self,
+        name: str,
+        ids: Sequence[str | int],
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+    ) -> list[StoredPoint]:
+        """The points among ``ids`` that exist, with the named vectors and payload keys."""
+
+    @abstractmethod
+    def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
+        """One batch of queries; hits carry the payload without the ``local_xy`` key."""
+
+    @abstractmethod
+    def count(self, name: str, conditions: Sequence[Condition]) -> int: ...
+
+    # -- aliases -----------------------------------------------------------------------
+    @abstractmethod
+    def list_aliases(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def point_alias(self, alias: str, collection: str, replace: bool) -> None:
+        """Create ``alias`` or switch it (``replace``) to ``collection`` in one atomic step."""
+
+    @abstractmethod
+    def delete_alias(self, alias: str) -> None: ...
+
+    # -- optional: writers in other processes, snapshots --------------------------------
+    def worker_spec(self) -> str | None:
+        """A spec for ``open_store`` that another process opens to write these collections."""
+        return None
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        raise NotImplementedError
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        raise NotImplementedError
+
+    def restore_snapshot(self, name: str, source: str) -> None:
+        raise NotImplementedError
+
+
+def missing_collection(name: str, location: str, known: Sequence[str]) -> StoreError:
+    """The one error for a collection that is not there, whichever engine was asked."""
+    names = ", ".join(sorted(known)) or "none"
+    return StoreError(
+        f"no collection {name!r} in {location} (collections: {names}); create it with 'ilias load'"
+    )

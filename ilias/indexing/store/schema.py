@@ -1,0 +1,115 @@
+"""What a collection is: its config (kept with it), what the engine reports, point ids.
+
+A leaf of the store package (numpy-free): the engines, the store and its callers share
+these without importing an engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
+# re-running a load overwrites the same points instead of adding copies.
+POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b0e-4f43-9a3e-1f1a5c0d2b7e")
+GLOBAL_VECTOR = "global"
+LOCAL_VECTOR = "local"  # multivector of local descriptors (MAX_SIM), for re-ranking
+LOCAL_XY = "local_xy"  # payload: patch centres of the local descriptors, [x0, y0, x1, ...]
+ID_KEY = "id"  # payload: the dataset id of the point (written by every upsert)
+
+
+def point_id(dataset_id: str) -> str:
+    """The Qdrant point id of a dataset id."""
+    return str(uuid.uuid5(POINT_NAMESPACE, dataset_id))
+
+
+def default_payload_indexes() -> dict[str, str]:
+    return {
+        "id": "keyword",
+        "instance": "keyword",
+        "role": "keyword",
+        "scale": "float",
+        "clutter": "integer",
+    }
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What a collection is created with; ``metadata`` records how its vectors were made.
+
+    ``managed`` is False for a collection another tool made (no ilias config stored with
+    it): it can be searched by vector, its point ids are its own, and nothing records
+    which encoder made its vectors.
+    """
+
+    dim: int
+    quantile: float = 0.99
+    quantization: bool = True
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 128
+    payload_indexes: Mapping[str, str] = field(default_factory=default_payload_indexes)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    local_dim: int | None = None  # local descriptors stored as a MAX_SIM multivector
+    managed: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
+            "distance": "cosine",
+            "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
+            if self.quantization
+            else None,
+            "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct},
+            "payload_indexes": dict(self.payload_indexes),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectionConfig:
+        quantization = data.get("quantization")
+        return cls(
+            dim=int(data["dim"]),
+            quantile=float(quantization["quantile"]) if quantization else 0.99,
+            quantization=bool(quantization),
+            hnsw_m=int(data["hnsw"]["m"]),
+            hnsw_ef_construct=int(data["hnsw"]["ef_construct"]),
+            payload_indexes=dict(data["payload_indexes"]),
+            metadata=dict(data.get("metadata", {})),
+            local_dim=int(data["local"]["dim"]) if data.get("local") else None,
+        )
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A collection as the engine reports it.
+
+    ``quantization`` is what the engine says it applies (``"int8 q=0.99 ram"``), which can
+    differ from what ``config`` asked for: qdrant-client's in-process mode ignores
+    quantization and reports None. ``status`` is Qdrant's optimizer colour (green: indexed,
+    yellow: indexing in the background); ``shards``/``replicas`` are None where the engine
+    has no such notion (Edge).
+    """
+
+    name: str
+    points: int
+    indexed_vectors: int
+    segments: int
+    config: CollectionConfig
+    location: str
+    quantization: str | None = None
+    status: str | None = None
+    shards: int | None = None
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A collection snapshot on the server: its name, size and where it can be fetched."""
+
+    name: str
+    size: int
+    created: str | None
+    location: str
