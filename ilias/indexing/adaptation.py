@@ -98,9 +98,9 @@ class TrainingResult:
 
 def train_adaptation(
     train_x: np.ndarray,
-    train_labels: Sequence[int],
+    train_labels: Sequence[int] | np.ndarray,
     heldout_x: np.ndarray,
-    heldout_labels: Sequence[int],
+    heldout_labels: Sequence[int] | np.ndarray,
     *,
     d_out: int = 512,
     epochs: int = 5,
@@ -152,7 +152,7 @@ def train_adaptation(
     return result
 
 
-def heldout_retrieval(x: np.ndarray, labels: Sequence[int]) -> tuple[float, float]:
+def heldout_retrieval(x: np.ndarray, labels: Sequence[int] | np.ndarray) -> tuple[float, float]:
     """Leave-one-out retrieval among held-out items: R@1 and mAP (x100), full ranking.
 
     Each item queries all others; relevant = same (class, domain) label. Items whose label
@@ -176,7 +176,7 @@ def heldout_retrieval(x: np.ndarray, labels: Sequence[int]) -> tuple[float, floa
 
 
 def split_by_label(
-    labels: Sequence[int], heldout_fraction: float, seed: int = 0
+    labels: Sequence[int] | np.ndarray, heldout_fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of training and held-out items; held-out labels are never seen in training.
 

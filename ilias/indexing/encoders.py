@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -294,7 +295,7 @@ class TimmEncoder(Encoder):
         return factor, pad_w // 2, pad_h // 2
 
 
-def _create_timm_model(name: str, kwargs: dict) -> torch.nn.Module:
+def _create_timm_model(name: str, kwargs: dict) -> Any:  # a timm model: pretrained_cfg, ...
     """ViTs get ``dynamic_img_size`` so they accept the resolution rule's non-square inputs."""
     import timm
 
@@ -392,7 +393,7 @@ TIMM_TEXT_TOWERS: dict[str, str] = {
 class TextTower:
     """An open_clip text tower with its tokenizer: text -> unit vectors in the image space."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer):
+    def __init__(self, model: Any, tokenizer: Any):  # an open_clip model: encode_text
         self.model = model
         self.tokenizer = tokenizer
 

@@ -202,14 +202,15 @@ def extract(
     records: Sequence[Record],
     options: ExtractionOptions,
     upload: WorkerUpload | None = None,
-    prepare: Callable[[int, int], None] | None = None,
+    prepare: Callable[[int, int, int | None], None] | None = None,
 ) -> Iterator[ExtractedPartition]:
     """Yield extracted partitions in completion order (not input order).
 
     ``upload``: workers write their partitions into that store themselves (yielded
-    partitions are then ``uploaded`` and carry no vectors). ``prepare(dim, resolution)`` runs
-    in this process before any partition is encoded, with the encoder's dimension learnt
-    from one worker: it is where the caller creates the collection the workers write to.
+    partitions are then ``uploaded`` and carry no vectors). ``prepare(dim, resolution,
+    local_dim)`` runs in this process before any partition is encoded, with the encoder's
+    dimension learnt from one worker: it is where the caller creates the collection the
+    workers write to.
     """
     if not records:
         return

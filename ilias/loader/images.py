@@ -47,12 +47,11 @@ def decode_image(record_id: str, source: Path | bytes | str) -> Image.Image | De
             handle = path
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(handle) as image:
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+            with Image.open(handle) as opened:
+                opened.load()
+                return _to_rgb(ImageOps.exif_transpose(opened))
     except FileNotFoundError:
-        return DecodeFailure(record_id, f"file not found: {source}")
+        return DecodeFailure(record_id, f"file not found: {source!s}")
     except UnidentifiedImageError:
         return DecodeFailure(record_id, "not a recognised image format")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:

@@ -166,7 +166,7 @@ class Retriever:
                 record = Record(f"query {index}", query.image, payload)
                 image = load_image_for(record, crop_to_bbox=True)
                 if isinstance(image, DecodeFailure):
-                    raise DatasetError(f"cannot read query image {query.image}: {image.reason}")
+                    raise DatasetError(f"cannot read query image {query.image!s}: {image.reason}")
             images.append(image)
         return images
 
@@ -242,7 +242,7 @@ class Retriever:
             raise ValueError(f"weight is the text share of the score, in [0, 1]; got {weight}")
         image_hits = self.search_vectors(image_vectors, k, filter, params)
         text_hits = self.search_vectors(text_vectors, k, filter, params)
-        results = []
+        results: list[list[Hit]] = []
         for q_image, q_text, hits_a, hits_b in zip(
             image_vectors, text_vectors, image_hits, text_hits, strict=True
         ):

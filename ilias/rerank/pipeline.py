@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -177,7 +177,7 @@ def parse_rerankers(
     out: list[Reranker] = []
     for step in steps:
         name, *options = step.strip().split(":")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for option in options:
             key, sep, value = option.partition("=")
             if not sep:

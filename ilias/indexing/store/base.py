@@ -547,7 +547,7 @@ def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.nd
         raise VectorValidationError(f"{len(array)} vectors for {len(ids)} ids")
     with np.errstate(over="ignore", invalid="ignore"):
         rows = array.astype(np.float32, copy=False)
-        finite = np.isfinite(rows).all(axis=1)
+        finite = np.asarray(np.isfinite(rows).all(axis=1))
         norms = np.linalg.norm(np.where(finite[:, None], rows, 0), axis=1)
     bad = np.flatnonzero(~finite | (norms < 1e-12) | ~np.isfinite(norms))
     if len(bad):

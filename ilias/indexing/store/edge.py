@@ -156,7 +156,7 @@ class EdgeEngine(Engine):
         )
         records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
         return [
-            StoredPoint(str(r.id), dict(r.vector or {}) if vectors else {}, dict(r.payload or {}))
+            StoredPoint(str(r.id), _named(r.vector) if vectors else {}, dict(r.payload or {}))
             for r in records
         ]
 
@@ -286,6 +286,11 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
     )
 
 
+def _named(vector: Any) -> dict[str, Any]:
+    """A record's vectors by name (the collection's vectors are all named)."""
+    return dict(vector) if isinstance(vector, dict) else {}
+
+
 def _prefetch(query: VectorQuery) -> qe.Prefetch:
     return qe.Prefetch(
         query=qe.Query.Nearest(query.vector, using=query.using),
@@ -310,7 +315,7 @@ def _edge_params(params: SearchParams | None) -> qe.SearchParams | None:
 
 
 def _edge_filter(
-    conditions: Sequence[Condition], point_ids: Sequence[str] | None = None
+    conditions: Sequence[Condition], point_ids: Sequence[str | int] | None = None
 ) -> qe.Filter | None:
     must: list[Any] = [_edge_condition(c) for c in conditions]
     if point_ids is not None:

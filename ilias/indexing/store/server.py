@@ -332,7 +332,9 @@ class ServerEngine(Engine):
     def upsert(self, name: str, batch: PointBatch) -> None:
         from qdrant_client import models
 
-        points = models.Batch(ids=batch.ids, vectors=batch.vectors, payloads=batch.payloads)
+        points = models.Batch(
+            ids=list[Any](batch.ids), vectors=batch.vectors, payloads=batch.payloads
+        )
         self._call(
             # wait=True: acknowledged means applied, so a resumed load that asks which ids
             # exist gets the truth, and counts after a load are exact.
@@ -537,15 +539,15 @@ class ServerEngine(Engine):
                     f"payload index {field_name!r}: unknown type {schema!r}; use one of "
                     f"{', '.join(_SCHEMA_TYPES)}"
                 )
-            self._call(
-                lambda f=field_name, s=schema: self.client.create_payload_index(
-                    collection_name=name,
-                    field_name=f,
-                    field_schema=models.PayloadSchemaType(s),
-                    wait=True,
-                ),
-                f"a payload index on {field_name!r} of {name!r}",
-            )
+            self._create_payload_index(name, field_name, models.PayloadSchemaType(schema))
+
+    def _create_payload_index(self, name: str, field_name: str, schema: Any) -> None:
+        self._call(
+            lambda: self.client.create_payload_index(
+                collection_name=name, field_name=field_name, field_schema=schema, wait=True
+            ),
+            f"a payload index on {field_name!r} of {name!r}",
+        )
 
     def _call(self, fn: Callable[[], T], what: str, collection: str | None = None) -> T:
         """One server call with retries; a missing collection gets the same error as Edge."""
@@ -709,7 +711,7 @@ def open_server(spec: str) -> ServerStore:
     return ServerStore(url, options)
 
 
-def _filter(conditions: Sequence[Condition], point_ids: Sequence[str] | None = None) -> Any:
+def _filter(conditions: Sequence[Condition], point_ids: Sequence[str | int] | None = None) -> Any:
     """Conditions as a Qdrant filter: served by payload indexes, never post-filtered."""
     from qdrant_client import models
 
