@@ -692,7 +692,8 @@ def adapt_train(
     scheduler: SchedulerOption = "local",
 ) -> None:
     """Train Linear(d, dim) + L2 norm with a cosine classifier (scale 16) on frozen descriptors."""
-    from ilias.indexing.adaptation import save_adaptation, train_from_records
+    from ilias.indexing.adaptation import save_adaptation
+    from ilias.indexing.adaptation_training import train_from_records
     from ilias.loader import read_labelled
 
     records = read_labelled(data)

@@ -1,3 +1,7 @@
+from .adaptation_training import (
+    AdaptationRun as AdaptationRun,
+    train_from_records as train_from_records,
+)
 from .encoders import (
     DEFAULT_ENCODER as DEFAULT_ENCODER,
     Encoder as Encoder,
