@@ -277,3 +277,49 @@ def test_specs_pick_the_engine(tmp_path):
     assert isinstance(open_store("memory:"), ServerStore)
     with pytest.raises(StoreError, match="edge:PATH"):
         open_store("s3://bucket")
+
+
+BUILD_THEN_WAIT = """
+import sys
+import numpy as np
+from ilias.indexing.store import CollectionConfig, EdgeStore
+
+n, dim = 40_000, 96
+x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+with EdgeStore(sys.argv[1]) as store:
+    store.create_collection("c", CollectionConfig(dim=dim, payload_indexes={}))
+    for start in range(0, n, 10_000):
+        ids = [f"v{i}" for i in range(start, start + 10_000)]
+        store.upsert("c", ids, x[start : start + 10_000], [{} for _ in ids])
+    print("loaded", flush=True)
+    store.finish_load("c")
+"""
+
+
+@pytest.mark.slow
+def test_edge_kill_9_during_the_index_build_loses_nothing_and_leaves_no_temp_files(tmp_path):
+    """A real SIGKILL while optimize() writes its new segment: every point survives (WAL),
+    the half-built segment is removed at the next open, and the build can run again."""
+    import subprocess
+    import sys
+    import time
+
+    builds = tmp_path / "c" / "shard" / "temp_segments"
+    child = subprocess.Popen(
+        [sys.executable, "-c", BUILD_THEN_WAIT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "loaded"
+        deadline = time.monotonic() + 60
+        while not any(builds.glob("segment_builder_*")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert any(builds.glob("segment_builder_*")), "the build never started"
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -9
+    with EdgeStore(tmp_path) as store:
+        assert store.count("c") == 40_000
+        assert list(builds.iterdir()) == []
+        store.finish_load("c")
+        assert store.info("c").indexed_vectors == 40_000

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -44,6 +45,8 @@ from ilias.indexing.store.engine import (
 )
 from ilias.indexing.store.schema import GLOBAL_VECTOR, LOCAL_VECTOR, LOCAL_XY, CollectionConfig
 from ilias.types import SearchParams
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -239,7 +242,26 @@ class EdgeEngine(Engine):
                     ) from error
                 raise StoreError(f"cannot open collection {name!r}: {error}") from error
             self._shards[name] = shard
+            _remove_interrupted_builds(self.root / name / "shard")
         return shard
+
+
+def _remove_interrupted_builds(shard_dir: Path) -> None:
+    """Delete index builds a killed process left in ``temp_segments/`` (hundreds of MB).
+
+    Only called once this process holds the shard's lock: no other process can be building
+    into that folder, and this one has not started a build yet. The points are safe in the
+    WAL and the segments; the next ``build_index`` starts the build over.
+    """
+    leftovers = list((shard_dir / "temp_segments").glob("*"))
+    for path in leftovers:
+        if path.is_dir():
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+        logger.info("removed an interrupted index build: %s (%.0f MB)", path, size / 1e6)
 
 
 class EdgeStore(Store):
