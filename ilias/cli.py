@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -31,9 +30,10 @@ from typer.core import TyperGroup
 from ilias import __version__
 from ilias.config import Settings, data_home
 from ilias.errors import IliasError
-from ilias.indexing import ExtractionOptions, Range, SearchParams, load_collection, open_store
+from ilias.indexing import ExtractionOptions, SearchParams, load_collection, open_store
 from ilias.indexing.local_features import LocalConfig
 from ilias.loader import Benchmark, read_ilias, read_images
+from ilias.query.where import parse_where
 
 app = typer.Typer(
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
@@ -743,45 +743,6 @@ def _rerankers(steps, ames_weights, backend, collection):
     return parse_rerankers(
         steps, ames_weights=str(ames_weights) if ames_weights else None, local_dim=local_dim
     )
-
-
-def parse_where(clauses: list[str] | None) -> dict | None:
-    """``--where`` clauses into a store filter; numbers become numbers, ranges Range."""
-    if not clauses:
-        return None
-    out: dict = {}
-    for clause in clauses:
-        for op in (">=", "<=", ">", "<", "="):
-            key, sep, value = clause.partition(op)
-            if sep:
-                break
-        else:
-            raise IliasError(
-                f"cannot read --where {clause!r}: use key=value, key=a|b, key>=x, key<x, ..."
-            )
-        key = key.strip()
-        if op == "=":
-            values = [_scalar(v) for v in value.split("|")]
-            out[key] = values if len(values) > 1 else values[0]
-        else:
-            try:
-                number = float(value)
-            except ValueError as error:
-                raise IliasError(f"--where {clause!r}: {value!r} is not a number") from error
-            previous = out.get(key) if isinstance(out.get(key), Range) else Range()
-            bound = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}[op]
-            out[key] = replace(previous, **{bound: number})
-    return out
-
-
-def _scalar(text: str) -> str | int | bool:
-    text = text.strip()
-    if text.lower() in {"true", "false"}:
-        return text.lower() == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def _records_for(dataset: Path, distractors: Path | None):

@@ -7,9 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from ilias.cli import app, parse_where
+from ilias.cli import app
 from ilias.errors import IliasError
-from ilias.indexing import Range
 
 runner = CliRunner()
 
@@ -101,27 +100,12 @@ def test_user_errors_print_one_line_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_parse_where():
-    assert parse_where(["role=distractor", "instance=a|b", "scale>=0.1", "scale<=0.5"]) == {
-        "role": "distractor",
-        "instance": ["a", "b"],
-        "scale": Range(gte=0.1, lte=0.5),
-    }
-    assert parse_where(["clutter=3"]) == {"clutter": 3}
-    with pytest.raises(IliasError):
-        parse_where(["scale>=big"])
-
-
 def test_text_search_on_an_image_only_encoder_says_what_to_use(loaded):
     result = runner.invoke(app, ["search", "--text", "a cat", "--store", loaded, "-c", "tiny"])
     assert result.exit_code != 0
     assert isinstance(result.exception, IliasError) and "open_clip" in str(result.exception)
     result = runner.invoke(app, ["search", "--store", loaded, "-c", "tiny"])
     assert isinstance(result.exception, IliasError) and "--image" in str(result.exception)
-
-
-def test_where_strict_bounds():
-    assert parse_where(["scale>0.1", "scale<0.5"]) == {"scale": Range(gt=0.1, lt=0.5)}
 
 
 def test_eval_group_run_compare_score(tiny_ilias, tmp_path):

@@ -9,3 +9,7 @@ from .retriever import (
     Retriever as Retriever,
     query_images_of as query_images_of,
 )
+from .where import (
+    WhereError as WhereError,
+    parse_where as parse_where,
+)
