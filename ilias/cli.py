@@ -32,7 +32,7 @@ from ilias.config import Settings, data_home
 from ilias.errors import IliasError
 from ilias.indexing import ExtractionOptions, SearchParams, load_collection, open_store
 from ilias.indexing.local_features import LocalConfig
-from ilias.loader import Benchmark, read_ilias, read_images
+from ilias.loader import benchmark_for_collection, open_dataset
 from ilias.query.where import parse_where
 
 app = typer.Typer(
@@ -171,7 +171,8 @@ def load(
 
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    records, metadata = _records_for(dataset, distractors)
+    source = open_dataset(dataset, distractors)
+    records, metadata = source.records, source.metadata
     options = ExtractionOptions(
         encoder=encoder,
         resolution=resolution,
@@ -441,7 +442,7 @@ def evaluate(
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     with open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
-        benchmark = _benchmark_for(dataset, meta)
+        benchmark = benchmark_for_collection(meta, dataset)
         retriever = Retriever(backend, collection)
         with _progress() as bar:
             task = bar.add_task(f"{queries} queries", total=None)
@@ -743,29 +744,6 @@ def _rerankers(steps, ames_weights, backend, collection):
     return parse_rerankers(
         steps, ames_weights=str(ames_weights) if ames_weights else None, local_dim=local_dim
     )
-
-
-def _records_for(dataset: Path, distractors: Path | None):
-    if dataset.is_dir() and any((p / "query").is_dir() for p in dataset.iterdir()):
-        benchmark = read_ilias(dataset, distractors)
-        meta = {"dataset": str(dataset.resolve())}
-        if distractors:
-            meta["distractors"] = str(distractors.resolve())
-        return benchmark.database, meta
-    if distractors:
-        raise IliasError(f"--distractors needs an ILIAS-layout dataset; {dataset} is not one")
-    return read_images(dataset), {"images": str(dataset.resolve())}
-
-
-def _benchmark_for(dataset: Path | None, meta: dict) -> Benchmark:
-    if dataset is None:
-        if "dataset" not in meta:
-            raise IliasError(
-                "this collection was not loaded from an ILIAS-layout dataset; pass the dataset "
-                "folder: ilias eval PATH"
-            )
-        return read_ilias(meta["dataset"])
-    return read_ilias(dataset)
 
 
 def _print_scores(run, name: str, collection: str) -> None:
