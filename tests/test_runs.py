@@ -13,11 +13,11 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import ilias
+from ilias.demo import build_demo_benchmark
 from ilias.errors import IliasError
 from ilias.eval import UnknownIdsError, score_similarity_file
 from ilias.eval.report import format_comparison, read_per_query
 from ilias.indexing import open_store
-from ilias.loader.synthetic import build_demo_benchmark
 from ilias.runs import (
     RunConfigError,
     compare_runs,

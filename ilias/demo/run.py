@@ -1,6 +1,6 @@
 """``ilias demo``: the main job end to end, offline, on a benchmark generated from real photos.
 
-Builds a small ILIAS-format benchmark (``loader.synthetic``: clip art or scikit-image
+Builds a small ILIAS-format benchmark (``ilias.demo.generate``: clip art or scikit-image
 objects as queries on clean backgrounds, harder views pasted into real photos as positives,
 many distractors), loads it into an embedded Qdrant Edge collection through the Dask
 pipeline, runs the image queries and reports mAP@1k and the oracle. The benchmark is
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ilias.demo.generate import DemoBenchmark, build_demo_benchmark
 from ilias.indexing import (
     DEFAULT_ENCODER,
     ExtractionOptions,
@@ -24,7 +25,6 @@ from ilias.indexing import (
     open_store,
 )
 from ilias.loader import read_ilias
-from ilias.loader.synthetic import DemoBenchmark, build_demo_benchmark
 from ilias.query import BenchmarkRun, Retriever, run_image_queries
 
 DEMO_COLLECTION = "ilias-demo"
