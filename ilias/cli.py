@@ -1,4 +1,9 @@
-"""The ``ilias`` command: parses options, calls the library, prints. No logic of its own."""
+"""The ``ilias`` command: parses options, calls the library, prints. No logic of its own.
+
+Only light modules are imported here (typer, rich, ``ilias.config``, ``ilias.errors``,
+``ilias.types``, the ``--where`` parser), so that ``ilias --help`` and option errors answer
+at once; each command imports the stages it uses (torch, dask, Qdrant) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +35,8 @@ from typer.core import TyperGroup
 from ilias import __version__
 from ilias.config import Settings, data_home
 from ilias.errors import IliasError
-from ilias.indexing import ExtractionOptions, SearchParams, load_collection, open_store
-from ilias.indexing.local_features import LocalConfig
-from ilias.loader import benchmark_for_collection, open_dataset
 from ilias.query.where import parse_where
+from ilias.types import LocalConfig, SearchParams
 
 app = typer.Typer(
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
@@ -167,7 +170,8 @@ def load(
     ] = None,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
-    from ilias.indexing.load import load_versioned
+    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+    from ilias.loader import open_dataset
 
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
@@ -186,7 +190,7 @@ def load(
         if local
         else None,
     )
-    with open_store(store) as backend, _progress() as bar:
+    with _open_store(store) as backend, _progress() as bar:
         task = bar.add_task("extract", total=len(records))
 
         def progress(done: int, total: int) -> None:
@@ -248,18 +252,24 @@ def search(
     rescore: RescoreOption = True,
     rerank: RerankOption = None,
     ames_weights: AmesWeightsOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the hits as JSON: [{rank, id, score, payload}, ...]."),
+    ] = False,
 ) -> None:
     """Search by image, text, or both (hybrid): prints the top-k hits with their payload."""
-    from ilias.query import QueryImage, Retriever
+    from ilias.query import QueryImage, Retriever, rerankers_for_collection
+    from ilias.query.report import HIT_COLUMNS, hits_json, hits_table_rows
 
     if image is None and text is None:
         raise IliasError("give --image PATH, --text 'words', or both for a hybrid search")
-    box = [int(v) for v in bbox.split(",")] if bbox else None
+    box = _parse_bbox(bbox)
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     search_filter = parse_where(where)
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         retriever = Retriever(backend, collection)
-        steps = _rerankers(rerank, ames_weights, backend, collection)
+        weights = str(ames_weights) if ames_weights else None
+        steps = rerankers_for_collection(backend, collection, rerank or [], weights)
         timings: dict[str, float] = {}
         if steps and (image is None or text is not None):
             raise IliasError("--rerank applies to image searches (--image without --text)")
@@ -278,25 +288,31 @@ def search(
             )
         else:
             hits = retriever.search_text(text, k=k, filter=search_filter, params=params)
+    if as_json:
+        typer.echo(json.dumps(hits_json(hits), indent=2))
+        return
     described = " + ".join(str(q) for q in (image, text and repr(text)) if q)
     table = Table(title=f"top {k} in {collection} for {described}")
-    for column in ("rank", "score", "id", "instance", "role", "payload"):
+    for column in HIT_COLUMNS:
         table.add_column(column, overflow="fold")
-    for rank, hit in enumerate(hits, start=1):
-        extra = {
-            k: v for k, v in hit.payload.items() if k not in {"id", "instance", "role", "path"}
-        }
-        table.add_row(
-            str(rank),
-            f"{hit.score:.4f}",
-            hit.id,
-            str(hit.payload.get("instance", "")),
-            str(hit.payload.get("role", "")),
-            json.dumps(extra) if extra else "",
-        )
+    for row in hits_table_rows(hits):
+        table.add_row(*row.cells())
     console.print(table)
     if timings:
         console.print("  ".join(f"{name} {1000 * t:.1f} ms" for name, t in timings.items()))
+
+
+def _parse_bbox(bbox: str | None) -> list[int] | None:
+    """``--bbox 'x,y,w,h'`` into four integers."""
+    if bbox is None:
+        return None
+    try:
+        box = [int(v) for v in bbox.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise IliasError(f"--bbox {bbox!r}: give four integers, x,y,w,h")
+    return box
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -435,41 +451,25 @@ def evaluate(
     ] = None,
 ) -> None:
     """Run the dataset's queries against the collection: mAP@k and oracle@k."""
-    from ilias.query import Retriever, run_queries
+    from ilias.loader import benchmark_for_collection
+    from ilias.query import evaluate_collection
+    from ilias.query.report import run_summary_json
 
-    if queries not in ("image", "text", "hybrid"):
-        raise IliasError(f"--queries {queries!r}: use image, text or hybrid")
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
-    with open_store(store) as backend:
+    search_filter = parse_where(where)
+    with _open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
         benchmark = benchmark_for_collection(meta, dataset)
-        retriever = Retriever(backend, collection)
         with _progress() as bar:
-            task = bar.add_task(f"{queries} queries", total=None)
-            run = run_queries(
-                benchmark,
-                retriever,
-                queries,  # type: ignore[arg-type]
-                k=k,
-                weight=weight,
-                filter=parse_where(where),
-                params=params,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                rerank=_rerankers(rerank, ames_weights, backend, collection),
-            )
+            evaluation = evaluate_collection(
+                backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
+                filter=search_filter, params=params, rerank=rerank or (),
+                ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
+            )  # fmt: skip
+    run = evaluation.run(queries)
     _print_scores(run, f"{benchmark.name} ({queries})", collection)
     if output:
-        output.write_text(
-            json.dumps(
-                {
-                    "map": run.scores.map,
-                    "oracle": run.scores.oracle,
-                    "k": k,
-                    "per_query_ap": run.scores.per_query_ap,
-                },
-                indent=2,
-            )
-        )
+        output.write_text(json.dumps(run_summary_json(run), indent=2) + "\n")
         console.print(f"per-query AP written to {output}")
 
 
@@ -487,7 +487,7 @@ def info(
         f"ilias {__version__}; store {store}; default collection {_defaults.collection}; "
         f"default encoder {_defaults.encoder}; config file {config_path() or 'none'}"
     )
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         names = [collection] if collection else backend.list_collections()
         console.print(_collections_table(backend, names))
 
@@ -548,7 +548,7 @@ def demo(
 @app.command()
 def collections(store: StoreOption = _defaults.store) -> None:
     """Collections and their aliases: points, index status, shards, quantization, encoder."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         console.print(_collections_table(backend, backend.list_collections()))
 
 
@@ -602,7 +602,7 @@ def alias(
     """Point an alias at a collection in one atomic step (e.g. roll back a versioned load)."""
     if delete == (target is not None):
         raise IliasError("give a collection to point the alias at, or --delete (not both)")
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         if delete:
             backend.delete_alias(name)
             console.print(f"alias [bold]{name}[/] deleted")
@@ -624,7 +624,7 @@ def snapshot_create(
     store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
 ) -> None:
     """Snapshot a collection on the server (an alias snapshots the collection behind it)."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         snapshot = backend.create_snapshot(collection)
     console.print(
         f"snapshot [bold]{snapshot.name}[/] ({snapshot.size / 1e6:.1f} MB) of {collection}: "
@@ -637,7 +637,7 @@ def snapshot_list(
     store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
 ) -> None:
     """Snapshots of a collection on the server."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         snapshots = backend.list_snapshots(collection)
     table = Table(title=f"snapshots of {collection}")
     for column in ("name", "MB", "created", "location"):
@@ -663,7 +663,7 @@ def snapshot_restore(
     collection: CollectionOption = _defaults.collection,
 ) -> None:
     """Recover a collection from a snapshot, replacing what it holds."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         backend.restore_snapshot(collection, source)
         points = backend.count(collection)
     console.print(f"[bold]{collection}[/] restored from {source}: {points} points")
@@ -735,15 +735,11 @@ def adapt_train(
     )
 
 
-def _rerankers(steps, ames_weights, backend, collection):
-    from ilias.rerank import parse_rerankers
+def _open_store(spec: str):  # -> ilias.indexing.Store, imported only when a command runs
+    """The store named by ``--store``; the engine is imported here, never by ``--help``."""
+    from ilias.indexing import open_store
 
-    if not steps:
-        return []
-    local_dim = backend.collection_config(collection).local_dim
-    return parse_rerankers(
-        steps, ames_weights=str(ames_weights) if ames_weights else None, local_dim=local_dim
-    )
+    return open_store(spec)
 
 
 def _print_scores(run, name: str, collection: str) -> None:
