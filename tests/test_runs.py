@@ -231,7 +231,8 @@ def test_a_collection_with_foreign_images_is_refused(workdir):
 def _parse(tmp_path: Path, **sections: dict):
     base = {"dataset": {"path": "d"}, "encoder": {"spec": ENCODER}, "store": {"spec": "edge:q"}}
     for section, values in sections.items():
-        base[section] = {**base.get(section, {}), **values}
+        merged = {**base.get(section, {}), **values} if isinstance(values, dict) else values
+        base[section] = merged
     return parse_run_config(base, base=tmp_path)
 
 
@@ -244,22 +245,57 @@ def test_config_defaults_and_relative_paths(tmp_path):
     assert config.output == tmp_path / "runs" / "d"
 
 
+KNOWN_SEARCH = "k, exact, hnsw_ef, oversampling, rescore"
+KNOWN_SECTIONS = "run, dataset, encoder, extraction, store, search, rerank, metrics, output"
+
+
 @pytest.mark.parametrize(
     ("sections", "message"),
     [
-        ({"serach": {"k": 10}}, "unknown section \\[serach\\]"),
-        ({"search": {"kk": 10}}, "unknown key\\(s\\) kk in \\[search\\]"),
-        ({"search": {"k": "ten"}}, "k must be a int"),
-        ({"search": {"exact": 1}}, "exact must be a bool"),
-        ({"search": {"k": True}}, "k must be a int"),
-        ({"dataset": {"path": ""}}, "\\[dataset\\] path is required"),
-        ({"dataset": {"kind": "gpr1200"}}, "ilias.eval.gpr1200"),
-        ({"output": {"similarities": ["csv"]}}, "similarities \\['csv'\\]"),
+        ({"serach": {"k": 10}}, f"unknown section [serach]; known: {KNOWN_SECTIONS}"),
+        ({"search": {"kk": 10}}, f"[search] unknown key 'kk'; known: {KNOWN_SEARCH}"),
+        ({"search": {"k": "ten"}}, "[search] k: expected an integer, not 'ten'"),
+        ({"search": {"k": "10"}}, "[search] k: expected an integer, not '10'"),
+        ({"search": {"exact": 1}}, "[search] exact: expected true or false, not 1"),
+        ({"search": {"k": True}}, "[search] k: expected an integer, not True"),
+        ({"search": {"k": 0}}, "[search] k must be at least 1, not 0"),
+        ({"search": {"oversampling": "2"}}, "[search] oversampling: expected a number, not '2'"),
+        ({"rerank": {"steps": "cs"}}, "[rerank] steps: expected a list, not 'cs'"),
+        ({"rerank": {"steps": ["cs", 3]}}, "[rerank] steps (item 1): expected a string, not 3"),
+        ({"search": 3}, "[search] must be a table of keys, not 3"),
+        ({"dataset": {"path": ""}}, "[dataset] path is required"),
+        ({"encoder": {"spec": None}}, "[encoder] spec: expected a string, not None"),
+        ({"dataset": {"kind": "gpr1200"}}, "[dataset] kind = 'gpr1200' cannot be run"),
+        ({"output": {"similarities": ["csv"]}}, "[output] similarities ['csv'] not known"),
     ],
 )
 def test_config_mistakes_are_refused_with_the_key(tmp_path, sections, message):
-    with pytest.raises(RunConfigError, match=message):
+    with pytest.raises(RunConfigError) as raised:
         _parse(tmp_path, **sections)
+    text = str(raised.value)
+    assert text.startswith(f"run description: {message}"), text
+    assert "\n" not in text
+
+
+def test_a_missing_section_names_its_required_key(tmp_path):
+    with pytest.raises(RunConfigError) as raised:
+        parse_run_config({"dataset": {"path": "d"}, "encoder": {"spec": ENCODER}}, base=tmp_path)
+    assert str(raised.value) == "run description: [store] spec is required"
+
+
+def test_errors_from_a_file_name_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[dataset]\npath = "d"\n[encoder]\nspec = "x"\n[store]\nspec = "edge:q"\n'
+        "[search]\nhnsw_eff = 2000\n"
+    )
+    with pytest.raises(RunConfigError) as raised:
+        load_run_config(path)
+    assert str(raised.value) == f"run.toml: [search] unknown key 'hnsw_eff'; known: {KNOWN_SEARCH}"
+
+
+def test_an_integer_oversampling_is_a_number(tmp_path):
+    assert _parse(tmp_path, search={"oversampling": 2}).search.oversampling == 2.0
 
 
 def test_unknown_rerankers_are_refused_before_any_work(tmp_path):
