@@ -47,7 +47,7 @@ from ilias.eval.report import (
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
 from ilias.loader import Benchmark, read_ilias
-from ilias.query import evaluate_collection, ilias_ids_of
+from ilias.query import evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
     evaluation_summary,
@@ -124,6 +124,7 @@ class _Search(_Section):
     hnsw_ef: int | None = None
     oversampling: float | None = None
     rescore: bool = True
+    where: list[str] = []  # payload filter clauses, as ``--where`` takes them
 
 
 class _Rerank(_Section):
@@ -167,7 +168,7 @@ _EXPECTED = {
 }
 
 
-def _config_error(where: str, error: ValidationError) -> RunConfigError:
+def _config_error(origin: str, error: ValidationError) -> RunConfigError:
     """The first problem pydantic found, as one line naming the section and key."""
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
@@ -175,23 +176,23 @@ def _config_error(where: str, error: ValidationError) -> RunConfigError:
     section = loc[0] if loc else ""
     fields = _RunFile.model_fields
     if len(loc) == 1 and kind == "extra_forbidden":
-        return RunConfigError(f"{where}: unknown section [{section}]; known: {', '.join(fields)}")
+        return RunConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(fields)}")
     if len(loc) == 1 and kind == "missing":
         required = next(
             k for k, f in _section_model(section).model_fields.items() if f.is_required()
         )
-        return RunConfigError(f"{where}: [{section}] {required} is required")
+        return RunConfigError(f"{origin}: [{section}] {required} is required")
     if len(loc) == 1:
-        return RunConfigError(f"{where}: [{section}] must be a table of keys, not {value!r}")
+        return RunConfigError(f"{origin}: [{section}] must be a table of keys, not {value!r}")
     key = loc[1]
     if kind == "extra_forbidden":
         known = ", ".join(_section_model(section).model_fields)
-        return RunConfigError(f"{where}: [{section}] unknown key {key!r}; known: {known}")
+        return RunConfigError(f"{origin}: [{section}] unknown key {key!r}; known: {known}")
     if kind in ("missing", "string_too_short"):
-        return RunConfigError(f"{where}: [{section}] {key} is required")
+        return RunConfigError(f"{origin}: [{section}] {key} is required")
     expected = _EXPECTED.get(kind, first["msg"])
     item = f" (item {loc[2]})" if len(loc) > 2 else ""
-    return RunConfigError(f"{where}: [{section}] {key}{item}: {expected}, not {value!r}")
+    return RunConfigError(f"{origin}: [{section}] {key}{item}: {expected}, not {value!r}")
 
 
 def _section_model(section: str) -> type[BaseModel]:
@@ -230,6 +231,7 @@ class RunConfig:
     raw: dict
     source: Path | None = None
     kind: str = "ilias"
+    where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -248,11 +250,11 @@ def parse_run_config(
     data: Mapping[str, Any], *, base: Path, source: Path | None = None
 ) -> RunConfig:
     """Check ``data`` against the schema and fill defaults; paths resolve against ``base``."""
-    where = source.name if source else "run description"
+    origin = source.name if source else "run description"
     try:
         parsed = _RunFile.model_validate(dict(data))
     except ValidationError as error:
-        raise _config_error(where, error) from None
+        raise _config_error(origin, error) from None
 
     def resolve(value: str | None) -> Path | None:
         if value is None:
@@ -266,7 +268,7 @@ def parse_run_config(
     kind = parsed.dataset.kind
     if kind not in DATASET_KINDS:
         raise RunConfigError(
-            f"{where}: [dataset] kind = {kind!r} cannot be run from a config yet (kinds: "
+            f"{origin}: [dataset] kind = {kind!r} cannot be run from a config yet (kinds: "
             f"{', '.join(DATASET_KINDS)}); score GPR1200 and UnED with ilias.eval.gpr1200 "
             "and ilias.eval.uned"
         )
@@ -274,11 +276,15 @@ def parse_run_config(
     bad = [f for f in formats if f not in SIMILARITY_FORMATS]
     if bad:
         raise RunConfigError(
-            f"{where}: [output] similarities {bad} not known; use {list(SIMILARITY_FORMATS)}"
+            f"{origin}: [output] similarities {bad} not known; use {list(SIMILARITY_FORMATS)}"
         )
     search = parsed.search
     if search.k < 1:
-        raise RunConfigError(f"{where}: [search] k must be at least 1, not {search.k}")
+        raise RunConfigError(f"{origin}: [search] k must be at least 1, not {search.k}")
+    try:
+        parse_where(search.where)
+    except IliasError as error:
+        raise RunConfigError(f"{origin}: [search] where: {error}") from None
     output = resolve(parsed.output.dir) or (base / "runs" / name).resolve()
     return RunConfig(
         name=name,
@@ -301,6 +307,7 @@ def parse_run_config(
             rescore=search.rescore,
         ),
         k=search.k,
+        where=tuple(search.where),
         rerank=tuple(parsed.rerank.steps),
         breakdowns=parsed.metrics.breakdowns,
         text_queries=parsed.metrics.text_queries,
@@ -427,6 +434,7 @@ def run_config(
             benchmark,
             kinds=("image", "text") if config.text_queries else ("image",),
             k=config.k,
+            filter=parse_where(config.where),
             params=config.search,
             rerank=config.rerank,
             breakdowns=config.breakdowns,
@@ -496,6 +504,7 @@ def run_config(
             "hnsw_ef": config.search.hnsw_ef,
             "oversampling": config.search.oversampling,
             "rescore": config.search.rescore,
+            "where": list(config.where),
         },
         "rerank": {"steps": list(config.rerank)},
         "timings": timings,
