@@ -803,3 +803,7 @@ def main() -> None:
     except IliasError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}")
         sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m ilias.cli, as python -m ilias
+    main()
