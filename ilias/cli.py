@@ -97,7 +97,8 @@ WhereOption = Annotated[
     list[str] | None,
     typer.Option(
         "--where",
-        help="Payload filter: key=value, key=a|b (any), key>=x, key<x, ...; repeatable (AND).",
+        help="Payload filter: key=value, key=a|b (any), key>=x, key<x, ...; repeatable, all must "
+        "hold (bounds on one key narrow one range).",
     ),
 ]
 

@@ -141,6 +141,14 @@ def test_a_where_mistake_is_refused_before_any_search(tmp_path: Path) -> None:
     assert str(result.exception).startswith("--where: no point matches every clause on 'role'")
 
 
+def test_a_bad_box_is_refused_before_any_search(tmp_path: Path) -> None:
+    for bbox in ("1,2,3", "a,b,c,d"):
+        result = runner.invoke(
+            app, ["search", "--image", "x.jpg", "--bbox", bbox, "--store", f"edge:{tmp_path}"]
+        )
+        assert str(result.exception) == f"--bbox {bbox!r}: give four integers, x,y,w,h"
+
+
 # ------------------------------------------------------------------- on a loaded collection
 
 

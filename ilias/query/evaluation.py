@@ -17,12 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ilias.errors import IliasError
 from ilias.eval import Breakdowns, IliasIds, RetrievalScores, score_rankings
 from ilias.loader import Benchmark, benchmark_for_collection
 from ilias.types import Filter, Hit, SearchParams
+
+if TYPE_CHECKING:  # the engines and models load when a query runs, not at import
+    from ilias.indexing import Store
+    from ilias.query.retriever import Retriever
+    from ilias.rerank import Reranker
 
 QueryKind = Literal["image", "text", "hybrid"]
 QUERY_KINDS: tuple[str, ...] = ("image", "text", "hybrid")
@@ -62,7 +67,6 @@ class Evaluation:
     skipped: dict[str, str]  # kind -> the reason it did not run
     score_seconds: float
     resolution: int | None = None  # the encoder's test resolution
-    ids: IliasIds | None = field(default=None, repr=False)
 
     def run(self, kind: str) -> BenchmarkRun:
         """The run of one kind; an error naming why, where it did not run."""
@@ -87,7 +91,7 @@ class Evaluation:
 
 
 def evaluate_collection(
-    store: Any,
+    store: Store,
     collection: str,
     benchmark: Benchmark | None = None,
     *,
@@ -95,7 +99,7 @@ def evaluate_collection(
     k: int = 1000,
     filter: Filter | None = None,
     params: SearchParams | None = None,
-    rerank: Sequence[Any] = (),
+    rerank: Sequence[Reranker | str] = (),
     ames_weights: str | None = None,
     weight: float = 0.5,
     breakdowns: bool = False,
@@ -106,7 +110,7 @@ def evaluate_collection(
 ) -> Evaluation:
     """Run the benchmark's queries of each kind against ``collection`` and score them once.
 
-    ``store`` is an open ``Store`` (or a spec string); ``benchmark`` defaults to the ILIAS
+    ``store`` is an open ``Store`` (``open_store(spec)``); ``benchmark`` defaults to the ILIAS
     folder the collection was loaded from. ``rerank`` takes re-rankers or their specs
     (``"cs"``, ``"aqe:n=2"``), applied to image queries. A kind that cannot run (a text
     kind with an image-only encoder, a dataset without text queries) is listed in
@@ -122,7 +126,7 @@ def evaluate_collection(
     if k < 1:
         raise IliasError(f"k = {k}: ask for at least one result per query")
     if benchmark is None:
-        benchmark = benchmark_for_collection(_collection_config(store, collection).metadata)
+        benchmark = benchmark_for_collection(store.collection_config(collection).metadata)
     steps = rerankers_for_collection(store, collection, rerank, ames_weights)
     retriever = Retriever(store, collection, params=params)
     ids = ilias_ids_of(benchmark)
@@ -150,14 +154,12 @@ def evaluate_collection(
             scores, rankings, encode_s, search_s, stages, kind=kind, breakdowns=breakdown
         )
     resolution = getattr(retriever.encoder, "resolution", None)
-    return Evaluation(
-        benchmark, collection, k, runs, skipped, score_seconds, resolution=resolution, ids=ids
-    )
+    return Evaluation(benchmark, collection, k, runs, skipped, score_seconds, resolution)
 
 
 def run_queries(
     benchmark: Benchmark,
-    retriever: Any,
+    retriever: Retriever,
     kind: QueryKind = "image",
     *,
     k: int = 1000,
@@ -166,7 +168,7 @@ def run_queries(
     params: SearchParams | None = None,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
-    rerank: Sequence[Any] = (),
+    rerank: Sequence[Reranker] = (),
 ) -> BenchmarkRun:
     """Run one kind of query over the benchmark with ``retriever``; mAP@k and oracle@k.
 
@@ -187,7 +189,7 @@ def run_queries(
     return BenchmarkRun(scores, rankings, encode_s, search_s, stages, kind=kind)
 
 
-def run_image_queries(benchmark: Benchmark, retriever: Any, **kwargs: Any) -> BenchmarkRun:
+def run_image_queries(benchmark: Benchmark, retriever: Retriever, **kwargs: Any) -> BenchmarkRun:
     """Image-to-image evaluation (see ``run_queries``)."""
     return run_queries(benchmark, retriever, "image", **kwargs)
 
@@ -212,7 +214,7 @@ def ilias_ids_of(benchmark: Benchmark) -> IliasIds:
     )
 
 
-def skip_reason(benchmark: Benchmark, retriever: Any, kind: str) -> str | None:
+def skip_reason(benchmark: Benchmark, retriever: Retriever, kind: str) -> str | None:
     """Why ``kind`` cannot run on this benchmark with this retriever (None: it can)."""
     if kind == "image" and not benchmark.image_queries:
         return "the dataset has no image queries"
@@ -233,8 +235,11 @@ def skip_reason(benchmark: Benchmark, retriever: Any, kind: str) -> str | None:
 
 
 def rerankers_for_collection(
-    store: Any, collection: str, steps: Sequence[Any], ames_weights: str | None = None
-) -> list[Any]:
+    store: Store,
+    collection: str,
+    steps: Sequence[Reranker | str],
+    ames_weights: str | None = None,
+) -> list[Reranker]:
     """Re-rankers from specs (``"cs"``, ``"sp:top=100"``), checked against what the
     collection stores (local descriptors); re-ranker objects pass through."""
     if not steps:
@@ -246,22 +251,13 @@ def rerankers_for_collection(
     specs = [step for step in steps if isinstance(step, str)]
     if len(specs) != len(steps):
         raise IliasError("give re-rankers either all as specs or all as objects")
-    local_dim = _collection_config(store, collection).local_dim
+    local_dim = store.collection_config(collection).local_dim
     return parse_rerankers(specs, ames_weights=ames_weights, local_dim=local_dim)
-
-
-def _collection_config(store: Any, collection: str) -> Any:
-    if isinstance(store, str):
-        from ilias.indexing import open_store
-
-        with open_store(store) as opened:
-            return opened.collection_config(collection)
-    return store.collection_config(collection)
 
 
 def _run_kind(
     benchmark: Benchmark,
-    retriever: Any,
+    retriever: Retriever,
     kind: str,
     *,
     k: int,
@@ -270,7 +266,7 @@ def _run_kind(
     params: SearchParams | None,
     batch_size: int,
     progress: Callable[[int, int], None] | None,
-    rerank: Sequence[Any],
+    rerank: Sequence[Reranker],
 ) -> tuple[dict[str, list[Hit]], float, float, dict[str, float]]:
     """Encode and search every query of one kind, in batches; rankings and timings."""
     from ilias.query.retriever import query_images_of
