@@ -1,4 +1,4 @@
-"""loader: datasets -> lazy records with payload; robust image decoding."""
+"""loader: datasets -> lazy records with payload; dataset detection; robust image decoding."""
 
 from ilias.loader.datasets import (
     IMAGE_EXTENSIONS,
