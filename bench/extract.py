@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from ilias.config import data_home
+from ilias.demo import build_demo_benchmark
 from ilias.indexing import DEFAULT_ENCODER, ExtractionOptions, build_encoder, extract
 from ilias.indexing.encoders import group_by_shape
 from ilias.indexing.extract import local_cluster
 from ilias.loader import decode_image, read_ilias
-from ilias.loader.synthetic import build_demo_benchmark
 
 
 def main() -> None:

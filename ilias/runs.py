@@ -29,22 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ilias import __version__
 from ilias.errors import DatasetError, IliasError
-from ilias.eval import (
-    Breakdowns,
-    FileScores,
-    IliasIds,
-    RetrievalScores,
-    read_taxonomy,
-    score_rankings,
-    write_similarities,
-)
+from ilias.eval import read_taxonomy
 from ilias.eval.report import (
     METRICS_FILE,
     PER_QUERY_FILE,
     ComparisonRow,
-    PerQueryRow,
     compare_metrics,
     per_query_ap,
     read_metrics,
@@ -52,18 +45,36 @@ from ilias.eval.report import (
     write_metrics,
     write_per_query,
 )
-from ilias.indexing import EncoderSpec, ExtractionOptions, SearchParams, load_collection, open_store
-from ilias.indexing.local_features import LocalConfig
+from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
 from ilias.loader import Benchmark, read_ilias
-from ilias.query import Retriever, run_queries
+from ilias.query import evaluate_collection, ilias_ids_of, parse_where
+from ilias.query.report import (
+    SIMILARITY_FORMATS,
+    evaluation_summary,
+    per_query_rows,
+    plot_evaluation,
+    write_similarity_files,
+)
 from ilias.rerank import parse_rerankers
+from ilias.types import LocalConfig, SearchParams
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
-SIMILARITY_FORMATS = {"json": ".json", "pickle": ".pkl"}
 DATASET_KINDS = ("ilias",)
+__all__ = [
+    "SIMILARITY_FORMATS",
+    "RunComparison",
+    "RunConfig",
+    "RunConfigError",
+    "compare_runs",
+    "encoder_spec",
+    "ilias_ids_of",
+    "load_run_config",
+    "parse_run_config",
+    "run_config",
+]
 
 
 class RunConfigError(IliasError):
@@ -72,49 +83,122 @@ class RunConfigError(IliasError):
 
 # ------------------------------------------------------------------------ the config
 
-# section -> key -> (accepted types, default). Anything else in the file is refused, so a
-# misspelt key can never be silently ignored.
-_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
-    "run": {"name": ((str,), None)},
-    "dataset": {
-        "kind": ((str,), "ilias"),
-        "path": ((str,), None),
-        "distractors": ((str,), None),
-        "taxonomy": ((str,), None),
-    },
-    "encoder": {
-        "spec": ((str,), None),
-        "resolution": ((int,), None),
-        "adaptation": ((str,), None),
-    },
-    "extraction": {
-        "scheduler": ((str,), "local"),
-        "workers": ((int,), None),
-        "batch_size": ((int,), 16),
-    },
-    "store": {"spec": ((str,), None), "collection": ((str,), None)},
-    "search": {
-        "k": ((int,), 1000),
-        "exact": ((bool,), False),
-        "hnsw_ef": ((int,), None),
-        "oversampling": ((int, float), None),
-        "rescore": ((bool,), True),
-    },
-    "rerank": {"steps": ((list,), [])},
-    "metrics": {
-        "breakdowns": ((bool,), True),
-        "text_queries": ((bool,), True),
-        "check_ids": ((bool,), True),
-    },
-    "output": {
-        "dir": ((str,), None),
-        "similarities": ((list,), ["json"]),
-        "plots": ((bool,), True),
-        "compare_with": ((str,), None),
-        "overwrite": ((bool,), False),
-    },
+
+# The file's shape, one model per section. ``extra="forbid"`` refuses a misspelt key rather
+# than ignoring it; ``strict`` refuses ``k = "10"`` or ``exact = 1`` rather than guessing.
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Run(_Section):
+    name: str | None = None
+
+
+class _Dataset(_Section):
+    kind: str = "ilias"
+    path: str = Field(min_length=1)
+    distractors: str | None = None
+    taxonomy: str | None = None
+
+
+class _Encoder(_Section):
+    spec: str = Field(min_length=1)
+    resolution: int | None = None
+    adaptation: str | None = None
+
+
+class _Extraction(_Section):
+    scheduler: str = "local"
+    workers: int | None = None
+    batch_size: int = 16
+
+
+class _Store(_Section):
+    spec: str = Field(min_length=1)
+    collection: str | None = None
+
+
+class _Search(_Section):
+    k: int = 1000
+    exact: bool = False
+    hnsw_ef: int | None = None
+    oversampling: float | None = None
+    rescore: bool = True
+    where: list[str] = []  # payload filter clauses, as ``--where`` takes them
+
+
+class _Rerank(_Section):
+    steps: list[str] = []
+
+
+class _Metrics(_Section):
+    breakdowns: bool = True
+    text_queries: bool = True
+    check_ids: bool = True
+
+
+class _Output(_Section):
+    dir: str | None = None
+    similarities: list[str] = ["json"]
+    plots: bool = True
+    compare_with: str | None = None
+    overwrite: bool = False
+
+
+class _RunFile(_Section):
+    run: _Run = _Run()
+    dataset: _Dataset
+    encoder: _Encoder
+    extraction: _Extraction = _Extraction()
+    store: _Store
+    search: _Search = _Search()
+    rerank: _Rerank = _Rerank()
+    metrics: _Metrics = _Metrics()
+    output: _Output = _Output()
+
+
+# pydantic error type -> what the key should have held
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
 }
-_REQUIRED = (("dataset", "path"), ("encoder", "spec"), ("store", "spec"))
+
+
+def _config_error(origin: str, error: ValidationError) -> RunConfigError:
+    """The first problem pydantic found, as one line naming the section and key."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    kind, value = first["type"], first.get("input")
+    section = loc[0] if loc else ""
+    fields = _RunFile.model_fields
+    if len(loc) == 1 and kind == "extra_forbidden":
+        return RunConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(fields)}")
+    if len(loc) == 1 and kind == "missing":
+        required = next(
+            k for k, f in _section_model(section).model_fields.items() if f.is_required()
+        )
+        return RunConfigError(f"{origin}: [{section}] {required} is required")
+    if len(loc) == 1:
+        return RunConfigError(f"{origin}: [{section}] must be a table of keys, not {value!r}")
+    key = loc[1]
+    if kind == "extra_forbidden":
+        known = ", ".join(_section_model(section).model_fields)
+        return RunConfigError(f"{origin}: [{section}] unknown key {key!r}; known: {known}")
+    if kind in ("missing", "string_too_short"):
+        return RunConfigError(f"{origin}: [{section}] {key} is required")
+    expected = _EXPECTED.get(kind, first["msg"])
+    item = f" (item {loc[2]})" if len(loc) > 2 else ""
+    return RunConfigError(f"{origin}: [{section}] {key}{item}: {expected}, not {value!r}")
+
+
+def _section_model(section: str) -> type[BaseModel]:
+    annotation = _RunFile.model_fields[section].annotation
+    assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return annotation
 
 
 @dataclass(frozen=True)
@@ -147,6 +231,7 @@ class RunConfig:
     raw: dict
     source: Path | None = None
     kind: str = "ilias"
+    where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -165,34 +250,11 @@ def parse_run_config(
     data: Mapping[str, Any], *, base: Path, source: Path | None = None
 ) -> RunConfig:
     """Check ``data`` against the schema and fill defaults; paths resolve against ``base``."""
-    where = str(source) if source else "run description"
-    values: dict[str, dict[str, Any]] = {}
-    for section, body in data.items():
-        if section not in _SCHEMA:
-            raise RunConfigError(
-                f"{where}: unknown section [{section}]; known: {', '.join(_SCHEMA)}"
-            )
-        if not isinstance(body, Mapping):
-            raise RunConfigError(f"{where}: [{section}] must be a table of keys")
-    for section, keys in _SCHEMA.items():
-        body = dict(data.get(section, {}))
-        unknown = sorted(set(body) - set(keys))
-        if unknown:
-            raise RunConfigError(
-                f"{where}: unknown key(s) {', '.join(unknown)} in [{section}]; known: "
-                f"{', '.join(keys)}"
-            )
-        values[section] = {}
-        for key, (types, default) in keys.items():
-            value = body.get(key, default)
-            wrong_bool = isinstance(value, bool) and bool not in types
-            if value is not None and (not isinstance(value, types) or wrong_bool):
-                names = " or ".join(t.__name__ for t in types)
-                raise RunConfigError(f"{where}: [{section}] {key} must be a {names}, not {value!r}")
-            values[section][key] = value
-    for section, key in _REQUIRED:
-        if not values[section][key]:
-            raise RunConfigError(f"{where}: [{section}] {key} is required")
+    origin = source.name if source else "run description"
+    try:
+        parsed = _RunFile.model_validate(dict(data))
+    except ValidationError as error:
+        raise _config_error(origin, error) from None
 
     def resolve(value: str | None) -> Path | None:
         if value is None:
@@ -200,56 +262,61 @@ def parse_run_config(
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
-    dataset = resolve(values["dataset"]["path"])
+    dataset = resolve(parsed.dataset.path)
     assert dataset is not None
-    name = values["run"]["name"] or (source.stem if source else dataset.name)
-    kind = values["dataset"]["kind"]
+    name = parsed.run.name or (source.stem if source else dataset.name)
+    kind = parsed.dataset.kind
     if kind not in DATASET_KINDS:
         raise RunConfigError(
-            f"{where}: [dataset] kind = {kind!r} cannot be run from a config yet (kinds: "
+            f"{origin}: [dataset] kind = {kind!r} cannot be run from a config yet (kinds: "
             f"{', '.join(DATASET_KINDS)}); score GPR1200 and UnED with ilias.eval.gpr1200 "
             "and ilias.eval.uned"
         )
-    formats = tuple(values["output"]["similarities"])
+    formats = tuple(parsed.output.similarities)
     bad = [f for f in formats if f not in SIMILARITY_FORMATS]
     if bad:
         raise RunConfigError(
-            f"{where}: [output] similarities {bad} not known; use {list(SIMILARITY_FORMATS)}"
+            f"{origin}: [output] similarities {bad} not known; use {list(SIMILARITY_FORMATS)}"
         )
-    search = values["search"]
-    if search["k"] < 1:
-        raise RunConfigError(f"{where}: [search] k must be at least 1")
-    output = resolve(values["output"]["dir"]) or (base / "runs" / name).resolve()
+    search = parsed.search
+    if search.k < 1:
+        raise RunConfigError(f"{origin}: [search] k must be at least 1, not {search.k}")
+    try:
+        parse_where(search.where)
+    except IliasError as error:
+        raise RunConfigError(f"{origin}: [search] where: {error}") from None
+    output = resolve(parsed.output.dir) or (base / "runs" / name).resolve()
     return RunConfig(
         name=name,
         kind=kind,
         dataset=dataset,
-        distractors=resolve(values["dataset"]["distractors"]),
-        taxonomy=resolve(values["dataset"]["taxonomy"]),
-        encoder=values["encoder"]["spec"],
-        resolution=values["encoder"]["resolution"],
-        adaptation=resolve(values["encoder"]["adaptation"]),
-        store=_resolve_store(values["store"]["spec"], base),
-        collection=values["store"]["collection"],
-        scheduler=values["extraction"]["scheduler"],
-        workers=values["extraction"]["workers"],
-        batch_size=values["extraction"]["batch_size"],
+        distractors=resolve(parsed.dataset.distractors),
+        taxonomy=resolve(parsed.dataset.taxonomy),
+        encoder=parsed.encoder.spec,
+        resolution=parsed.encoder.resolution,
+        adaptation=resolve(parsed.encoder.adaptation),
+        store=_resolve_store(parsed.store.spec, base),
+        collection=parsed.store.collection,
+        scheduler=parsed.extraction.scheduler,
+        workers=parsed.extraction.workers,
+        batch_size=parsed.extraction.batch_size,
         search=SearchParams(
-            exact=search["exact"],
-            hnsw_ef=search["hnsw_ef"],
-            oversampling=None if search["oversampling"] is None else float(search["oversampling"]),
-            rescore=search["rescore"],
+            exact=search.exact,
+            hnsw_ef=search.hnsw_ef,
+            oversampling=search.oversampling,
+            rescore=search.rescore,
         ),
-        k=search["k"],
-        rerank=tuple(str(step) for step in values["rerank"]["steps"]),
-        breakdowns=values["metrics"]["breakdowns"],
-        text_queries=values["metrics"]["text_queries"],
-        check_ids=values["metrics"]["check_ids"],
+        k=search.k,
+        where=tuple(search.where),
+        rerank=tuple(parsed.rerank.steps),
+        breakdowns=parsed.metrics.breakdowns,
+        text_queries=parsed.metrics.text_queries,
+        check_ids=parsed.metrics.check_ids,
         output=output,
         similarities=formats,
-        plots=values["output"]["plots"],
-        compare_with=resolve(values["output"]["compare_with"]),
-        overwrite=values["output"]["overwrite"],
+        plots=parsed.output.plots,
+        compare_with=resolve(parsed.output.compare_with),
+        overwrite=parsed.output.overwrite,
         raw={section: dict(body) for section, body in data.items()},
         source=source,
     )
@@ -309,13 +376,6 @@ def _collection_name(config: RunConfig, benchmark: Benchmark, spec: str) -> str:
 # ----------------------------------------------------------------------------- a run
 
 
-@dataclass(frozen=True)
-class _QueryResults:
-    rankings: dict[str, list[tuple[str, float]]]
-    encode_seconds: float
-    search_seconds: float
-
-
 def run_config(
     path: Path | str | RunConfig,
     *,
@@ -327,7 +387,9 @@ def run_config(
 
     ``overwrite`` and ``scheduler`` override the file's ``[output] overwrite`` and
     ``[extraction] scheduler`` (a CLI flag, a test). Errors a user can fix raise
-    ``IliasError`` before any expensive step where they can be seen early.
+    ``IliasError`` before any expensive step where they can be seen early. The queries
+    and scores come from ``ilias.query.evaluate_collection``; this function adds the
+    load before and the results folder after.
     """
     started = time.perf_counter()
     config = path if isinstance(path, RunConfig) else load_run_config(path)
@@ -341,12 +403,10 @@ def run_config(
     taxonomy = read_taxonomy(config.taxonomy) if config.taxonomy else None
     benchmark = read_ilias(config.dataset, config.distractors)
     collection = _collection_name(config, benchmark, spec)
-    ids = ilias_ids_of(benchmark)
 
     def report(stage: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(stage, done, total)) if progress else None
 
-    timings: dict[str, float] = {}
     with open_store(config.store) as store:
         options = ExtractionOptions(
             encoder=spec,
@@ -367,70 +427,51 @@ def run_config(
             metadata=metadata,
             progress=report("extract"),
         )
-        timings["load_extract_s"] = load.extract_seconds
-        timings["load_index_s"] = load.index_seconds
         info = store.info(collection)
-        retriever = Retriever(store, collection, params=config.search)
-        image_run = run_queries(
+        evaluation = evaluate_collection(
+            store,
+            collection,
             benchmark,
-            retriever,
-            "image",
+            kinds=("image", "text") if config.text_queries else ("image",),
             k=config.k,
+            filter=parse_where(config.where),
             params=config.search,
-            progress=report("image queries"),
-            rerank=parse_rerankers(config.rerank),
+            rerank=config.rerank,
+            breakdowns=config.breakdowns,
+            taxonomy=taxonomy,
+            check_database=config.check_ids,
+            progress=progress,
         )
-        timings.update({f"stage_{name}_s": t for name, t in image_run.stage_seconds.items()})
-        image = _QueryResults(
-            {q: [(h.id, h.score) for h in hits] for q, hits in image_run.rankings.items()},
-            image_run.encode_seconds,
-            image_run.search_seconds,
-        )
-        timings["image_encode_s"] = image.encode_seconds
-        timings["image_search_s"] = image.search_seconds
-        text, text_skipped = None, _text_skip_reason(config, benchmark, retriever)
-        if text_skipped is None:
-            text = _run_text_queries(benchmark, retriever, config, report("text queries"))
-            timings["text_encode_search_s"] = text.encode_seconds + text.search_seconds
-        resolution = retriever.encoder.resolution
-
-    began = time.perf_counter()
-    rankings = dict(image.rankings) | (text.rankings if text else {})
-    scores = score_rankings(
-        rankings,
-        ids,
-        k=config.k,
-        check_database=config.check_ids,
-        breakdowns=config.breakdowns,
-        taxonomy=taxonomy,
-    )
-    timings["score_s"] = time.perf_counter() - began
+    timings = {"load_extract_s": load.extract_seconds, "load_index_s": load.index_seconds}
+    timings |= evaluation.timings
 
     began = time.perf_counter()
     _clear_previous_run(config)
-    files = _write_similarity_files(config, image.rankings, text.rankings if text else None)
-    rows = _per_query_rows(scores, ids)
-    write_per_query(config.output / PER_QUERY_FILE, rows)
+    files: dict[str, Any] = {
+        "similarities": write_similarity_files(evaluation, config.output, config.similarities)
+    }
+    write_per_query(config.output / PER_QUERY_FILE, per_query_rows(evaluation))
     if config.plots:
-        files["plots"] = _plot_run(config, scores, per_query_ap(rows, "image"))
+        files["plots"] = plot_evaluation(
+            evaluation, config.output, config.name, compare_with=config.compare_with
+        )
     files["per_query"] = PER_QUERY_FILE
     timings["write_s"] = time.perf_counter() - began
     timings["total_s"] = time.perf_counter() - started
 
+    queries = evaluation_summary(evaluation)
+    if not config.text_queries:
+        queries["text"] = {"skipped": "[metrics] text_queries = false"}
+    image = evaluation.runs.get("image")
     metrics = {
         "name": config.name,
         "ilias_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "k": config.k,
-        "map": scores.image.map if scores.image else None,
-        "oracle": scores.image.oracle if scores.image else None,
-        "n_queries": scores.image.n_queries if scores.image else 0,
-        "queries": {
-            "image": _kind_summary(scores.image, scores.image_breakdowns),
-            "text": _kind_summary(scores.text, scores.text_breakdowns)
-            if text
-            else {"skipped": text_skipped},
-        },
+        "map": image.scores.map if image else None,
+        "oracle": image.scores.oracle if image else None,
+        "n_queries": image.scores.n_queries if image else 0,
+        "queries": queries,
         "dataset": {
             "kind": config.kind,
             "name": benchmark.name,
@@ -442,7 +483,11 @@ def run_config(
             "database": len(benchmark.database),
             "positives": benchmark.n_positives,
         },
-        "encoder": {"spec": spec, "resolution": resolution, "adaptation": config.adaptation},
+        "encoder": {
+            "spec": spec,
+            "resolution": evaluation.resolution,
+            "adaptation": config.adaptation,
+        },
         "store": {
             "spec": config.store,
             "collection": collection,
@@ -459,6 +504,7 @@ def run_config(
             "hnsw_ef": config.search.hnsw_ef,
             "oversampling": config.search.oversampling,
             "rescore": config.search.rescore,
+            "where": list(config.where),
         },
         "rerank": {"steps": list(config.rerank)},
         "timings": timings,
@@ -475,23 +521,6 @@ def run_config(
         config.output,
     )
     return config.output
-
-
-def ilias_ids_of(benchmark: Benchmark) -> IliasIds:
-    """The reference's view of a benchmark: query ids, positives with scale/clutter, the rest."""
-    positives = {p for ids in benchmark.ground_truth.values() for p in ids}
-    positive_info: dict[str, tuple[float, int] | None] = dict.fromkeys(sorted(positives))
-    for record in benchmark.database:
-        payload = record.payload
-        if record.id in positives and "scale" in payload and "clutter" in payload:
-            positive_info[record.id] = (float(payload["scale"]), int(payload["clutter"]))
-    distractors = frozenset(r.id for r in benchmark.database if r.id not in positives)
-    return IliasIds(
-        tuple(q.id for q in benchmark.image_queries),
-        tuple(q.id for q in benchmark.text_queries),
-        positive_info,
-        distractors,
-    )
 
 
 def _check_output(config: RunConfig) -> None:
@@ -522,138 +551,6 @@ def _clear_previous_run(config: RunConfig) -> None:
         target = config.output / str(name)
         if target.parent == config.output and target.is_file():
             target.unlink()
-
-
-def _text_skip_reason(config: RunConfig, benchmark: Benchmark, retriever: Retriever) -> str | None:
-    """Why text queries are not run (None: they are)."""
-    if not config.text_queries:
-        return "[metrics] text_queries = false"
-    if not benchmark.text_queries:
-        return "the dataset has no text queries"
-    if not getattr(retriever.encoder, "has_text_tower", False):
-        return "the encoder has no text tower"
-    if not hasattr(retriever, "search_texts"):
-        return "this version of ilias cannot search by text"
-    return None
-
-
-def _run_text_queries(
-    benchmark: Benchmark,
-    retriever: Retriever,
-    config: RunConfig,
-    progress: Callable[[int, int], None] | None,
-    batch_size: int = 32,
-) -> _QueryResults:
-    """Text-to-image search for every text query (the whole ``T*.txt``, no template)."""
-    queries = benchmark.text_queries
-    rankings: dict[str, list[tuple[str, float]]] = {}
-    began = time.perf_counter()
-    for start in range(0, len(queries), batch_size):
-        chunk = queries[start : start + batch_size]
-        results = retriever.search_texts([q.text for q in chunk], config.k, None, config.search)
-        for query, hits in zip(chunk, results, strict=True):
-            rankings[query.id] = [(h.id, h.score) for h in hits]
-        if progress:
-            progress(start + len(chunk), len(queries))
-    return _QueryResults(rankings, 0.0, time.perf_counter() - began)
-
-
-def _write_similarity_files(
-    config: RunConfig,
-    image: Mapping[str, list[tuple[str, float]]],
-    text: Mapping[str, list[tuple[str, float]]] | None,
-) -> dict[str, Any]:
-    files: dict[str, Any] = {"similarities": []}
-    for kind, rankings in (("image", image), ("text", text)):
-        if not rankings:
-            continue
-        stem = "similarities" if kind == "image" else "similarities-text"
-        for fmt in config.similarities:
-            name = stem + SIMILARITY_FORMATS[fmt]
-            write_similarities(config.output / name, rankings)
-            files["similarities"].append(name)
-    return files
-
-
-def _per_query_rows(scores: FileScores, ids: IliasIds) -> list[PerQueryRow]:
-    rows = []
-    for kind, result in (("image", scores.image), ("text", scores.text)):
-        if result is None:
-            continue
-        for query_id, ap in result.per_query_ap.items():
-            instance = query_id.split("/", 1)[0]
-            rows.append(
-                PerQueryRow(
-                    query_id,
-                    instance,
-                    kind,
-                    ap,
-                    result.per_query_oracle[query_id],
-                    len(ids.ground_truth.get(instance, ())),
-                )
-            )
-    return rows
-
-
-def _kind_summary(scores: RetrievalScores | None, breakdowns: Breakdowns | None) -> dict:
-    if scores is None:
-        return {"skipped": "no queries of this kind"}
-    return {
-        "map": scores.map,
-        "oracle": scores.oracle,
-        "n_queries": scores.n_queries,
-        "breakdowns": breakdowns.to_dict() if breakdowns else None,
-    }
-
-
-def _plot_run(config: RunConfig, scores: FileScores, image_ap: Mapping[str, float]) -> list[str]:
-    """The run's PNGs (image queries; text queries get their own where they ran)."""
-    from ilias.eval import plots
-
-    out = config.output
-    written = [
-        plots.plot_per_query_ap(
-            image_ap,
-            out / "per_query_ap.png",
-            title=f"{config.name}: AP@{config.k} per image query",
-        )
-    ]
-    for kind, breakdown in (("image", scores.image_breakdowns), ("text", scores.text_breakdowns)):
-        if breakdown is None:
-            continue
-        suffix = "" if kind == "image" else "-text"
-        if breakdown.scale or breakdown.clutter:
-            written.append(
-                plots.plot_groups(
-                    breakdown.scale,
-                    breakdown.clutter,
-                    out / f"groups{suffix}.png",
-                    counts=breakdown.n_queries,
-                    title=f"{config.name}: mAP@{config.k} per group of positives ({kind} queries)",
-                )
-            )
-        if breakdown.categories:
-            written.append(
-                plots.plot_categories(
-                    breakdown.categories,
-                    out / f"categories{suffix}.png",
-                    subcategories=breakdown.subcategories,
-                    title=f"{config.name}: mAP@{config.k} per category ({kind} queries)",
-                )
-            )
-    if config.compare_with is not None:
-        other = read_per_query(config.compare_with / PER_QUERY_FILE)
-        other_name = read_metrics(config.compare_with).get("name", config.compare_with.name)
-        written.append(
-            plots.plot_ap_scatter(
-                per_query_ap(other, "image"),
-                image_ap,
-                out / "compare_ap.png",
-                label_a=str(other_name),
-                label_b=config.name,
-            )
-        )
-    return [p.name for p in written]
 
 
 # ------------------------------------------------------------------------ comparison

@@ -13,11 +13,11 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import ilias
+from ilias.demo import build_demo_benchmark
 from ilias.errors import IliasError
 from ilias.eval import UnknownIdsError, score_similarity_file
 from ilias.eval.report import format_comparison, read_per_query
 from ilias.indexing import open_store
-from ilias.loader.synthetic import build_demo_benchmark
 from ilias.runs import (
     RunConfigError,
     compare_runs,
@@ -95,6 +95,7 @@ def first_run(workdir) -> Path:
     return run_config(write_config(workdir, "base"))
 
 
+@pytest.mark.slow
 def test_a_run_writes_files_the_reference_scores_identically(workdir, first_run):
     metrics = json.loads((first_run / "metrics.json").read_text())
     core = workdir / "data" / "core"
@@ -123,6 +124,7 @@ def test_a_run_writes_files_the_reference_scores_identically(workdir, first_run)
     )
 
 
+@pytest.mark.slow
 def test_a_run_records_how_to_reproduce_it(first_run, workdir):
     metrics = json.loads((first_run / "metrics.json").read_text())
     assert metrics["ilias_version"] == ilias.__version__
@@ -134,14 +136,25 @@ def test_a_run_records_how_to_reproduce_it(first_run, workdir):
     assert store["collection_config"]["dim"] == 1280
     assert store["collection_config"]["quantization"]["type"] == "int8"
     assert metrics["config"] == tomllib.loads((workdir / "base.toml").read_text())
-    assert metrics["search"]["k"] == 1000
+    assert metrics["search"] == {
+        "k": 1000,
+        "exact": False,
+        "hnsw_ef": None,
+        "oversampling": None,
+        "rescore": True,
+        "where": [],
+    }
     for key in ("load_extract_s", "image_encode_s", "image_search_s", "score_s", "total_s"):
         assert metrics["timings"][key] >= 0
     assert metrics["timings"]["total_s"] > metrics["timings"]["image_search_s"]
     # the offline encoder has no text tower: text queries are skipped, and it says why
-    assert "no text tower" in metrics["queries"]["text"]["skipped"]
+    assert metrics["queries"]["text"] == {
+        "skipped": "the encoder has no text tower; load the collection with a vision-language "
+        "encoder (open_clip:..., or a timm SigLIP name)"
+    }
 
 
+@pytest.mark.slow
 def test_a_run_writes_per_query_ap_breakdowns_and_plots(first_run):
     metrics = json.loads((first_run / "metrics.json").read_text())
     rows = read_per_query(first_run / "per_query.parquet")
@@ -161,6 +174,7 @@ def test_a_run_writes_per_query_ap_breakdowns_and_plots(first_run):
     assert set(metrics["files"]["plots"]) == {"per_query_ap.png", "groups.png", "categories.png"}
 
 
+@pytest.mark.slow
 def test_rerun_refuses_to_overwrite_then_reuses_the_collection(workdir, first_run):
     config = workdir / "base.toml"
     with pytest.raises(RunConfigError, match="already holds a run"):
@@ -172,6 +186,7 @@ def test_rerun_refuses_to_overwrite_then_reuses_the_collection(workdir, first_ru
     assert again["map"] == pytest.approx(first["map"])
 
 
+@pytest.mark.slow
 def test_overwriting_removes_the_previous_runs_files_only(workdir, first_run):
     output = {"dir": "runs/stale", "overwrite": True}
     folder = run_config(write_config(workdir, "stale-1", output=output))
@@ -185,6 +200,7 @@ def test_overwriting_removes_the_previous_runs_files_only(workdir, first_run):
     assert json.loads((folder / "metrics.json").read_text())["name"] == "stale-2"
 
 
+@pytest.mark.slow
 def test_compare_two_runs(workdir, first_run):
     exact = run_config(
         write_config(
@@ -210,6 +226,7 @@ def test_compare_two_runs(workdir, first_run):
     assert table.splitlines()[0].split() == ["metric", "base", "exact", "B", "-", "A"]
 
 
+@pytest.mark.slow
 def test_a_collection_with_foreign_images_is_refused(workdir):
     config = write_config(workdir, "foreign", store={"collection": "foreign"})
     run_config(config)
@@ -231,7 +248,8 @@ def test_a_collection_with_foreign_images_is_refused(workdir):
 def _parse(tmp_path: Path, **sections: dict):
     base = {"dataset": {"path": "d"}, "encoder": {"spec": ENCODER}, "store": {"spec": "edge:q"}}
     for section, values in sections.items():
-        base[section] = {**base.get(section, {}), **values}
+        merged = {**base.get(section, {}), **values} if isinstance(values, dict) else values
+        base[section] = merged
     return parse_run_config(base, base=tmp_path)
 
 
@@ -244,22 +262,64 @@ def test_config_defaults_and_relative_paths(tmp_path):
     assert config.output == tmp_path / "runs" / "d"
 
 
+KNOWN_SEARCH = "k, exact, hnsw_ef, oversampling, rescore, where"
+KNOWN_SECTIONS = "run, dataset, encoder, extraction, store, search, rerank, metrics, output"
+
+
 @pytest.mark.parametrize(
     ("sections", "message"),
     [
-        ({"serach": {"k": 10}}, "unknown section \\[serach\\]"),
-        ({"search": {"kk": 10}}, "unknown key\\(s\\) kk in \\[search\\]"),
-        ({"search": {"k": "ten"}}, "k must be a int"),
-        ({"search": {"exact": 1}}, "exact must be a bool"),
-        ({"search": {"k": True}}, "k must be a int"),
-        ({"dataset": {"path": ""}}, "\\[dataset\\] path is required"),
-        ({"dataset": {"kind": "gpr1200"}}, "ilias.eval.gpr1200"),
-        ({"output": {"similarities": ["csv"]}}, "similarities \\['csv'\\]"),
+        ({"serach": {"k": 10}}, f"unknown section [serach]; known: {KNOWN_SECTIONS}"),
+        ({"search": {"kk": 10}}, f"[search] unknown key 'kk'; known: {KNOWN_SEARCH}"),
+        ({"search": {"k": "ten"}}, "[search] k: expected an integer, not 'ten'"),
+        ({"search": {"k": "10"}}, "[search] k: expected an integer, not '10'"),
+        ({"search": {"exact": 1}}, "[search] exact: expected true or false, not 1"),
+        ({"search": {"k": True}}, "[search] k: expected an integer, not True"),
+        ({"search": {"k": 0}}, "[search] k must be at least 1, not 0"),
+        ({"search": {"oversampling": "2"}}, "[search] oversampling: expected a number, not '2'"),
+        ({"rerank": {"steps": "cs"}}, "[rerank] steps: expected a list, not 'cs'"),
+        ({"rerank": {"steps": ["cs", 3]}}, "[rerank] steps (item 1): expected a string, not 3"),
+        ({"search": 3}, "[search] must be a table of keys, not 3"),
+        ({"dataset": {"path": ""}}, "[dataset] path is required"),
+        ({"encoder": {"spec": None}}, "[encoder] spec: expected a string, not None"),
+        ({"dataset": {"kind": "gpr1200"}}, "[dataset] kind = 'gpr1200' cannot be run"),
+        ({"output": {"similarities": ["csv"]}}, "[output] similarities ['csv'] not known"),
+        ({"search": {"where": ["role="]}}, "[search] where: --where 'role=': the value is empty"),
     ],
 )
 def test_config_mistakes_are_refused_with_the_key(tmp_path, sections, message):
-    with pytest.raises(RunConfigError, match=message):
+    with pytest.raises(RunConfigError) as raised:
         _parse(tmp_path, **sections)
+    text = str(raised.value)
+    assert text.startswith(f"run description: {message}"), text
+    assert "\n" not in text
+
+
+def test_a_missing_section_names_its_required_key(tmp_path):
+    with pytest.raises(RunConfigError) as raised:
+        parse_run_config({"dataset": {"path": "d"}, "encoder": {"spec": ENCODER}}, base=tmp_path)
+    assert str(raised.value) == "run description: [store] spec is required"
+
+
+def test_errors_from_a_file_name_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[dataset]\npath = "d"\n[encoder]\nspec = "x"\n[store]\nspec = "edge:q"\n'
+        "[search]\nhnsw_eff = 2000\n"
+    )
+    with pytest.raises(RunConfigError) as raised:
+        load_run_config(path)
+    assert str(raised.value) == f"run.toml: [search] unknown key 'hnsw_eff'; known: {KNOWN_SEARCH}"
+
+
+def test_a_filter_is_kept_as_written(tmp_path):
+    config = _parse(tmp_path, search={"where": ["instance=a|b", "role=positive"]})
+    assert config.where == ("instance=a|b", "role=positive")
+    assert _parse(tmp_path).where == ()
+
+
+def test_an_integer_oversampling_is_a_number(tmp_path):
+    assert _parse(tmp_path, search={"oversampling": 2}).search.oversampling == 2.0
 
 
 def test_unknown_rerankers_are_refused_before_any_work(tmp_path):

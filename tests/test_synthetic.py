@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from ilias.demo import DemoBenchmark, build_demo_benchmark, generate
 from ilias.errors import DatasetError
-from ilias.loader import read_ilias, synthetic
-from ilias.loader.synthetic import DemoBenchmark, build_demo_benchmark
+from ilias.loader import read_ilias
 
 SMALL = {"n_instances": 3, "positives_per_instance": 2, "n_distractors": 10}
 
@@ -79,7 +79,7 @@ def _assert_consistent(result: DemoBenchmark) -> None:
     assert len(distractors) == result.n_distractors
     sizes = {Image.open(p).size for p in distractors}
     sizes |= {Image.open(core / i).size for i in image_queries}
-    assert sizes <= set(synthetic.IMAGE_SIZES)
+    assert sizes <= set(generate.IMAGE_SIZES)
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -87,7 +87,7 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_layout_and_id_files_are_consistent(auto_build: DemoBenchmark) -> None:
-    assert auto_build.image_source in (synthetic.SOURCE_OPENCLIPART, synthetic.SOURCE_SKIMAGE)
+    assert auto_build.image_source in (generate.SOURCE_OPENCLIPART, generate.SOURCE_SKIMAGE)
     assert (auto_build.n_instances, auto_build.n_positives, auto_build.n_distractors) == (3, 6, 10)
     _assert_consistent(auto_build)
 
@@ -114,7 +114,7 @@ def test_another_seed_gives_other_images(tmp_path: Path, auto_build: DemoBenchma
 
 
 def test_scikit_image_fallback_when_forced(skimage_build: DemoBenchmark) -> None:
-    assert skimage_build.image_source == synthetic.SOURCE_SKIMAGE
+    assert skimage_build.image_source == generate.SOURCE_SKIMAGE
     _assert_consistent(skimage_build)
     readme = (skimage_build.core_dir / "README.txt").read_text()
     assert "scikit-image" in readme
@@ -190,7 +190,7 @@ def test_rerun_with_same_parameters_is_reused(tmp_path: Path) -> None:
 def test_forced_openclipart_without_the_package_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(synthetic, "OPENCLIPART_DIR", tmp_path / "absent")
+    monkeypatch.setattr(generate, "OPENCLIPART_DIR", tmp_path / "absent")
     with pytest.raises(DatasetError, match="openclipart-png"):
         build_demo_benchmark(tmp_path / "out", image_source="openclipart", **SMALL)
     result = build_demo_benchmark(
@@ -200,7 +200,7 @@ def test_forced_openclipart_without_the_package_fails(
         positives_per_instance=1,
         n_distractors=1,
     )
-    assert result.image_source == synthetic.SOURCE_SKIMAGE
+    assert result.image_source == generate.SOURCE_SKIMAGE
 
 
 def test_refuses_to_replace_folders_it_did_not_write(tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
-"""loader: datasets -> lazy records with payload; robust image decoding."""
+"""loader: datasets -> lazy records with payload; dataset detection; robust image decoding."""
 
 from ilias.loader.datasets import (
     IMAGE_EXTENSIONS,
     Benchmark,
+    DatasetSource,
+    benchmark_for_collection,
     instance_of,
+    is_ilias_layout,
+    open_dataset,
     read_bbox,
     read_ilias,
     read_images,
@@ -15,12 +19,16 @@ from ilias.loader.records import Record, Role, TextQuery
 __all__ = [
     "IMAGE_EXTENSIONS",
     "Benchmark",
+    "DatasetSource",
     "DecodeFailure",
     "Record",
     "Role",
     "TextQuery",
+    "benchmark_for_collection",
     "decode_image",
     "instance_of",
+    "is_ilias_layout",
+    "open_dataset",
     "read_bbox",
     "read_ilias",
     "read_images",

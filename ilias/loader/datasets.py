@@ -14,7 +14,7 @@ Nothing here opens an image: records carry paths and the extractor decodes them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +124,59 @@ def read_ilias(root: Path | str, distractors: Path | str | None = None) -> Bench
         len(database) - len(positives),
     )
     return Benchmark(root.name, image_queries, text_queries, database, ground_truth)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """What ``ilias load`` reads from one path: the database records, and the collection
+    metadata that lets later commands (``ilias eval``) find the dataset again."""
+
+    records: list[Record]
+    metadata: dict[str, str]
+    benchmark: Benchmark | None = None  # set for the ILIAS layout: queries and ground truth
+
+
+def is_ilias_layout(path: Path | str) -> bool:
+    """A folder holding at least one ``<instance>/query/`` folder."""
+    path = Path(path)
+    return path.is_dir() and any((p / "query").is_dir() for p in path.iterdir())
+
+
+def open_dataset(path: Path | str, distractors: Path | str | None = None) -> DatasetSource:
+    """The records to load from ``path``, detected from what it holds.
+
+    An ILIAS-layout folder gives its positives (then ``distractors``) and remembers both
+    paths as ``dataset`` / ``distractors`` metadata; any other folder or list file gives a
+    plain image collection (``images`` metadata), which takes no distractors.
+    """
+    path = Path(path)
+    if is_ilias_layout(path):
+        benchmark = read_ilias(path, distractors)
+        metadata = {"dataset": str(path.resolve())}
+        if distractors:
+            metadata["distractors"] = str(Path(distractors).resolve())
+        return DatasetSource(benchmark.database, metadata, benchmark)
+    if distractors:
+        raise DatasetError(f"--distractors needs an ILIAS-layout dataset; {path} is not one")
+    return DatasetSource(read_images(path), {"images": str(path.resolve())})
+
+
+def benchmark_for_collection(
+    metadata: Mapping[str, object], dataset: Path | str | None = None
+) -> Benchmark:
+    """The benchmark whose queries a collection answers: ``dataset`` if given, else the
+    ILIAS folder the collection was loaded from (its ``dataset`` metadata).
+
+    Only the queries and ground truth matter here, so distractors are not listed again.
+    """
+    if dataset is not None:
+        return read_ilias(dataset)
+    if "dataset" not in metadata:
+        raise DatasetError(
+            "this collection was not loaded from an ILIAS-layout dataset; pass the dataset "
+            "folder: ilias eval PATH"
+        )
+    return read_ilias(str(metadata["dataset"]))
 
 
 def read_images(source: Path | str, role: Role = Role.IMAGE) -> list[Record]:

@@ -1,6 +1,6 @@
 """``ilias demo``: the main job end to end, offline, on a benchmark generated from real photos.
 
-Builds a small ILIAS-format benchmark (``loader.synthetic``: clip art or scikit-image
+Builds a small ILIAS-format benchmark (``ilias.demo.generate``: clip art or scikit-image
 objects as queries on clean backgrounds, harder views pasted into real photos as positives,
 many distractors), loads it into an embedded Qdrant Edge collection through the Dask
 pipeline, runs the image queries and reports mAP@1k and the oracle. The benchmark is
@@ -15,17 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilias.indexing import (
-    DEFAULT_ENCODER,
-    ExtractionOptions,
-    LoadReport,
-    SearchParams,
-    load_collection,
-    open_store,
-)
+from ilias.config import DEFAULT_ENCODER
+from ilias.demo.generate import DemoBenchmark, build_demo_benchmark
+from ilias.indexing import ExtractionOptions, LoadReport, load_collection, open_store
 from ilias.loader import read_ilias
-from ilias.loader.synthetic import DemoBenchmark, build_demo_benchmark
-from ilias.query import BenchmarkRun, Retriever, run_image_queries
+from ilias.query import BenchmarkRun, Evaluation, evaluate_collection
+from ilias.types import SearchParams
 
 DEMO_COLLECTION = "ilias-demo"
 
@@ -34,10 +29,15 @@ DEMO_COLLECTION = "ilias-demo"
 class DemoResult:
     benchmark: DemoBenchmark
     load: LoadReport
-    run: BenchmarkRun
     generate_seconds: float
     store_location: str
     collection: str
+    evaluation: Evaluation
+
+    @property
+    def run(self) -> BenchmarkRun:
+        """The image queries' run: rankings, scores, timings."""
+        return self.evaluation.runs["image"]
 
 
 def run_demo(
@@ -53,7 +53,8 @@ def run_demo(
     params: SearchParams | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DemoResult:
-    """Generate (or reuse) the demo benchmark, load it, query it, score it."""
+    """Generate (or reuse) the demo benchmark, load it, then query and score it through
+    ``ilias.query.evaluate_collection``, the runner every evaluation uses."""
 
     def report(stage: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(stage, done, total)) if progress else None
@@ -88,7 +89,8 @@ def run_demo(
             metadata=metadata,
             progress=report("extract"),
         )
-        retriever = Retriever(store, collection, params=params)
-        run = run_image_queries(benchmark, retriever, k=1000, progress=report("query"))
+        evaluation = evaluate_collection(
+            store, collection, benchmark, k=1000, params=params, progress=progress
+        )
         location = str(store.info(collection).location)
-    return DemoResult(demo, load, run, generate_seconds, location, collection)
+    return DemoResult(demo, load, generate_seconds, location, collection, evaluation)

@@ -1,0 +1,351 @@
+"""The evaluation runner: a benchmark's queries against a collection, scored once.
+
+``evaluate_collection`` is the one place that orchestrates an evaluation: open the
+collection, read its dataset (from the collection's metadata unless given), run each kind
+of query (image, text, hybrid; image queries optionally re-ranked), score every kind once
+exactly as the ILIAS reference does, and return rankings, scores and timings. ``ilias
+eval``, ``ilias eval run`` (``ilias.runs``), ``ilias demo`` and the benches all call it;
+what a caller writes from the result (similarity files, ``metrics.json``, per-query tables,
+plots) is done by ``ilias.query.report`` from the returned ``Evaluation``.
+
+``run_queries`` / ``run_image_queries`` are the same steps for one kind over a retriever
+the caller already holds (the README's API).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ilias.errors import IliasError
+from ilias.eval import Breakdowns, IliasIds, RetrievalScores, score_rankings
+from ilias.loader import Benchmark, benchmark_for_collection
+from ilias.types import Filter, Hit, SearchParams
+
+if TYPE_CHECKING:  # the engines and models load when a query runs, not at import
+    from ilias.indexing import Store
+    from ilias.query.retriever import Retriever
+    from ilias.rerank import Reranker
+
+QueryKind = Literal["image", "text", "hybrid"]
+QUERY_KINDS: tuple[str, ...] = ("image", "text", "hybrid")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """One kind of query, run and scored: rankings per query and where the time went."""
+
+    scores: RetrievalScores
+    rankings: dict[str, list[Hit]]
+    encode_seconds: float
+    search_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # search + each re-ranker
+    kind: str = "image"
+    breakdowns: Breakdowns | None = None  # scale / clutter / categories, where asked
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.rankings)
+
+    def pairs(self) -> dict[str, list[tuple[str, float]]]:
+        """``{query_id: [(db_id, score), ...]}``: the rankings as similarity files hold them."""
+        return {q: [(h.id, h.score) for h in hits] for q, hits in self.rankings.items()}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``evaluate_collection`` returns: one scored run per kind that ran, and why the
+    others did not."""
+
+    benchmark: Benchmark
+    collection: str
+    k: int
+    runs: dict[str, BenchmarkRun]
+    skipped: dict[str, str]  # kind -> the reason it did not run
+    score_seconds: float
+    resolution: int | None = None  # the encoder's test resolution
+
+    def run(self, kind: str) -> BenchmarkRun:
+        """The run of one kind; an error naming why, where it did not run."""
+        if kind not in self.runs:
+            reason = self.skipped.get(kind, "it was not asked for")
+            raise IliasError(f"no {kind} queries were run: {reason}")
+        return self.runs[kind]
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per step: ``<kind>_encode_s``, ``<kind>_search_s``, each re-ranker, scoring."""
+        out: dict[str, float] = {}
+        for kind, run in self.runs.items():
+            out[f"{kind}_encode_s"] = run.encode_seconds
+            out[f"{kind}_search_s"] = run.search_seconds
+            out.update({f"{kind}_stage_{name}_s": t for name, t in run.stage_seconds.items()})
+        out["score_s"] = self.score_seconds
+        return out
+
+
+# ------------------------------------------------------------------------- the runner
+
+
+def evaluate_collection(
+    store: Store,
+    collection: str,
+    benchmark: Benchmark | None = None,
+    *,
+    kinds: Sequence[str] = ("image",),
+    k: int = 1000,
+    filter: Filter | None = None,
+    params: SearchParams | None = None,
+    rerank: Sequence[Reranker | str] = (),
+    ames_weights: str | None = None,
+    weight: float = 0.5,
+    breakdowns: bool = False,
+    taxonomy: Mapping[str, tuple[str, str]] | None = None,
+    check_database: bool = False,
+    progress: Progress | None = None,
+    batch_size: int = 32,
+) -> Evaluation:
+    """Run the benchmark's queries of each kind against ``collection`` and score them once.
+
+    ``store`` is an open ``Store`` (``open_store(spec)``); ``benchmark`` defaults to the ILIAS
+    folder the collection was loaded from. ``rerank`` takes re-rankers or their specs
+    (``"cs"``, ``"aqe:n=2"``), applied to image queries. A kind that cannot run (a text
+    kind with an image-only encoder, a dataset without text queries) is listed in
+    ``skipped`` with the reason, and the others still run. ``breakdowns`` adds the scale /
+    clutter (and, with a taxonomy, category) breakdowns; ``check_database`` refuses ranked
+    ids the dataset does not know (needs a benchmark read with its distractors).
+    """
+    from ilias.query.retriever import Retriever
+
+    unknown = [kind for kind in kinds if kind not in QUERY_KINDS]
+    if unknown:
+        raise IliasError(f"query kind {unknown[0]!r}: use image, text or hybrid")
+    if k < 1:
+        raise IliasError(f"k = {k}: ask for at least one result per query")
+    if benchmark is None:
+        benchmark = benchmark_for_collection(store.collection_config(collection).metadata)
+    steps = rerankers_for_collection(store, collection, rerank, ames_weights)
+    retriever = Retriever(store, collection, params=params)
+    ids = ilias_ids_of(benchmark)
+
+    runs: dict[str, BenchmarkRun] = {}
+    skipped: dict[str, str] = {}
+    score_seconds = 0.0
+    for kind in kinds:
+        reason = skip_reason(benchmark, retriever, kind)
+        if reason is not None:
+            skipped[kind] = reason
+            continue
+        report = (lambda d, t, s=f"{kind} queries": progress(s, d, t)) if progress else None
+        rankings, encode_s, search_s, stages = _run_kind(
+            benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
+            batch_size=batch_size, progress=report, rerank=steps if kind == "image" else (),
+        )  # fmt: skip
+        began = time.perf_counter()
+        scores, breakdown = _score(
+            rankings, ids, kind, k, breakdowns=breakdowns, taxonomy=taxonomy,
+            check_database=check_database,
+        )  # fmt: skip
+        score_seconds += time.perf_counter() - began
+        runs[kind] = BenchmarkRun(
+            scores, rankings, encode_s, search_s, stages, kind=kind, breakdowns=breakdown
+        )
+    resolution = getattr(retriever.encoder, "resolution", None)
+    return Evaluation(benchmark, collection, k, runs, skipped, score_seconds, resolution)
+
+
+def run_queries(
+    benchmark: Benchmark,
+    retriever: Retriever,
+    kind: QueryKind = "image",
+    *,
+    k: int = 1000,
+    weight: float = 0.5,
+    filter: Filter | None = None,
+    params: SearchParams | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+    rerank: Sequence[Reranker] = (),
+) -> BenchmarkRun:
+    """Run one kind of query over the benchmark with ``retriever``; mAP@k and oracle@k.
+
+    ``image``: every image query, cropped to its box. ``text``: every text query (the whole
+    ``T*.txt``). ``hybrid``: every image query paired with its instance's text query,
+    ranked by ``(1 - weight) * i2i + weight * t2i``. Image and text queries are scored
+    separately, as in ILIAS. ``rerank`` re-ranks each image query's top k (image kind only).
+    """
+    if kind not in QUERY_KINDS:
+        raise ValueError(f"unknown query kind {kind!r}: image, text or hybrid")
+    if rerank and kind != "image":
+        raise ValueError("re-rankers apply to image queries")
+    rankings, encode_s, search_s, stages = _run_kind(
+        benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
+        batch_size=batch_size, progress=progress, rerank=rerank,
+    )  # fmt: skip
+    scores, _ = _score(rankings, ilias_ids_of(benchmark), kind, k)
+    return BenchmarkRun(scores, rankings, encode_s, search_s, stages, kind=kind)
+
+
+def run_image_queries(benchmark: Benchmark, retriever: Retriever, **kwargs: Any) -> BenchmarkRun:
+    """Image-to-image evaluation (see ``run_queries``)."""
+    return run_queries(benchmark, retriever, "image", **kwargs)
+
+
+# ------------------------------------------------------------------------- the parts
+
+
+def ilias_ids_of(benchmark: Benchmark) -> IliasIds:
+    """The reference's view of a benchmark: query ids, positives with scale/clutter, the rest."""
+    positives = {p for ids in benchmark.ground_truth.values() for p in ids}
+    positive_info: dict[str, tuple[float, int] | None] = dict.fromkeys(sorted(positives))
+    for record in benchmark.database:
+        payload = record.payload
+        if record.id in positives and "scale" in payload and "clutter" in payload:
+            positive_info[record.id] = (float(payload["scale"]), int(payload["clutter"]))
+    distractors = frozenset(r.id for r in benchmark.database if r.id not in positives)
+    return IliasIds(
+        tuple(q.id for q in benchmark.image_queries),
+        tuple(q.id for q in benchmark.text_queries),
+        positive_info,
+        distractors,
+    )
+
+
+def skip_reason(benchmark: Benchmark, retriever: Retriever, kind: str) -> str | None:
+    """Why ``kind`` cannot run on this benchmark with this retriever (None: it can)."""
+    if kind == "image" and not benchmark.image_queries:
+        return "the dataset has no image queries"
+    if kind in ("text", "hybrid"):
+        if not benchmark.text_queries:
+            return "the dataset has no text queries"
+        with_text = {t.instance for t in benchmark.text_queries}
+        if kind == "hybrid" and not any(
+            q.payload.get("instance") in with_text for q in benchmark.image_queries
+        ):
+            return "no image query has a text query of its instance"
+        if not getattr(retriever.encoder, "has_text_tower", False):
+            return (
+                "the encoder has no text tower; load the collection with a vision-language "
+                "encoder (open_clip:..., or a timm SigLIP name)"
+            )
+    return None
+
+
+def rerankers_for_collection(
+    store: Store,
+    collection: str,
+    steps: Sequence[Reranker | str],
+    ames_weights: str | None = None,
+) -> list[Reranker]:
+    """Re-rankers from specs (``"cs"``, ``"sp:top=100"``), checked against what the
+    collection stores (local descriptors); re-ranker objects pass through."""
+    if not steps:
+        return []
+    if all(not isinstance(step, str) for step in steps):
+        return list(steps)
+    from ilias.rerank import parse_rerankers
+
+    specs = [step for step in steps if isinstance(step, str)]
+    if len(specs) != len(steps):
+        raise IliasError("give re-rankers either all as specs or all as objects")
+    local_dim = store.collection_config(collection).local_dim
+    return parse_rerankers(specs, ames_weights=ames_weights, local_dim=local_dim)
+
+
+def _run_kind(
+    benchmark: Benchmark,
+    retriever: Retriever,
+    kind: str,
+    *,
+    k: int,
+    weight: float,
+    filter: Filter | None,
+    params: SearchParams | None,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+    rerank: Sequence[Reranker],
+) -> tuple[dict[str, list[Hit]], float, float, dict[str, float]]:
+    """Encode and search every query of one kind, in batches; rankings and timings."""
+    from ilias.query.retriever import query_images_of
+    from ilias.rerank import RerankQuery
+
+    if kind == "image":
+        queries: list = benchmark.image_queries
+    elif kind == "text":
+        queries = benchmark.text_queries
+    else:
+        texts = {t.instance: t.text for t in benchmark.text_queries}
+        queries = [q for q in benchmark.image_queries if q.payload.get("instance") in texts]
+    rankings: dict[str, list[Hit]] = {}
+    encode_seconds = search_seconds = 0.0
+    stages: dict[str, float] = {}
+    needs_local = any(step.needs_local for step in rerank)
+    for start in range(0, len(queries), batch_size):
+        chunk = queries[start : start + batch_size]
+        began = time.perf_counter()
+        local: list = [None] * len(chunk)
+        if kind == "text":
+            vectors = retriever.encoder.encode_texts([q.text for q in chunk])
+        elif needs_local:
+            vectors, local = retriever.encode_with_local(query_images_of(chunk))
+        else:
+            vectors = retriever.encode_images(query_images_of(chunk))
+        if kind == "hybrid":
+            text_vectors = retriever.encoder.encode_texts(
+                [texts[q.payload["instance"]] for q in chunk]
+            )
+        encode_seconds += time.perf_counter() - began
+        began = time.perf_counter()
+        if kind == "hybrid":
+            results = retriever.hybrid_vectors(vectors, text_vectors, weight, k, filter, params)
+        elif rerank:
+            results = [
+                retriever.rerank_query(RerankQuery(v, f), rerank, k, filter, params, stages)
+                for v, f in zip(vectors, local, strict=True)
+            ]
+        else:
+            results = retriever.search_vectors(vectors, k, filter, params)
+        search_seconds += time.perf_counter() - began
+        rankings.update({q.id: hits for q, hits in zip(chunk, results, strict=True)})
+        if progress:
+            progress(start + len(chunk), len(queries))
+    return rankings, encode_seconds, search_seconds, stages
+
+
+def _score(
+    rankings: Mapping[str, list[Hit]],
+    ids: IliasIds,
+    kind: str,
+    k: int,
+    *,
+    breakdowns: bool = False,
+    taxonomy: Mapping[str, tuple[str, str]] | None = None,
+    check_database: bool = False,
+) -> tuple[RetrievalScores, Breakdowns | None]:
+    """Score one kind's rankings once, as the reference does (hybrid queries are image ids)."""
+    pairs = {q: [(h.id, h.score) for h in hits] for q, hits in rankings.items()}
+    scored = score_rankings(
+        pairs, ids, k=k, check_database=check_database, breakdowns=breakdowns, taxonomy=taxonomy
+    )
+    if kind == "text":
+        assert scored.text is not None
+        return scored.text, scored.text_breakdowns
+    assert scored.image is not None
+    return scored.image, scored.image_breakdowns
+
+
+__all__ = [
+    "QUERY_KINDS",
+    "BenchmarkRun",
+    "Evaluation",
+    "QueryKind",
+    "evaluate_collection",
+    "ilias_ids_of",
+    "rerankers_for_collection",
+    "run_image_queries",
+    "run_queries",
+    "skip_reason",
+]
