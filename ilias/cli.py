@@ -12,7 +12,7 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
@@ -37,6 +37,9 @@ from ilias.config import Settings, data_home
 from ilias.errors import IliasError
 from ilias.query.where import parse_where
 from ilias.types import LocalConfig, SearchParams
+
+if TYPE_CHECKING:
+    from ilias.indexing.load import Upload
 
 app = typer.Typer(
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
@@ -201,13 +204,13 @@ def load(
         if versioned:
             swap = load_versioned(
                 records, backend, collection, options, metadata=metadata, progress=progress,
-                upload=upload, keep=keep,
+                upload=cast("Upload", upload), keep=keep,
             )  # fmt: skip
             report = swap.report
         else:
             report = load_collection(
                 records, backend, collection, options, metadata=metadata, progress=progress,
-                upload=upload,
+                upload=cast("Upload", upload),
             )  # fmt: skip
         info = backend.info(collection)
     console.print(
@@ -257,8 +260,17 @@ def search(
         bool,
         typer.Option("--json", help="Print the hits as JSON: [{rank, id, score, payload}, ...]."),
     ] = False,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--encoder",
+            help="Encoder spec for a collection that records none (made by another tool); "
+            "ilias collections always use their own.",
+        ),
+    ] = None,
 ) -> None:
     """Search by image, text, or both (hybrid): prints the top-k hits with their payload."""
+    from ilias.indexing import cached_encoder
     from ilias.query import QueryImage, Retriever, rerankers_for_collection
     from ilias.query.report import HIT_COLUMNS, hits_json, hits_table_rows
 
@@ -268,27 +280,16 @@ def search(
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     search_filter = parse_where(where)
     with _open_store(store) as backend:
-        retriever = Retriever(backend, collection)
+        retriever = Retriever(
+            backend, collection, encoder=cached_encoder(encoder) if encoder else None
+        )
         weights = str(ames_weights) if ames_weights else None
         steps = rerankers_for_collection(backend, collection, rerank or [], weights)
         timings: dict[str, float] = {}
-        if steps and (image is None or text is not None):
-            raise IliasError("--rerank applies to image searches (--image without --text)")
-        if steps:
-            hits = retriever.search_reranked(
-                QueryImage(image, box), steps, k=k, filter=search_filter, params=params,
-                timings=timings,
-            )  # fmt: skip
-        elif image is not None and text is not None:
-            hits = retriever.search_hybrid(
-                QueryImage(image, box), text, weight, k=k, filter=search_filter, params=params
-            )
-        elif image is not None:
-            hits = retriever.search_image(
-                QueryImage(image, box), k=k, filter=search_filter, params=params
-            )
-        else:
-            hits = retriever.search_text(text, k=k, filter=search_filter, params=params)
+        hits = retriever.search(
+            QueryImage(image, box) if image is not None else None, text, weight=weight,
+            rerank=steps, k=k, filter=search_filter, params=params, timings=timings,
+        )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(hits_json(hits), indent=2))
         return

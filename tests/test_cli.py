@@ -411,3 +411,41 @@ def test_local_load_then_reranked_search_and_eval(tiny_ilias: Path, tmp_path: Pa
         app, ["search", "--image", str(query), "--store", store, "-c", "loc", "--rerank", "ames"]
     )
     assert isinstance(result.exception, IliasError) and "ames-weights" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_search_a_collection_made_by_another_tool_needs_and_takes_encoder(tiny_ilias, encoder):
+    """No encoder recorded: an image search says which option to pass, and with --encoder
+    the hits come back under the collection's own point ids."""
+    from qdrant_client import models
+
+    from ilias.config import DEFAULT_ENCODER
+    from ilias.indexing import open_store
+    from ilias.loader import decode_image
+
+    names = ["cat", "coffee", "rocket"]
+    pictures = [decode_image(n, tiny_ilias / "core" / n / "query" / "Q000.jpg") for n in names]
+    vectors = encoder.encode_images(pictures)
+    store = open_store("memory:foreign-cli")
+    client = store.engine.client
+    client.create_collection(
+        "theirs",
+        vectors_config={"global": models.VectorParams(size=encoder.dim, distance="Cosine")},
+    )
+    client.upsert(
+        "theirs",
+        points=[
+            models.PointStruct(id=i + 10, vector={"global": v.tolist()}, payload={"name": n})
+            for i, (n, v) in enumerate(zip(names, vectors, strict=True))
+        ],
+    )
+    query = str(tiny_ilias / "core" / "coffee" / "query" / "Q000.jpg")
+    common = ["search", "--store", "memory:foreign-cli", "-c", "theirs", "--image", query]
+    refused = runner.invoke(app, [*common, "--json"])
+    assert refused.exit_code == 1 and "--encoder SPEC" in str(refused.exception)
+    found = runner.invoke(app, [*common, "--json", "-k", "3", "--encoder", DEFAULT_ENCODER])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.output)
+    top = hits[0]
+    assert (top["rank"], top["id"], top["payload"]) == (1, "11", {"name": "coffee"})
+    assert sorted(h["id"] for h in hits) == ["10", "11", "12"]

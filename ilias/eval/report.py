@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ilias.errors import DatasetError
 
@@ -157,10 +157,9 @@ def compare_metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Comparis
     rows = []
     for metric in list(flat_a) + [m for m in flat_b if m not in flat_a]:
         value_a, value_b = flat_a.get(metric), flat_b.get(metric)
-        numbers = all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in (value_a, value_b)
+        delta = (
+            float(value_b) - float(value_a) if _is_number(value_a) and _is_number(value_b) else None
         )
-        delta = float(value_b) - float(value_a) if numbers else None
         rows.append(ComparisonRow(metric, value_a, value_b, delta))
     return rows
 
@@ -180,3 +179,7 @@ def format_comparison(rows: Sequence[ComparisonRow], name_a: str = "A", name_b: 
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -244,8 +244,9 @@ def rerankers_for_collection(
     collection stores (local descriptors); re-ranker objects pass through."""
     if not steps:
         return []
-    if all(not isinstance(step, str) for step in steps):
-        return list(steps)
+    objects = [step for step in steps if not isinstance(step, str)]
+    if len(objects) == len(steps):
+        return objects
     from ilias.rerank import parse_rerankers
 
     specs = [step for step in steps if isinstance(step, str)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ilias.errors import DatasetError, StoreError
+from ilias.errors import DatasetError, IliasError, StoreError
 from ilias.indexing import Encoder, Store, cached_encoder, load_image_for, open_store
 from ilias.loader import DecodeFailure, Record
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
@@ -81,6 +81,37 @@ class Retriever:
                 f"({recorded})"
             )
         return encoder
+
+    def search(
+        self,
+        image: QueryImage | ImageInput | None = None,
+        text: str | None = None,
+        *,
+        weight: float = 0.5,
+        rerank: Sequence[Reranker] = (),
+        k: int = 1000,
+        filter: Filter | None = None,
+        params: SearchParams | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        """One search for whatever the caller has: an image, a text, or both (hybrid).
+
+        Image only: image-to-image, then the re-rankers in order. Text only: text-to-image.
+        Both: hybrid, ``(1 - weight) * i2i + weight * t2i``. Re-rankers apply to image
+        searches only.
+        """
+        if image is None and text is None:
+            raise IliasError("give an image, a text, or both for a hybrid search")
+        if rerank and (image is None or text is not None):
+            raise IliasError("re-ranking applies to image searches (an image and no text)")
+        if image is None:
+            assert text is not None
+            return self.search_text(text, k=k, filter=filter, params=params)
+        if text is not None:
+            return self.search_hybrid(image, text, weight, k=k, filter=filter, params=params)
+        if rerank:
+            return self.search_reranked(image, rerank, k, filter, params, timings)
+        return self.search_image(image, k=k, filter=filter, params=params)
 
     def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
         """Descriptors of query images (cropped to their boxes), in the collection's space."""
