@@ -46,7 +46,7 @@ from ilias.eval.report import (
     write_per_query,
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
-from ilias.loader import Benchmark, read_ilias
+from ilias.loader import Benchmark, ilias_metadata, read_ilias
 from ilias.query import evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
@@ -416,17 +416,11 @@ def run_config(
             n_workers=config.workers,
             local=LocalConfig() if needs_local else None,
         )
-        metadata = {"dataset": str(config.dataset)}
-        if config.distractors:
-            metadata["distractors"] = str(config.distractors)
+        metadata = ilias_metadata(config.dataset, config.distractors)
         load = load_collection(
-            benchmark.database,
-            store,
-            collection,
-            options,
-            metadata=metadata,
+            benchmark.database, store, collection, options, metadata=metadata,
             progress=report("extract"),
-        )
+        )  # fmt: skip
         info = store.info(collection)
         evaluation = evaluate_collection(
             store,

@@ -18,7 +18,7 @@ from pathlib import Path
 from ilias.config import DEFAULT_ENCODER
 from ilias.demo.generate import DemoBenchmark, build_demo_benchmark
 from ilias.indexing import ExtractionOptions, LoadReport, load_collection, open_store
-from ilias.loader import read_ilias
+from ilias.loader import ilias_metadata, read_ilias
 from ilias.query import BenchmarkRun, Evaluation, evaluate_collection
 from ilias.types import SearchParams
 
@@ -80,15 +80,11 @@ def run_demo(
             if meta.get("encoder") != encoder:
                 store.drop(collection)
         options = ExtractionOptions(encoder=encoder, scheduler=scheduler, n_workers=n_workers)
-        metadata = {"dataset": str(demo.core_dir), "distractors": str(demo.distractor_dir)}
+        metadata = ilias_metadata(demo.core_dir, demo.distractor_dir)
         load = load_collection(
-            benchmark.database,
-            store,
-            collection,
-            options,
-            metadata=metadata,
+            benchmark.database, store, collection, options, metadata=metadata,
             progress=report("extract"),
-        )
+        )  # fmt: skip
         evaluation = evaluate_collection(
             store, collection, benchmark, k=1000, params=params, progress=progress
         )

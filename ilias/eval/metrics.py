@@ -127,6 +127,19 @@ class RetrievalScores:
     def n_queries(self) -> int:
         return len(self.per_query_ap)
 
+    @classmethod
+    def of_queries(
+        cls, aps: dict[str, float], oracles: dict[str, float], k: int
+    ) -> RetrievalScores:
+        """The means (x100) of per-query APs and oracles: every query counts once."""
+        return cls(
+            map=100.0 * float(np.mean(list(aps.values()))),
+            oracle=100.0 * float(np.mean(list(oracles.values()))),
+            k=k,
+            per_query_ap=aps,
+            per_query_oracle=oracles,
+        )
+
 
 def evaluate_rankings(
     rankings: Mapping[str, Sequence[tuple[str, float]]],
@@ -154,10 +167,4 @@ def evaluate_rankings(
         oracles[query_id] = oracle_at_k(relevant[order], len(relevant_ids), k)
     if not aps:
         raise ValueError("no queries to evaluate: the ground truth is empty")
-    return RetrievalScores(
-        map=100.0 * float(np.mean(list(aps.values()))),
-        oracle=100.0 * float(np.mean(list(oracles.values()))),
-        k=k,
-        per_query_ap=aps,
-        per_query_oracle=oracles,
-    )
+    return RetrievalScores.of_queries(aps, oracles, k)

@@ -448,13 +448,7 @@ def _combined(parts: Sequence[RetrievalScores], k: int) -> RetrievalScores:
     """All queries in one mean, as ``evaluate.py`` averages a file holding both kinds."""
     aps = {q: ap for part in parts for q, ap in part.per_query_ap.items()}
     oracles = {q: o for part in parts for q, o in part.per_query_oracle.items()}
-    return RetrievalScores(
-        map=100.0 * float(np.mean(list(aps.values()))),
-        oracle=100.0 * float(np.mean(list(oracles.values()))),
-        k=k,
-        per_query_ap=aps,
-        per_query_oracle=oracles,
-    )
+    return RetrievalScores.of_queries(aps, oracles, k)
 
 
 def score_similarity_file(

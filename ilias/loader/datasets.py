@@ -152,13 +152,19 @@ def open_dataset(path: Path | str, distractors: Path | str | None = None) -> Dat
     path = Path(path)
     if is_ilias_layout(path):
         benchmark = read_ilias(path, distractors)
-        metadata = {"dataset": str(path.resolve())}
-        if distractors:
-            metadata["distractors"] = str(Path(distractors).resolve())
-        return DatasetSource(benchmark.database, metadata, benchmark)
+        return DatasetSource(benchmark.database, ilias_metadata(path, distractors), benchmark)
     if distractors:
         raise DatasetError(f"--distractors needs an ILIAS-layout dataset; {path} is not one")
     return DatasetSource(read_images(path), {"images": str(path.resolve())})
+
+
+def ilias_metadata(path: Path | str, distractors: Path | str | None = None) -> dict[str, str]:
+    """What a collection loaded from an ILIAS folder records, so ``ilias eval`` finds the
+    queries again: the ``dataset`` folder and, where given, the ``distractors``."""
+    metadata = {"dataset": str(Path(path).resolve())}
+    if distractors:
+        metadata["distractors"] = str(Path(distractors).resolve())
+    return metadata
 
 
 def benchmark_for_collection(
