@@ -37,7 +37,7 @@ def test_plain_folder_and_list_file(tiny_ilias: Path, tmp_path: Path):
     listing.write_text(f"# two images\n{tiny_ilias / 'distractors' / 'moon.jpg'}\nmissing.jpg\n")
     records = read_images(listing)
     assert [r.payload["role"] for r in records] == ["image", "image"]
-    # absolute paths keep their path as id; relative ones resolve against the list's folder
+    # sources: an absolute path as given, a relative one resolved against the list's folder
     assert [r.source for r in records] == [
         tiny_ilias / "distractors" / "moon.jpg",
         tmp_path / "missing.jpg",

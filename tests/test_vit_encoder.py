@@ -196,3 +196,41 @@ def test_patch_centres_use_each_axis_own_resize_factor(vit):
     x = ((col + 0.5) * p - left) / (200 / 300)
     y = ((row + 0.5) * p - top) / (133 / 200)
     np.testing.assert_allclose(local[0].xy, np.stack([x, y], axis=1), atol=1e-3)
+
+
+@pytest.mark.parametrize("vit", CASES[:1], indirect=True, ids=["tiny"])  # one is enough
+def test_a_collection_of_vit_patch_tokens_reranks_like_the_numpy_reference(vit, tmp_path):
+    from ilias.indexing import EdgeStore, ExtractionOptions, LocalConfig, load_collection
+    from ilias.loader import read_images
+    from ilias.query import Retriever
+    from ilias.rerank import ChamferRerank, chamfer_rank
+
+    case, spec, encoder, _ = vit
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(folder / f"{name}.png")
+    records = read_images(folder)
+    local = LocalConfig(top_k_database=12, top_k_query=30)
+    options = ExtractionOptions(
+        encoder=spec, resolution=case.resolution, scheduler="sync", local=local
+    )
+    with EdgeStore(tmp_path / "store") as store:
+        assert load_collection(records, store, "vit", options).loaded == 4
+        assert store.collection_config("vit").local_dim == case.embed_dim
+        stored = store.retrieve_local("vit", [r.id for r in records])
+        coffee = Image.open(folder / "coffee.png").convert("RGB")
+        _, direct = encoder.encode_with_local([coffee], 12, local)
+        np.testing.assert_allclose(
+            stored["photos/coffee.png"].descriptors, direct[0].descriptors, atol=1e-4
+        )
+        np.testing.assert_allclose(stored["photos/coffee.png"].xy, direct[0].xy, atol=0.05)
+        retriever = Retriever(store, "vit", encoder=encoder)
+        query = folder / "chelsea.png"
+        hits = retriever.search_reranked(query, [ChamferRerank()], k=4)
+        _, query_local = retriever.encode_with_local([query])
+        reference = chamfer_rank(
+            query_local[0].descriptors, {i: stored[i].descriptors for i in stored}
+        )
+        assert [h.id for h in hits] == [i for i, _ in reference]
+        assert hits[0].id == "photos/chelsea.png"  # the image itself matches every patch
