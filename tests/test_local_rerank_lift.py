@@ -14,11 +14,11 @@ Built from real photos, deterministically (no randomness beyond a seeded block s
 
 The global descriptor (pooled over the whole image) sees mostly grass, so the four
 near-duplicates outrank the positive, which it sees mostly as astronaut: the positive is
-5th. The query's 24 strongest patches all lie on the cup (asserted below), so Chamfer
-similarity asks "is every cup patch somewhere in this image?": only the positive has them
-all (CS about 0.85 against at most 0.43). Spatial verification asks whether the matched
-patches agree on one transform: the positive's do (a pure translation), the shuffled and
-blurred cups' do not.
+5th (cosine 0.42 against 0.46-0.64). The query's 24 strongest patches all lie on the cup
+(asserted below), so Chamfer similarity asks "is every cup patch somewhere in this
+image?": only the positive has them all (CS 0.85 against at most 0.48). Spatial
+verification asks whether the matched patches agree on one transform: the positive's do
+(20 inliers, a pure translation), the shuffled and blurred cups' do not (at most 9).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def test_spatial_verification_lifts_the_positive_to_first(lifted):
         h.id: verify(q.descriptors, q.xy, stored[h.id].descriptors, stored[h.id].xy).inliers
         for h in global_hits[:5]
     }
-    assert inliers[POSITIVE] >= 20 and max(v for i, v in inliers.items() if i != POSITIVE) < 12
+    assert inliers[POSITIVE] >= 16 and max(v for i, v in inliers.items() if i != POSITIVE) < 12
     rescored = sorted(
         ((h.id, h.score + min(inliers[h.id], 20) / 20) for h in global_hits[:5]),
         key=lambda p: -p[1],
