@@ -29,11 +29,19 @@ def test_ilias_layout_records(tiny_ilias: Path):
 
 def test_plain_folder_and_list_file(tiny_ilias: Path, tmp_path: Path):
     folder = read_images(tiny_ilias / "distractors")
-    assert all(r.id.startswith("distractors/") for r in folder) and len(folder) == 10
+    names = ["astronaut", "brick", "camera", "clock", "coins", "empty", "grass", "hubble"]
+    names += ["moon", "truncated"]
+    assert [r.id for r in folder] == [f"distractors/{n}.jpg" for n in names]
+    assert folder[0].source == tiny_ilias / "distractors" / "astronaut.jpg"
     listing = tmp_path / "list.txt"
     listing.write_text(f"# two images\n{tiny_ilias / 'distractors' / 'moon.jpg'}\nmissing.jpg\n")
     records = read_images(listing)
     assert [r.payload["role"] for r in records] == ["image", "image"]
+    # sources: an absolute path as given, a relative one resolved against the list's folder
+    assert [r.source for r in records] == [
+        tiny_ilias / "distractors" / "moon.jpg",
+        tmp_path / "missing.jpg",
+    ]
 
 
 def test_not_an_ilias_layout_is_refused_with_advice(tiny_ilias: Path):
