@@ -175,12 +175,6 @@ def test_local_descriptors_are_the_strongest_patch_tokens_at_their_patch_centres
     np.testing.assert_allclose(features.xy, np.stack([expected_x, expected_y], axis=1), atol=1e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Encoder.input_geometry returns ONE resize factor (width's) for both axes, but "
-    "resize_larger_side truncates the shorter side (300x200 -> 200x133), so y centres are off "
-    "by up to about half an original pixel",
-)
 def test_patch_centres_use_each_axis_own_resize_factor(vit):
     case, _, encoder, reference = vit
     image = Image.fromarray(data.astronaut()).convert("RGB").resize((300, 200))

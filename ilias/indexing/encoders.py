@@ -143,9 +143,11 @@ class Encoder(ABC):
             "(ViT patch tokens or a CNN feature map)"
         )
 
-    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
-        """(resize factor, left padding, top padding) from original pixels to network input."""
-        return 1.0, 0.0, 0.0
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(x factor, y factor, left padding, top padding) from original pixels to the
+        network input. Each axis has its own factor: the resize truncates the shorter side
+        to whole pixels, so its factor differs slightly from the larger side's."""
+        return 1.0, 1.0, 0.0, 0.0
 
     def encode_with_local(
         self,
@@ -181,13 +183,13 @@ class Encoder(ABC):
             stride_y = batch.shape[-2] / maps.shape[-2]
             stride_x = batch.shape[-1] / maps.shape[-1]
             for row, i in enumerate(indices):
-                factor, left, top = self.input_geometry(original_sizes[i])
+                factor_x, factor_y, left, top = self.input_geometry(original_sizes[i])
                 local[i] = select_local(
                     maps[row],
                     top_k,
-                    scale_x=stride_x / factor,
-                    scale_y=stride_y / factor,
-                    offset=(left / factor, top / factor),
+                    scale_x=stride_x / factor_x,
+                    scale_y=stride_y / factor_y,
+                    offset=(left / factor_x, top / factor_y),
                     binarize=config.binarize,
                     detector=detector,
                 )
@@ -285,14 +287,13 @@ class TimmEncoder(Encoder):
         final, maps = self.model.forward_intermediates(batch, indices=[layer], output_fmt="NCHW")
         return self.model.forward_head(final), maps[0]
 
-    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float, float]:
         width, height = original_size
         resized = resize_larger_side(Image.new("1", (width, height)), self.resolution).size
-        factor = resized[0] / width
         multiple = self.patch_multiple
         pad_w = math.ceil(resized[0] / multiple) * multiple - resized[0]
         pad_h = math.ceil(resized[1] / multiple) * multiple - resized[1]
-        return factor, pad_w // 2, pad_h // 2
+        return resized[0] / width, resized[1] / height, pad_w // 2, pad_h // 2
 
 
 def _create_timm_model(name: str, kwargs: dict) -> Any:  # a timm model: pretrained_cfg, ...
@@ -521,7 +522,7 @@ class AdaptedEncoder(Encoder):
         features, maps = self.base._forward_global_and_map(batch, layer)
         return self.layer(F.normalize(features.float(), dim=-1)), maps
 
-    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float]:
+    def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float, float]:
         return self.base.input_geometry(original_size)
 
     @torch.inference_mode()
