@@ -593,6 +593,23 @@ def _collections_table(backend, names: list[str]) -> Table | str:
 
 
 @app.command()
+def drop(
+    collection: Annotated[str, typer.Argument(help="The collection to drop (not an alias).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    store: StoreOption = _defaults.store,
+) -> None:
+    """Drop a collection and the aliases pointing at it (its points are gone for good)."""
+    with _open_store(store) as backend:
+        points = backend.count(collection)
+        if not yes and not typer.confirm(
+            f"drop {collection} ({points} points) from {backend.location}?"
+        ):
+            raise IliasError(f"{collection} was not dropped (pass --yes to skip the question)")
+        backend.drop(collection)
+    console.print(f"dropped [bold]{collection}[/] ({points} points)")
+
+
+@app.command()
 def alias(
     name: Annotated[str, typer.Argument(help="The alias, e.g. ilias.")],
     target: Annotated[

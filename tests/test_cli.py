@@ -449,3 +449,22 @@ def test_search_a_collection_made_by_another_tool_needs_and_takes_encoder(tiny_i
     top = hits[0]
     assert (top["rank"], top["id"], top["payload"]) == (1, "11", {"name": "coffee"})
     assert sorted(h["id"] for h in hits) == ["10", "11", "12"]
+
+
+def test_drop_asks_then_drops_the_collection_and_its_aliases(tmp_path):
+    from ilias.indexing import CollectionConfig, open_store
+
+    spec = f"edge:{tmp_path}"
+    with open_store(spec) as store:
+        store.create_collection("old", CollectionConfig(dim=4))
+        store.upsert("old", ["a.jpg"], [[1.0, 0.0, 0.0, 0.0]], [{}])
+        store.set_alias("live", "old")
+    kept = runner.invoke(app, ["drop", "old", "--store", spec], input="n\n")
+    assert kept.exit_code == 1
+    assert str(kept.exception) == "old was not dropped (pass --yes to skip the question)"
+    alias = runner.invoke(app, ["drop", "live", "--store", spec, "--yes"])
+    assert alias.exit_code == 1 and "is an alias of 'old'" in str(alias.exception)
+    dropped = runner.invoke(app, ["drop", "old", "--store", spec, "--yes"])
+    assert dropped.exit_code == 0 and dropped.output.strip() == "dropped old (1 points)"
+    with open_store(spec) as store:
+        assert store.list_collections() == [] and store.list_aliases() == {}

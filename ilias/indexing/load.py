@@ -206,7 +206,7 @@ def load_versioned(
     if previous is None and alias in store.list_collections():
         raise StoreError(
             f"{alias!r} is a collection, not an alias, so it cannot be swapped; load the "
-            f"versions under another alias name, or drop {alias!r} first"
+            f"versions under another alias name, or drop it first (ilias drop {alias})"
         )
     versions = list_versions(store, alias)
     current = next((n for n, name in versions if name == previous), 0)
@@ -247,7 +247,7 @@ def _compatible_options(
         raise StoreError(
             f"collection {collection!r} holds descriptors of {encoder} at {resolution}px, "
             f"not {options.encoder} at {options.resolution or 'its default'}px; load into a "
-            "new collection (--collection NAME) or drop this one"
+            "new collection (--collection NAME) or drop this one (ilias drop NAME)"
         )
     stored_local = meta.get("local")
     if options.local is not None and stored_local is None:

@@ -541,7 +541,7 @@ def validate_vectors(vectors: np.ndarray, dim: int, ids: Sequence[str]) -> np.nd
     if array.ndim != 2 or array.shape[1] != dim:
         raise VectorValidationError(
             f"vectors have shape {array.shape}, the collection holds {dim}-d vectors; "
-            "load into a new collection (or drop this one) to change the encoder"
+            "load into a new collection (or drop this one: ilias drop NAME) to change the encoder"
         )
     if len(array) != len(ids):
         raise VectorValidationError(f"{len(array)} vectors for {len(ids)} ids")
