@@ -259,3 +259,9 @@ def test_open_clip_rn50_input_is_bit_identical_to_the_references(random_open_cli
         image = Image.fromarray(array)
         expected = reference_input(image, "RN50.openai", 384, openai_mean, openai_std)
         assert torch.equal(encoder.preprocess(image), expected)
+
+
+def test_projection_false_gives_the_trunk_features(random_timm):
+    # ilias's earlier descriptors, kept as an option: the 768-d trunk of ViT-B/16 CLIP
+    assert build_encoder("timm:vit_base_patch16_clip_224.openai", projection=False).dim == 768
+    assert build_encoder("timm:convnext_base.clip_laion2b_augreg", projection=False).dim == 1024
