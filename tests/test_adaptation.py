@@ -178,3 +178,31 @@ def test_fewer_descriptors_than_a_batch_still_train():
     x, labels = nuisance_features(n_classes=4, per_class=10)
     result = train_adaptation(x, labels, d_out=8, epochs=1)
     assert np.isfinite(result.epochs[0].loss)  # one batch of 40, not zero batches
+
+
+def test_records_train_on_all_labels_in_record_order_whatever_order_workers_finish(monkeypatch):
+    """The reference trains on every UnED label, numbered by first appearance, in file order."""
+    import ilias.indexing.adaptation_training as training
+    from ilias.indexing.extract import ExtractedPartition
+    from ilias.loader import Record
+
+    x, labels = nuisance_features(n_classes=6, per_class=25, seed=5)
+    records = [
+        # names sort the other way round: sorted numbering would give other labels
+        Record(f"img{i:03d}", f"img{i:03d}.jpg", {"class": f"c{5 - label}", "domain": "d"})
+        for i, label in enumerate(labels)
+    ]
+    halves = [list(range(75, 150)), list(range(75))]  # the second half finishes first
+
+    def finished_out_of_order(records_, options):
+        for half in halves:
+            ids = [records[i].id for i in half]
+            yield ExtractedPartition(ids, x[half], [{}] * len(half), x.shape[1], 224)
+
+    monkeypatch.setattr(training, "extract", finished_out_of_order)
+    run = training.train_from_records(records, "timm:any", epochs=2)
+    assert (run.n_train, run.n_heldout, run.n_classes) == (150, 0, 6)
+    expected = train_adaptation(x, labels, epochs=2).layer  # labels 0..5 by first appearance
+    assert torch.equal(run.result.layer.layer.weight, expected.layer.weight)
+    held = training.train_from_records(records, "timm:any", epochs=1, heldout_fraction=0.34)
+    assert held.n_heldout == 50 and np.isfinite(held.result.epochs[0].map)
