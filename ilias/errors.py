@@ -24,3 +24,7 @@ class StoreError(IliasError):
 
 class VectorValidationError(StoreError):
     """Vectors that must not reach the engine: NaN/inf, wrong dimension, not normalised."""
+
+
+class AdaptationError(IliasError):
+    """Training data or options that cannot train a linear adaptation layer."""

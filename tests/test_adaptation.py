@@ -154,3 +154,84 @@ def test_cli_train_then_load_with_the_layer(tmp_path, tiny_ilias):
         stored = opened.retrieve_vectors("adapted", ["distractors/moon.jpg"])
     assert config.dim == 16 and config.metadata["encoder"] == spec
     np.testing.assert_allclose(stored["distractors/moon.jpg"], expected, atol=1e-4)
+
+
+def reference_recipe(x, labels, seed, d_out=512, epochs=5, batch_size=128):
+    """The ILIAS reference's training (linear_adaptation/src/lin_adapt.py), re-stated as its
+    code documents it: network built then trained after ``torch.manual_seed(seed)``."""
+    import torch.nn.functional as F
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], d_out)
+    torch.nn.init.xavier_uniform_(layer.weight)
+    torch.nn.init.constant_(layer.bias, 0.0)
+    n_classes = int(labels.max()) + 1
+    classifier = torch.nn.Linear(d_out, n_classes, bias=False)
+    params = [layer.weight, layer.bias, classifier.weight]
+    optimizer = torch.optim.Adam(params, lr=0.001, weight_decay=1e-6)
+    features, targets = torch.from_numpy(x), torch.from_numpy(labels)
+    sampler = BatchSampler(RandomSampler(range(len(x))), batch_size=batch_size, drop_last=True)
+    for _ in range(epochs):
+        for ind in sampler:
+            adapted = F.normalize(F.normalize(layer(features[ind, :]), p=2, dim=-1), dim=-1)
+            logits = adapted @ F.normalize(classifier.weight, p=2, dim=1).T
+            one_hot = F.one_hot(targets[ind], num_classes=n_classes).float()
+            logits = (logits - 0.0) * one_hot + logits * (1 - one_hot)
+            loss = torch.nn.CrossEntropyLoss()(logits * 16.0, targets[ind])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return layer
+
+
+def test_default_recipe_is_bit_identical_to_the_reference():
+    x, labels = nuisance_features(n_classes=12, per_class=25, seed=3)  # 300: 2 full batches
+    expected = reference_recipe(x, labels, seed=7)
+    state = torch.random.get_rng_state()
+    result = train_adaptation(x, labels, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is kept
+    assert result.layer.d_out == 512
+    assert torch.equal(result.layer.layer.weight, expected.weight)
+    assert torch.equal(result.layer.layer.bias, expected.bias)
+    assert np.isnan(result.before.map) and np.isnan(result.epochs[-1].recall_at_1)  # no check
+    assert len(result.epochs) == 5
+    # each departure from the recipe gives another layer: the equality above is not vacuous
+    for option in ({"init": "xavier"}, {"drop_last": False}, {"seed": 8}):
+        options = {"seed": 7, **option}
+        other = train_adaptation(x, labels, **options).layer.layer.weight  # type: ignore[arg-type]
+        assert not torch.equal(other, expected.weight), option
+
+
+def test_fewer_descriptors_than_a_batch_still_train():
+    x, labels = nuisance_features(n_classes=4, per_class=10)
+    result = train_adaptation(x, labels, d_out=8, epochs=1)
+    assert np.isfinite(result.epochs[0].loss)  # one batch of 40, not zero batches
+
+
+def test_records_train_on_all_labels_in_record_order_whatever_order_workers_finish(monkeypatch):
+    """The reference trains on every UnED label, numbered by first appearance, in file order."""
+    import ilias.indexing.adaptation_training as training
+    from ilias.indexing.extract import ExtractedPartition
+    from ilias.loader import Record
+
+    x, labels = nuisance_features(n_classes=6, per_class=25, seed=5)
+    records = [
+        # names sort the other way round: sorted numbering would give other labels
+        Record(f"img{i:03d}", f"img{i:03d}.jpg", {"class": f"c{5 - label}", "domain": "d"})
+        for i, label in enumerate(labels)
+    ]
+    halves = [list(range(75, 150)), list(range(75))]  # the second half finishes first
+
+    def finished_out_of_order(records_, options):
+        for half in halves:
+            ids = [records[i].id for i in half]
+            yield ExtractedPartition(ids, x[half], [{}] * len(half), x.shape[1], 224)
+
+    monkeypatch.setattr(training, "extract", finished_out_of_order)
+    run = training.train_from_records(records, "timm:any", epochs=2)
+    assert (run.n_train, run.n_heldout, run.n_classes) == (150, 0, 6)
+    expected = train_adaptation(x, labels, epochs=2).layer  # labels 0..5 by first appearance
+    assert torch.equal(run.result.layer.layer.weight, expected.layer.weight)
+    held = training.train_from_records(records, "timm:any", epochs=1, heldout_fraction=0.34)
+    assert held.n_heldout == 50 and np.isfinite(held.result.epochs[0].map)

@@ -42,11 +42,14 @@ def reference_evaluate(
     all_similarities=None,
     query_ids=None,
     db_ids=None,
-    similarities=None,
+    sims=None,
     ranks=None,
     k=1000,
 ):
-    """mAP x100 as the reference computes it, from the JSON dict or the pickle's arrays."""
+    """mAP x100 as the reference computes it, from the JSON dict or the pickle's arrays.
+
+    The keyword names are those of the current reference's ``ILIAS.evaluate`` (``sims``
+    since 2025-09-01): ``evaluate(**pickle)`` raises TypeError on any other key."""
     aps = []
     if all_similarities is not None:
         for query, results in all_similarities.items():
@@ -56,7 +59,7 @@ def reference_evaluate(
             aps.append(_reference_ap(truth, ids, scores, np.arange(len(scores)), k))
     else:
         db_ids = np.asarray(db_ids)
-        for query, scores, rank in zip(query_ids, similarities, ranks, strict=True):
+        for query, scores, rank in zip(query_ids, sims, ranks, strict=True):
             truth = ground_truth[query.split("/")[0]]
             aps.append(_reference_ap(truth, db_ids, np.asarray(scores), np.asarray(rank), k))
     return 100 * float(np.mean(aps))
@@ -100,9 +103,9 @@ def test_pickle_has_the_keys_evaluate_py_accepts_and_round_trips(tmp_path):
     path = write_similarities(tmp_path / "s.pkl", rankings)
     with path.open("rb") as handle:
         document = pickle.load(handle)
-    assert set(document) == {"query_ids", "db_ids", "similarities", "ranks"}
-    assert document["similarities"].shape == document["ranks"].shape == (12, 50)
-    assert document["similarities"].dtype == np.float32  # lossless for float32 scores
+    assert set(document) == {"query_ids", "db_ids", "sims", "ranks"}
+    assert document["sims"].shape == document["ranks"].shape == (12, 50)
+    assert document["sims"].dtype == np.float32  # lossless for float32 scores
     # evaluate.py calls ILIAS.evaluate(**document): this must not raise TypeError
     expected = reference_evaluate(positives, **document)
     ours = score_rankings(read_similarities(path), _ids(rankings, positives, []))
@@ -112,12 +115,15 @@ def test_pickle_has_the_keys_evaluate_py_accepts_and_round_trips(tmp_path):
         assert sorted(back[query], key=lambda r: r[0]) == sorted(ranking, key=lambda r: r[0])
 
 
-def test_knn_search_spelling_sims_is_read_and_can_be_written(tmp_path):
+def test_pre_september_2025_spelling_similarities_is_read_and_can_be_written(tmp_path):
     rankings = {"a/query/Q000.jpg": [("a/pos/P000.jpg", 0.75), ("d", 0.5)]}
-    path = write_similarities(tmp_path / "knn.pkl", rankings, scores_key="sims")
+    path = write_similarities(tmp_path / "old.pkl", rankings, scores_key="similarities")
     with path.open("rb") as handle:
-        assert "sims" in pickle.load(handle)
+        document = pickle.load(handle)
+    assert set(document) == {"query_ids", "db_ids", "similarities", "ranks"}
     assert read_similarities(path) == rankings
+    with pytest.raises(ValueError, match="'sims' or 'similarities'"):
+        write_similarities(tmp_path / "x.pkl", rankings, scores_key="scores")
 
 
 def test_ragged_rankings_are_stored_as_rows(tmp_path):
@@ -178,12 +184,12 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 def test_missing_keys_and_out_of_range_ranks_are_refused(tmp_path):
     path = tmp_path / "bad.pkl"
     path.write_bytes(pickle.dumps({"query_ids": ["q"], "db_ids": np.array(["x"])}))
-    with pytest.raises(DatasetError, match="lacks ranks, similarities"):
+    with pytest.raises(DatasetError, match="lacks ranks, sims"):
         read_similarities(path)
     document = {
         "query_ids": ["q"],
         "db_ids": np.array(["x"]),
-        "similarities": np.array([[0.5]]),
+        "sims": np.array([[0.5]]),
         "ranks": np.array([[3]]),
     }
     path.write_bytes(pickle.dumps(document))

@@ -108,11 +108,11 @@ def test_a_run_writes_files_the_reference_scores_identically(workdir, first_run)
     # the pickle: keys the reference's evaluate() takes as **kwargs, same number
     with (first_run / "similarities.pkl").open("rb") as handle:
         document = pickle.load(handle)
-    assert set(document) == {"query_ids", "db_ids", "similarities", "ranks"}
+    assert set(document) == {"query_ids", "db_ids", "sims", "ranks"}
     as_json = {
         q: {str(document["db_ids"][r]): float(s) for r, s in zip(rank, sims, strict=True)}
         for q, sims, rank in zip(
-            document["query_ids"], document["similarities"], document["ranks"], strict=True
+            document["query_ids"], document["sims"], document["ranks"], strict=True
         )
     }
     assert reference_map(as_json, positive_ids) == pytest.approx(metrics["map"], abs=1e-9)

@@ -8,13 +8,14 @@ that a reference file can be scored (and broken down) by ilias.
 JSON: ``{query_id: {db_id: score, ...}, ...}``, each query's results in descending score.
 
 Pickle: a dict with ``query_ids`` (list of n_q ids), ``db_ids`` (array of the database ids
-the ranks point into), ``similarities`` (float ``[n_q, m]``) and ``ranks`` (int
-``[n_q, m]``, indices into ``db_ids``). ``evaluate.py`` passes the dict's keys to
-``ILIAS.evaluate`` as keyword arguments, so the scores must be stored under ``similarities``
-for it; ``knn_search`` writes them under ``sims``, which ``evaluate.py`` cannot read. ilias
-reads both and writes ``similarities`` unless asked otherwise. Rows of different lengths
-(queries with fewer results) are stored as lists of 1-d arrays, which the reference's loop
-reads the same way.
+the ranks point into), ``sims`` (float ``[n_q, m]``) and ``ranks`` (int ``[n_q, m]``,
+indices into ``db_ids``). ``evaluate.py`` passes the dict's keys to ``ILIAS.evaluate`` as
+keyword arguments, so the scores must be stored under the name that function takes: ``sims``
+since the reference's commit 91be844 (2025-09-01), which is also what its ``knn_search``
+writes; ``similarities`` before it. ilias writes ``sims`` and reads both
+(``scores_key="similarities"`` writes the pre-September 2025 spelling). Rows of different
+lengths (queries with fewer results) are stored as lists of 1-d arrays, which the
+reference's loop reads the same way.
 
 Which queries count: as in the reference, only the queries present in a file (a query the
 file lacks is skipped and reported, not scored 0); image and text queries are scored
@@ -46,9 +47,10 @@ from ilias.eval.metrics import RetrievalScores, evaluate_rankings
 Ranking = Sequence[tuple[str, float]]
 Rankings = Mapping[str, Ranking]
 
-#: The pickle key ``evaluate.py`` needs, and the one ``knn_search`` writes.
-SCORES_KEY = "similarities"
-KNN_SEARCH_SCORES_KEY = "sims"
+#: The pickle key the current ``evaluate.py`` reads and ``knn_search`` writes.
+SCORES_KEY = "sims"
+#: The key ``evaluate.py`` read before 2025-09-01 (reference commit 91be844).
+LEGACY_SCORES_KEY = "similarities"
 _SHOWN = 5  # unknown ids quoted in an error message
 
 
@@ -87,9 +89,10 @@ def write_similarities_json(path: Path | str, rankings: Rankings) -> Path:
 def write_similarities_pickle(
     path: Path | str, rankings: Rankings, *, scores_key: str = SCORES_KEY
 ) -> Path:
-    """The reference pickle form; ``scores_key="sims"`` writes knn_search's spelling."""
-    if scores_key not in (SCORES_KEY, KNN_SEARCH_SCORES_KEY):
-        raise ValueError(f"scores_key must be {SCORES_KEY!r} or {KNN_SEARCH_SCORES_KEY!r}")
+    """The reference pickle form; ``scores_key="similarities"`` writes the spelling that the
+    reference's ``evaluate.py`` read before 2025-09-01, for older checkouts of it."""
+    if scores_key not in (SCORES_KEY, LEGACY_SCORES_KEY):
+        raise ValueError(f"scores_key must be {SCORES_KEY!r} or {LEGACY_SCORES_KEY!r}")
     path = Path(path)
     query_ids = list(rankings)
     rows = [_sorted_ranking(q, rankings[q]) for q in query_ids]
@@ -203,11 +206,11 @@ def _read_pickle(path: Path) -> dict[str, list[tuple[str, float]]]:
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
         raise DatasetError(
             f"cannot read {path} as a similarity pickle ({error}); it must hold only the "
-            "reference's query_ids, db_ids, similarities (or sims) and ranks arrays"
+            "reference's query_ids, db_ids, sims (or similarities) and ranks arrays"
         ) from error
     if not isinstance(document, Mapping):
-        raise DatasetError(f"{path}: expected a dict with query_ids, db_ids, similarities, ranks")
-    scores_key = next((key for key in (SCORES_KEY, KNN_SEARCH_SCORES_KEY) if key in document), None)
+        raise DatasetError(f"{path}: expected a dict with query_ids, db_ids, sims, ranks")
+    scores_key = next((key for key in (SCORES_KEY, LEGACY_SCORES_KEY) if key in document), None)
     missing = [key for key in ("query_ids", "db_ids", "ranks") if key not in document]
     if missing or scores_key is None:
         missing += [] if scores_key else [SCORES_KEY]

@@ -6,8 +6,17 @@ for most models. The layer is trained here on descriptors, not pixels, so traini
 seconds even on a CPU, and it is saved with the reference's keys (``layer.weight``,
 ``layer.bias``) so published layers load too.
 
-Training recipe (the reference's): cosine classifier with scale 16 and margin 0 over the
-(class, domain) labels, Adam lr 1e-3, weight decay 1e-6, batch 128, a few epochs.
+Training recipe, by default exactly the reference's (``linear_adaptation/src/lin_adapt.py``):
+every (class, domain) label is trained on (no hold-out); the layer is ``nn.Linear``
+re-initialised Xavier-uniform with a zero bias; the cosine classifier is a bias-free
+``nn.Linear`` with PyTorch's default init; loss: cross-entropy over 16 x (cosine - margin 0);
+Adam lr 1e-3, weight decay 1e-6; batches of 128 drawn by ``RandomSampler`` with
+``drop_last=True``; 5 epochs; output 512-d. Given the same seed, the same arrays and the same
+label order, the trained layer is bit-identical to the reference's on the CPU.
+
+ilias's earlier recipe stays available as options: ``heldout_*`` arrays for a retrieval
+check on unseen labels, ``init="xavier"`` (Xavier-initialised classifier) and
+``drop_last=False``.
 """
 
 from __future__ import annotations
@@ -16,19 +25,25 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import BatchSampler, RandomSampler
 
-from ilias.errors import EncoderSpecError
+from ilias.errors import AdaptationError, EncoderSpecError
 
 logger = logging.getLogger(__name__)
 
 
 class LinearAdaptation(nn.Module):
-    """The adaptation layer; ``forward`` returns unit vectors."""
+    """The adaptation layer; ``forward`` returns unit vectors.
+
+    Built as the reference builds it (``nn.Linear``'s own init, then Xavier-uniform weights
+    and a zero bias), so that the random stream, and with it training, matches the reference.
+    """
 
     def __init__(self, d_in: int, d_out: int = 512):
         super().__init__()
@@ -83,6 +98,8 @@ def load_adaptation(path: Path | str) -> LinearAdaptation:
 
 @dataclass
 class EpochReport:
+    """Loss over the epoch's batches, and the held-out check (NaN when nothing is held out)."""
+
     epoch: int
     loss: float
     recall_at_1: float
@@ -96,11 +113,15 @@ class TrainingResult:
     epochs: list[EpochReport] = field(default_factory=list)
 
 
+Init = Literal["reference", "xavier"]
+NOT_CHECKED = float("nan")
+
+
 def train_adaptation(
     train_x: np.ndarray,
     train_labels: Sequence[int] | np.ndarray,
-    heldout_x: np.ndarray,
-    heldout_labels: Sequence[int] | np.ndarray,
+    heldout_x: np.ndarray | None = None,
+    heldout_labels: Sequence[int] | np.ndarray | None = None,
     *,
     d_out: int = 512,
     epochs: int = 5,
@@ -110,45 +131,77 @@ def train_adaptation(
     scale: float = 16.0,
     margin: float = 0.0,
     seed: int = 0,
+    init: Init = "reference",
+    drop_last: bool = True,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainingResult:
-    """Train the layer with a cosine classifier; check retrieval on held-out data each epoch.
+    """Train the layer with a cosine classifier, the reference's recipe by default.
 
-    Labels are integers for (class, domain) pairs. The classifier's class weights are
-    learned with the layer and thrown away afterwards: only the layer is kept.
+    Labels are integers 0..C-1 for (class, domain) pairs. The classifier's class weights are
+    learned with the layer and thrown away afterwards: only the layer is kept. Held-out
+    arrays (labels never trained on) add a retrieval check after each epoch; without them
+    the reports carry NaN for R@1 and mAP. ``init="xavier"`` initialises the classifier
+    Xavier-uniform instead of PyTorch's default (ilias's earlier recipe); ``drop_last=False``
+    also trains on each epoch's last, partial batch.
+
+    The caller's random state is left as it was: the seed alone decides the initialisation
+    and the batches (``torch.manual_seed(seed)`` before the reference's
+    ``train_lin_adapt_layer`` gives the same layer).
     """
-    torch.manual_seed(seed)
+    if init not in ("reference", "xavier"):
+        raise AdaptationError(f"init must be 'reference' or 'xavier', not {init!r}")
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
+    if len(x) == 0:
+        raise AdaptationError("no training descriptors: give labelled images to train on")
     n_classes = int(y.max()) + 1
-    layer = LinearAdaptation(x.shape[1], d_out)
-    classifier = nn.Parameter(torch.empty(n_classes, d_out))
-    nn.init.xavier_uniform_(classifier)
-    optimizer = torch.optim.Adam(
-        [*layer.parameters(), classifier], lr=lr, weight_decay=weight_decay
-    )
-    before = EpochReport(0, float("nan"), *heldout_retrieval(heldout_x, heldout_labels))
-    result = TrainingResult(layer, before)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        layer.train()
-        total, seen = 0.0, 0
-        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
-            embedded = layer(x[batch])
-            cosine = embedded @ F.normalize(classifier, dim=-1).T
-            target = F.one_hot(y[batch], n_classes).float()
-            loss = F.cross_entropy(scale * (cosine - margin * target), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        layer.eval()
-        adapted = layer.apply_numpy(heldout_x)
-        report = EpochReport(epoch, total / seen, *heldout_retrieval(adapted, heldout_labels))
-        result.epochs.append(report)
-        if on_epoch:
-            on_epoch(report)
+    if drop_last and len(x) < batch_size:
+        # The reference would take no step at all and return the random layer.
+        logger.warning(
+            "%d descriptors make no full batch of %d: training on one batch of %d per epoch",
+            len(x),
+            batch_size,
+            len(x),
+        )
+        batch_size = len(x)
+    checked = heldout_x is not None and heldout_labels is not None and len(heldout_x) > 0
+
+    def check(features: np.ndarray | None) -> tuple[float, float]:
+        if not checked or features is None or heldout_labels is None:
+            return NOT_CHECKED, NOT_CHECKED
+        return heldout_retrieval(features, heldout_labels)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer = LinearAdaptation(x.shape[1], d_out)
+        classifier = nn.Linear(d_out, n_classes, bias=False)
+        if init == "xavier":
+            nn.init.xavier_uniform_(classifier.weight)
+        optimizer = torch.optim.Adam(
+            [*layer.parameters(), *classifier.parameters()], lr=lr, weight_decay=weight_decay
+        )
+        sampler = BatchSampler(RandomSampler(range(len(x))), batch_size, drop_last=drop_last)
+        result = TrainingResult(layer, EpochReport(0, NOT_CHECKED, *check(heldout_x)))
+        for epoch in range(1, epochs + 1):
+            layer.train()
+            total, seen = 0.0, 0
+            for batch in sampler:
+                # normalised twice, as the reference's network does: bit-identical training
+                embedded = F.normalize(layer(x[batch]), dim=-1)
+                cosine = embedded @ F.normalize(classifier.weight, dim=1).T
+                target = F.one_hot(y[batch], n_classes).float()
+                loss = F.cross_entropy(scale * (cosine - margin * target), y[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(batch)
+                seen += len(batch)
+            layer.eval()
+            adapted = layer.apply_numpy(heldout_x) if checked and heldout_x is not None else None
+            report = EpochReport(epoch, total / seen, *check(adapted))
+            result.epochs.append(report)
+            if on_epoch:
+                on_epoch(report)
     return result
 
 
@@ -188,7 +241,10 @@ def split_by_label(
     rng = np.random.default_rng(seed)
     n_heldout = max(1, round(heldout_fraction * len(unique))) if heldout_fraction > 0 else 0
     if n_heldout >= len(unique):
-        raise ValueError(f"{len(unique)} classes cannot give {n_heldout} held-out classes")
+        raise AdaptationError(
+            f"{len(unique)} labels cannot give {n_heldout} held-out labels; lower the held-out "
+            "fraction"
+        )
     heldout_labels = rng.choice(unique, size=n_heldout, replace=False)
     heldout = np.isin(labels, heldout_labels)
     return np.flatnonzero(~heldout), np.flatnonzero(heldout)

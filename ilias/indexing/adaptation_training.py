@@ -15,6 +15,7 @@ import numpy as np
 from ilias.errors import EncoderSpecError
 from ilias.indexing.adaptation import (
     EpochReport,
+    Init,
     TrainingResult,
     split_by_label,
     train_adaptation,
@@ -42,14 +43,21 @@ def train_from_records(
     n_workers: int | None = None,
     d_out: int = 512,
     epochs: int = 5,
-    heldout_fraction: float = 0.2,
+    heldout_fraction: float = 0.0,
     seed: int = 0,
+    init: Init = "reference",
+    drop_last: bool = True,
     progress: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> AdaptationRun:
     """Extract frozen descriptors of labelled records (Dask), then train the layer on them.
 
-    ``records`` carry ``class`` and ``domain`` payloads (``loader.read_labelled``).
+    ``records`` carry ``class`` and ``domain`` payloads (``loader.read_labelled``). By default
+    every label is trained on, as the reference trains on all of UnED; ``heldout_fraction > 0``
+    holds that share of the labels out for a retrieval check on classes never trained on.
+    Descriptors and label numbers follow the records' order (labels numbered by first
+    appearance, as the reference numbers UnED's), whatever order the workers finish in, so
+    one seed gives one layer.
     """
     if "|adapt=" in encoder:
         raise EncoderSpecError("train on the base encoder: drop '|adapt=' from the spec")
@@ -69,20 +77,27 @@ def train_from_records(
             progress(done, len(records))
     if not ids:
         raise EncoderSpecError("no labelled image could be decoded; see the log for reasons")
-    x = np.concatenate(parts)
-    names = sorted({label_of[i] for i in ids})
-    index = {name: n for n, name in enumerate(names)}
+    position = {r.id: n for n, r in enumerate(records)}
+    order = np.argsort([position[i] for i in ids], kind="stable")
+    x = np.concatenate(parts)[order]
+    ids = [ids[i] for i in order]
+    index: dict[tuple[str, str], int] = {}
+    for i in ids:
+        index.setdefault(label_of[i], len(index))
     labels = np.array([index[label_of[i]] for i in ids])
     train, heldout = split_by_label(labels, heldout_fraction, seed)
-    _, train_labels = np.unique(labels[train], return_inverse=True)  # dense 0..C-1
+    # dense 0..C-1; without a hold-out the first-appearance numbers are kept as they are
+    _, train_labels = np.unique(labels[train], return_inverse=True)
     result = train_adaptation(
         x[train],
         train_labels,
-        x[heldout],
-        labels[heldout],
+        x[heldout] if len(heldout) else None,
+        labels[heldout] if len(heldout) else None,
         d_out=d_out,
         epochs=epochs,
         seed=seed,
+        init=init,
+        drop_last=drop_last,
         on_epoch=on_epoch,
     )
-    return AdaptationRun(result, len(train), len(heldout), len(names), n_failed)
+    return AdaptationRun(result, len(train), len(heldout), len(index), n_failed)

@@ -114,7 +114,8 @@ class Encoder(ABC):
         raise EncoderSpecError(
             f"encoder {self.spec!r} has no text tower; text queries need a vision-language "
             "model: an 'open_clip:' spec (e.g. open_clip:ViT-B-16-SigLIP/webli) or one of the "
-            f"timm models with a published text tower ({', '.join(sorted(TIMM_TEXT_TOWERS))})"
+            f"{len(TIMM_TEXT_TOWERS)} timm models in ilias.indexing.encoders.TIMM_TEXT_TOWERS "
+            "(e.g. timm:vit_base_patch16_clip_224.openai)"
         )
 
     @torch.inference_mode()
@@ -212,15 +213,43 @@ def group_by_shape(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[l
     ]
 
 
+def keeps_projection(model_name: str) -> bool:
+    """Whether the reference keeps timm's head: CLIP and PE image towers end in the projection
+    into the shared image-text space, which is both their published descriptor and what their
+    text towers match (``vit_base_patch16_clip_224.openai``: 512-d, not the 768-d trunk)."""
+    return "clip" in model_name or "pe_core" in model_name
+
+
+def timm_pooling(model_name: str) -> str | None:
+    """The pooling the reference's model uses where timm's default differs: DINOv3's published
+    descriptor is the normalised CLS token, timm's DINOv3 default is the mean of patch tokens."""
+    return "token" if "dinov3" in model_name else None
+
+
 class TimmEncoder(Encoder):
-    """Any timm backbone, pooled by timm's own head with the classifier removed."""
+    """Any timm backbone pooled by timm's own head: the classifier is removed, except the
+    projection of CLIP / PE towers, which is kept as the reference keeps it.
 
-    def __init__(self, spec: EncoderSpec, resolution: int | None = None):
+    ``projection=False`` drops the CLIP / PE projection too (ilias's earlier default: the
+    trunk's features, e.g. 768-d for ViT-B/16 CLIP); ``projection=None`` follows the reference.
+    """
 
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        resolution: int | None = None,
+        *,
+        projection: bool | None = None,
+    ):
         self.spec = str(spec)
         self.model_name = spec.name
         self._text_tower: TextTower | None = None
-        kwargs: dict = {"num_classes": 0}
+        keep = keeps_projection(spec.name) if projection is None else projection
+        # timm drops ``None`` arguments: num_classes=None keeps the pretrained head.
+        kwargs: dict[str, Any] = {"num_classes": None if keep else 0}
+        pooling = timm_pooling(spec.name)
+        if pooling is not None:
+            kwargs["global_pool"] = pooling
         weights_file = _resolve_timm_weights(spec)
         if weights_file is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
@@ -248,7 +277,7 @@ class TimmEncoder(Encoder):
         self.resolution = resolution or resolution_for(train_resolution, spec.name)
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
         self.patch_multiple = int(patch[0]) if patch else 1
-        self.dim = int(self.model.num_features)
+        self.dim = head_dimension(self.model)
 
     @property
     def has_text_tower(self) -> bool:
@@ -258,8 +287,8 @@ class TimmEncoder(Encoder):
         if not self.has_text_tower:
             return super().encode_texts(texts)
         if self._text_tower is None:
-            tower_name = TIMM_TEXT_TOWERS[self.model_name]
-            self._text_tower = TextTower.from_open_clip(tower_name)
+            tower_name, pretrained = TIMM_TEXT_TOWERS[self.model_name]
+            self._text_tower = TextTower.from_open_clip(tower_name, pretrained)
             if self._text_tower.dim != self.dim:
                 raise EncoderSpecError(
                     f"{tower_name} gives {self._text_tower.dim}-d text vectors but {self.spec} "
@@ -294,6 +323,14 @@ class TimmEncoder(Encoder):
         pad_w = math.ceil(resized[0] / multiple) * multiple - resized[0]
         pad_h = math.ceil(resized[1] / multiple) * multiple - resized[1]
         return resized[0] / width, resized[1] / height, pad_w // 2, pad_h // 2
+
+
+def head_dimension(model: Any) -> int:  # a timm model
+    """What ``model(x)`` returns per image: the kept head's classes (a CLIP projection), else
+    the pre-logits width (4096 for VGG-16, whose head is an MLP), else the trunk's features."""
+    if getattr(model, "num_classes", 0):
+        return int(model.num_classes)
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
 def _create_timm_model(name: str, kwargs: dict) -> Any:  # a timm model: pretrained_cfg, ...
@@ -379,15 +416,38 @@ def _converted_package_weights(package: str, architecture: str) -> Path:
 
 # timm image towers of vision-language models whose text tower is published with open_clip
 # (same checkpoint, same embedding space): text queries for a `timm:` spec go through these.
-TIMM_TEXT_TOWERS: dict[str, str] = {
-    "vit_base_patch16_siglip_224.webli": "hf-hub:timm/ViT-B-16-SigLIP",
-    "vit_base_patch16_siglip_256.webli": "hf-hub:timm/ViT-B-16-SigLIP-256",
-    "vit_base_patch16_siglip_384.webli": "hf-hub:timm/ViT-B-16-SigLIP-384",
-    "vit_base_patch16_siglip_512.webli": "hf-hub:timm/ViT-B-16-SigLIP-512",
-    "vit_large_patch16_siglip_256.webli": "hf-hub:timm/ViT-L-16-SigLIP-256",
-    "vit_large_patch16_siglip_384.webli": "hf-hub:timm/ViT-L-16-SigLIP-384",
-    "vit_so400m_patch14_siglip_224.webli": "hf-hub:timm/ViT-SO400M-14-SigLIP",
-    "vit_so400m_patch14_siglip_384.webli": "hf-hub:timm/ViT-SO400M-14-SigLIP-384",
+# Entry for entry the reference's map (feature_extraction/src/utils.py): image tower ->
+# (open_clip model name, open_clip pretrained tag or None where the name carries the weights).
+TIMM_TEXT_TOWERS: dict[str, tuple[str, str | None]] = {
+    "vit_large_patch16_siglip_384.webli": ("hf-hub:timm/ViT-L-16-SigLIP-384", None),
+    "vit_so400m_patch14_siglip_384.webli": ("hf-hub:timm/ViT-SO400M-14-SigLIP-384", None),
+    "convnext_large_mlp.clip_laion2b_ft_soup_320": (
+        "convnext_large_d_320",
+        "laion2b_s29b_b131k_ft_soup",
+    ),
+    "vit_large_patch14_clip_336.openai": ("ViT-L-14-336", "openai"),
+    "eva02_large_patch14_clip_336.merged2b": ("EVA02-L-14", "merged2b_s4b_b131k"),
+    "vit_large_patch14_clip_224.metaclip_2pt5b": ("ViT-L-14-quickgelu", "metaclip_fullcc"),
+    "RN50.openai": ("RN50", "openai"),
+    "vit_base_patch16_clip_224.openai": ("ViT-B-16", "openai"),
+    "vit_large_patch14_clip_224.openai": ("ViT-L-14", "openai"),
+    "vit_large_patch14_clip_224.laion2b": ("ViT-L-14", "laion2b_s32b_b82k"),
+    "convnext_base.clip_laion2b_augreg": ("convnext_base_w", "laion2b_s13b_b82k_augreg"),
+    "eva02_base_patch16_clip_224.merged2b": ("EVA02-B-16", "merged2b_s8b_b131k"),
+    "vit_base_patch16_siglip_224.webli": ("hf-hub:timm/ViT-B-16-SigLIP", None),
+    "vit_base_patch16_siglip_512.webli": ("hf-hub:timm/ViT-B-16-SigLIP-512", None),
+    "vit_base_patch16_clip_224.metaclip_2pt5b": ("ViT-B-16-quickgelu", "metaclip_fullcc"),
+    "vit_base_patch16_siglip_256.webli": ("hf-hub:timm/ViT-B-16-SigLIP-256", None),
+    "vit_base_patch16_siglip_384.webli": ("hf-hub:timm/ViT-B-16-SigLIP-384", None),
+    "vit_large_patch16_siglip_256.webli": ("hf-hub:timm/ViT-L-16-SigLIP-256", None),
+    "vit_base_patch16_siglip_384.v2_webli": ("hf-hub:timm/ViT-B-16-SigLIP2-384", None),
+    "vit_base_patch16_siglip_512.v2_webli": ("hf-hub:timm/ViT-B-16-SigLIP2-512", None),
+    "vit_large_patch16_siglip_384.v2_webli": ("hf-hub:timm/ViT-L-16-SigLIP2-384", None),
+    "vit_large_patch16_siglip_512.v2_webli": ("hf-hub:timm/ViT-L-16-SigLIP2-512", None),
+    "vit_giantopt_patch16_siglip_384.v2_webli": ("hf-hub:timm/ViT-gopt-16-SigLIP2-384", None),
+    "vit_so400m_patch16_siglip_512.v2_webli": ("hf-hub:timm/ViT-SO400M-16-SigLIP2-512", None),
+    "vit_pe_core_base_patch16_224.fb": ("hf-hub:timm/PE-Core-B-16", None),
+    "vit_pe_core_large_patch14_336.fb": ("hf-hub:timm/PE-Core-L-14-336", None),
 }
 
 
@@ -421,13 +481,17 @@ class TextTower:
 class OpenClipEncoder(Encoder):
     """An open_clip model: image tower for descriptors, text tower for text queries.
 
-    open_clip towers have a fixed input size (learned position embeddings), so the image is
-    resized by its larger side to the tower's size and centre-padded to a square, the
-    reference's ``RESIZE_PAD`` transform; the ladder's higher resolution does not apply.
+    ResNet towers (RN50, RN101, ...) follow the resolution rule as in the reference: the
+    larger side goes to one step above the native size (RN50: 224 -> 384), no padding, and
+    the attention pool's position embedding is resized (bicubic) to each input's feature
+    grid. Transformer towers have a fixed input size in open_clip, so the image is resized by
+    its larger side to the tower's size and centre-padded to a square (the reference's
+    ``RESIZE_PAD``); the reference evaluates those towers through timm instead.
     """
 
     def __init__(self, spec: EncoderSpec, resolution: int | None = None):
         import open_clip
+        from open_clip.modified_resnet import ModifiedResNet
 
         self.spec = str(spec)
         try:
@@ -440,11 +504,16 @@ class OpenClipEncoder(Encoder):
         self.text_tower = TextTower(self.model, open_clip.get_tokenizer(spec.name))
         size = model.visual.image_size
         native = int(size[0] if isinstance(size, tuple | list) else size)
-        if resolution not in (None, native):
-            raise EncoderSpecError(
-                f"{self.spec} takes {native}x{native} inputs only; drop --resolution"
-            )
-        self.resolution = native
+        self.pad_to_square = not isinstance(model.visual, ModifiedResNet)
+        if self.pad_to_square:
+            if resolution not in (None, native):
+                raise EncoderSpecError(
+                    f"{self.spec} takes {native}x{native} inputs only; drop --resolution"
+                )
+            self.resolution = native
+        else:
+            self.resolution = resolution or resolution_for(native, spec.name)
+            model.visual.attnpool = ResizableAttentionPool(model.visual.attnpool)
         normalize = next(t for t in preprocess.transforms if hasattr(t, "mean"))
         self.mean = torch.tensor(normalize.mean).view(3, 1, 1)
         self.std = torch.tensor(normalize.std).view(3, 1, 1)
@@ -460,6 +529,8 @@ class OpenClipEncoder(Encoder):
         resized = resize_larger_side(image, self.resolution)
         array = np.asarray(resized, dtype=np.float32) / 255.0
         tensor = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+        if not self.pad_to_square:
+            return tensor
         pad_h, pad_w = self.resolution - tensor.shape[1], self.resolution - tensor.shape[2]
         return F.pad(tensor, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
@@ -470,17 +541,45 @@ class OpenClipEncoder(Encoder):
         return self.text_tower.encode(texts)
 
 
+class ResizableAttentionPool(torch.nn.Module):
+    """open_clip's ResNet attention pool on any feature grid, not only the native square.
+
+    The learned position embedding covers the native grid (7x7 for RN50 at 224); for another
+    grid its spatial part is resized bicubically (the class position stays), then open_clip's
+    own pooling runs with it, so at any size the arithmetic is open_clip's.
+    """
+
+    def __init__(self, pool: torch.nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding: torch.Tensor = self.pool.positional_embedding  # type: ignore[assignment]
+        cls_position, grid = embedding[:1], embedding[1:]
+        side = math.isqrt(grid.shape[0])
+        grid = grid.T.reshape(1, -1, side, side)
+        grid = F.interpolate(grid, size=x.shape[-2:], mode="bicubic", align_corners=False)
+        resized = torch.cat([cls_position, grid.flatten(2)[0].T])
+        return torch.func.functional_call(self.pool, {"positional_embedding": resized}, (x,))
+
+
 def cache_dir() -> Path:
     """Where converted weights live; ``ILIAS_CACHE`` overrides."""
     return Path(os.environ.get("ILIAS_CACHE", Path.home() / ".cache" / "ilias"))
 
 
-def build_encoder(spec: str, resolution: int | None = None) -> Encoder:
-    """Create an encoder from a spec string (see the module docstring)."""
+def build_encoder(
+    spec: str, resolution: int | None = None, *, projection: bool | None = None
+) -> Encoder:
+    """Create an encoder from a spec string (see the module docstring).
+
+    ``projection`` applies to timm specs: None keeps the CLIP / PE projection as the
+    reference does, False drops it (the trunk's features), True keeps any pretrained head.
+    """
     parsed = EncoderSpec.parse(spec)
     base_spec = parsed.without_adaptation()
     if parsed.source == "timm":
-        encoder: Encoder = TimmEncoder(base_spec, resolution)
+        encoder: Encoder = TimmEncoder(base_spec, resolution, projection=projection)
     else:
         encoder = OpenClipEncoder(base_spec, resolution)
     if parsed.adaptation:

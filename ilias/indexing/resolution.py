@@ -3,7 +3,8 @@
 ILIAS evaluates every model at a resolution one step above the one it was trained at, on
 the ladder 384 / 512 / 724, resizing so that the larger side equals that resolution and
 keeping the aspect ratio (no crop). Instance retrieval needs the detail: the object is often
-small in a cluttered database image.
+small in a cluttered database image. Two families are set by name, as the reference's run
+scripts set them: DINOv2 at 724 and DINOv3 at 768 (``feature_extraction/scripts/models.sh``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ LADDER = (384, 512, 724)
 
 
 def resolution_for(train_resolution: int, model_name: str = "") -> int:
-    """One step above the training resolution (224/256 -> 384, 320-384 -> 512, 512 -> 724)."""
-    if "dinov2" in model_name.lower():
+    """One step above the training resolution (224/256 -> 384, 320-384 -> 512, 512 -> 724).
+
+    DINOv2 and DINOv3 are trained at 224/256 but the reference evaluates them at 724 and 768:
+    their ILIAS numbers are only comparable at those resolutions.
+    """
+    name = model_name.lower()
+    if "dinov3" in name:
+        return 768
+    if "dinov2" in name:
         return 724
     if train_resolution <= 256:
         return 384
