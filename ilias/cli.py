@@ -705,31 +705,35 @@ def adapt_train(
     dim: Annotated[int, typer.Option(help="Output dimension of the layer.")] = 512,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
     heldout: Annotated[
-        float, typer.Option(help="Fraction of (class, domain) labels held out for the check.")
-    ] = 0.2,
+        float,
+        typer.Option(
+            help="Fraction of (class, domain) labels held out for a retrieval check; 0 trains "
+            "on all labels, as the ILIAS reference does."
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Split and initialisation seed.")] = 0,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = "local",
 ) -> None:
-    """Train Linear(d, dim) + L2 norm with a cosine classifier (scale 16) on frozen descriptors."""
+    """Train Linear(d, dim) + L2 norm with a cosine classifier (scale 16) on frozen
+    descriptors, with the ILIAS reference's recipe (all labels unless --heldout)."""
     from ilias.indexing.adaptation import save_adaptation
     from ilias.indexing.adaptation_training import train_from_records
     from ilias.loader import read_labelled
 
     records = read_labelled(data)
-    table = Table(title="held-out retrieval (unseen classes)")
-    for column in ("epoch", "loss", "R@1", "mAP"):
+    checked = heldout > 0  # without held-out labels there is no retrieval check to show
+    table = Table(title="held-out retrieval (unseen classes)" if checked else "training")
+    for column in ("epoch", "loss", "R@1", "mAP") if checked else ("epoch", "loss"):
         table.add_column(column)
+
+    def cells(report) -> list[str]:
+        loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
+        shown = [str(report.epoch), loss]
+        return [*shown, f"{report.recall_at_1:.2f}", f"{report.map:.2f}"] if checked else shown
+
     with _progress() as bar:
         task = bar.add_task("extract", total=len(records))
-
-        def show(report) -> None:
-            loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
-            bar.console.print(
-                f"epoch {report.epoch}: loss {loss}  R@1 {report.recall_at_1:.2f}  "
-                f"mAP {report.map:.2f}"
-            )
-
         run = train_from_records(
             records,
             encoder,
@@ -741,11 +745,10 @@ def adapt_train(
             heldout_fraction=heldout,
             seed=seed,
             progress=lambda done, total: bar.update(task, completed=done),
-            on_epoch=show,
+            on_epoch=lambda report: bar.console.print("  ".join(cells(report))),
         )
-    for report in [run.result.before, *run.result.epochs]:
-        loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
-        table.add_row(str(report.epoch), loss, f"{report.recall_at_1:.2f}", f"{report.map:.2f}")
+    for report in [run.result.before, *run.result.epochs] if checked else run.result.epochs:
+        table.add_row(*cells(report))
     console.print(table)
     path = save_adaptation(run.result.layer, out)
     console.print(

@@ -136,6 +136,15 @@ def test_cli_train_then_load_with_the_layer(tmp_path, tiny_ilias):
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())  # rich wraps long lines
     assert "layer saved to" in words and "R@1" in words
+    # the default is the reference's recipe: every label trained, no retrieval check shown
+    default = runner.invoke(app, [
+        "adapt", "train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "all.pth"),
+        "--dim", "16", "--epochs", "1", "--resolution", "224", "--scheduler", "sync",
+    ])  # fmt: skip
+    assert default.exit_code == 0, default.output
+    said = " ".join(default.output.split())
+    assert "17 training / 0 held-out images, 8 (class, domain) labels, 1 unreadable" in said
+    assert "nan" not in said and "R@1" not in said
     store = f"edge:{tmp_path / 'qdrant'}"
     spec = f"{DEFAULT_ENCODER}|adapt={tmp_path / 'layer.pth'}"
     result = runner.invoke(app, [
