@@ -444,10 +444,23 @@ def evaluate(
     store: StoreOption = _defaults.store,
     collection: CollectionOption = _defaults.collection,
     where: WhereOption = None,
-    exact: ExactOption = False,
+    approximate: Annotated[
+        bool,
+        typer.Option(
+            "--approximate/--exact",
+            help="HNSW over int8 (recall@k against exact is measured on a sample) instead "
+            "of the reference's exact ranking (the default).",
+        ),
+    ] = False,
     hnsw_ef: EfOption = None,
     oversampling: OversamplingOption = None,
     rescore: RescoreOption = True,
+    crop_queries: Annotated[
+        bool,
+        typer.Option(
+            "--crop-queries", help="Crop image queries to their boxes (the reference does not)."
+        ),
+    ] = False,
     output: Annotated[
         Path | None, typer.Option(help="Write per-query AP and the totals as JSON.")
     ] = None,
@@ -457,7 +470,14 @@ def evaluate(
     from ilias.query import evaluate_collection
     from ilias.query.report import run_summary_json
 
-    params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
+    tuned = hnsw_ef is not None or oversampling is not None or not rescore
+    if tuned and not approximate:
+        raise IliasError("--hnsw-ef, --oversampling and --no-rescore tune --approximate search")
+    params = (
+        SearchParams(hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
+        if approximate
+        else None  # exact: the reference's ranking
+    )
     search_filter = parse_where(where)
     with _open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
@@ -467,6 +487,7 @@ def evaluate(
                 backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
                 filter=search_filter, params=params, rerank=rerank or (),
                 ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
+                crop_queries=crop_queries,
             )  # fmt: skip
     run = evaluation.run(queries)
     _print_scores(run, f"{benchmark.name} ({queries})", collection)
@@ -773,8 +794,14 @@ def _print_scores(run, name: str, collection: str) -> None:
         f"{scores.oracle:.2f}"
     )
     per_query_ms = 1000 * run.search_seconds / max(1, run.n_queries)
+    searched = (
+        "exact search"
+        if run.search == "exact"
+        else f"approximate search, recall@{scores.k} {run.recall:.3f} against exact "
+        f"({run.recall_queries} queries)"
+    )
     console.print(
-        f"query encoding {run.encode_seconds:.2f} s, search {run.search_seconds:.3f} s "
+        f"query encoding {run.encode_seconds:.2f} s, {searched} {run.search_seconds:.3f} s "
         f"({per_query_ms:.1f} ms per top-{scores.k} query)"
     )
     if run.stage_seconds:

@@ -47,7 +47,7 @@ from ilias.eval.report import (
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
 from ilias.loader import Benchmark, ilias_metadata, read_ilias
-from ilias.query import evaluate_collection, ilias_ids_of, parse_where
+from ilias.query import EXACT, evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
     evaluation_summary,
@@ -99,6 +99,7 @@ class _Dataset(_Section):
     path: str = Field(min_length=1)
     distractors: str | None = None
     taxonomy: str | None = None
+    crop_queries: bool = False  # the reference extracts image queries whole by default
 
 
 class _Encoder(_Section):
@@ -120,7 +121,7 @@ class _Store(_Section):
 
 class _Search(_Section):
     k: int = 1000
-    exact: bool = False
+    exact: bool = True  # the reference's ranking; false: HNSW over int8, recall measured
     hnsw_ef: int | None = None
     oversampling: float | None = None
     rescore: bool = True
@@ -232,6 +233,7 @@ class RunConfig:
     source: Path | None = None
     kind: str = "ilias"
     where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
+    crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -281,6 +283,12 @@ def parse_run_config(
     search = parsed.search
     if search.k < 1:
         raise RunConfigError(f"{origin}: [search] k must be at least 1, not {search.k}")
+    tuned = search.hnsw_ef is not None or search.oversampling is not None or not search.rescore
+    if search.exact and tuned:
+        raise RunConfigError(
+            f"{origin}: [search] hnsw_ef, oversampling and rescore tune approximate search: "
+            "set exact = false to use them (exact search is the reference's ranking)"
+        )
     try:
         parse_where(search.where)
     except IliasError as error:
@@ -300,12 +308,12 @@ def parse_run_config(
         scheduler=parsed.extraction.scheduler,
         workers=parsed.extraction.workers,
         batch_size=parsed.extraction.batch_size,
-        search=SearchParams(
-            exact=search.exact,
-            hnsw_ef=search.hnsw_ef,
-            oversampling=search.oversampling,
-            rescore=search.rescore,
+        search=EXACT
+        if search.exact
+        else SearchParams(
+            hnsw_ef=search.hnsw_ef, oversampling=search.oversampling, rescore=search.rescore
         ),
+        crop_queries=parsed.dataset.crop_queries,
         k=search.k,
         where=tuple(search.where),
         rerank=tuple(parsed.rerank.steps),
@@ -430,6 +438,7 @@ def run_config(
             k=config.k,
             filter=parse_where(config.where),
             params=config.search,
+            crop_queries=config.crop_queries,
             rerank=config.rerank,
             breakdowns=config.breakdowns,
             taxonomy=taxonomy,
@@ -472,6 +481,7 @@ def run_config(
             "path": config.dataset,
             "distractors": config.distractors,
             "taxonomy": config.taxonomy,
+            "crop_queries": config.crop_queries,
             "image_queries": len(benchmark.image_queries),
             "text_queries": len(benchmark.text_queries),
             "database": len(benchmark.database),
@@ -494,6 +504,7 @@ def run_config(
         },
         "search": {
             "k": config.k,
+            "mode": "exact" if config.search == EXACT else "approximate",
             "exact": config.search.exact,
             "hnsw_ef": config.search.hnsw_ef,
             "oversampling": config.search.oversampling,

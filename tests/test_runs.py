@@ -138,7 +138,8 @@ def test_a_run_records_how_to_reproduce_it(first_run, workdir):
     assert metrics["config"] == tomllib.loads((workdir / "base.toml").read_text())
     assert metrics["search"] == {
         "k": 1000,
-        "exact": False,
+        "mode": "exact",  # the reference's ranking, unless [search] exact = false
+        "exact": True,
         "hnsw_ef": None,
         "oversampling": None,
         "rescore": True,
@@ -205,11 +206,16 @@ def test_compare_two_runs(workdir, first_run):
     exact = run_config(
         write_config(
             workdir,
-            "exact",
-            search={"exact": True},
+            "approx",
+            search={"exact": False, "oversampling": 2.0},
             output={"compare_with": "runs/base", "similarities": ["json"]},
         )
     )
+    approx = json.loads((exact / "metrics.json").read_text())
+    assert approx["search"]["mode"] == "approximate"
+    # 32 points: the approximate top 1000 holds every point, as the exact one does
+    assert approx["queries"]["image"]["recall"] == 1.0
+    assert approx["queries"]["image"]["recall_queries"] == approx["n_queries"] == 4
     assert (exact / "compare_ap.png").read_bytes().startswith(PNG_MAGIC)
     assert not (exact / "similarities.pkl").exists()
     comparison = compare_runs(first_run, exact, plot=workdir / "scatter.png")
@@ -223,7 +229,7 @@ def test_compare_two_runs(workdir, first_run):
     assert "image scale 0-0.06880213760855043" in rows
     assert comparison.scatter.read_bytes().startswith(PNG_MAGIC)
     table = format_comparison(comparison.rows, comparison.name_a, comparison.name_b)
-    assert table.splitlines()[0].split() == ["metric", "base", "exact", "B", "-", "A"]
+    assert table.splitlines()[0].split() == ["metric", "base", "approx", "B", "-", "A"]
 
 
 @pytest.mark.slow
@@ -319,7 +325,13 @@ def test_a_filter_is_kept_as_written(tmp_path):
 
 
 def test_an_integer_oversampling_is_a_number(tmp_path):
-    assert _parse(tmp_path, search={"oversampling": 2}).search.oversampling == 2.0
+    search = {"exact": False, "oversampling": 2}
+    assert _parse(tmp_path, search=search).search.oversampling == 2.0
+
+
+def test_approximate_knobs_without_approximate_search_are_refused(tmp_path):
+    with pytest.raises(RunConfigError, match=r"\[search\] hnsw_ef.*exact = false"):
+        _parse(tmp_path, search={"hnsw_ef": 2000})
 
 
 def test_unknown_rerankers_are_refused_before_any_work(tmp_path):

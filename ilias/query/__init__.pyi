@@ -1,10 +1,12 @@
 from .evaluation import (
+    EXACT as EXACT,
     QUERY_KINDS as QUERY_KINDS,
     BenchmarkRun as BenchmarkRun,
     Evaluation as Evaluation,
     QueryKind as QueryKind,
     evaluate_collection as evaluate_collection,
     ilias_ids_of as ilias_ids_of,
+    recall_at_k as recall_at_k,
     rerankers_for_collection as rerankers_for_collection,
     run_image_queries as run_image_queries,
     run_queries as run_queries,

@@ -10,6 +10,13 @@ plots) is done by ``ilias.query.report`` from the returned ``Evaluation``.
 
 ``run_queries`` / ``run_image_queries`` are the same steps for one kind over a retriever
 the caller already holds (the README's API).
+
+Two defaults are the reference's, so that a number from here is the number its code gives:
+the search is exact (a full scan of the stored float32 originals, ``EXACT``: the top k that
+faiss' flat index returns, ties aside), and image queries are NOT cropped to their boxes
+(the reference extracts them whole unless asked). Approximate search (HNSW over int8) is
+an option; such a run then measures its recall@k against exact search on a sample of
+queries (``RECALL_SAMPLE``) and reports it beside the scores.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ if TYPE_CHECKING:  # the engines and models load when a query runs, not at impor
     from ilias.query.retriever import Retriever
     from ilias.rerank import Reranker
 
+# A full scan of the float32 originals: exactly the reference's (faiss flat) top k.
+EXACT = SearchParams(exact=True, ignore_quantization=True)
+RECALL_SAMPLE = 50  # queries per kind whose approximate top k is checked against exact
+
 QueryKind = Literal["image", "text", "hybrid"]
 QUERY_KINDS: tuple[str, ...] = ("image", "text", "hybrid")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -45,6 +56,9 @@ class BenchmarkRun:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # search + each re-ranker
     kind: str = "image"
     breakdowns: Breakdowns | None = None  # scale / clutter / categories, where asked
+    search: str = "exact"  # "exact" (the reference's ranking) or "approximate"
+    recall: float | None = None  # approximate: mean recall@k against exact, on a sample
+    recall_queries: int = 0  # how many queries that sample held
 
     @property
     def n_queries(self) -> int:
@@ -107,6 +121,7 @@ def evaluate_collection(
     check_database: bool = False,
     progress: Progress | None = None,
     batch_size: int = 32,
+    crop_queries: bool = False,
 ) -> Evaluation:
     """Run the benchmark's queries of each kind against ``collection`` and score them once.
 
@@ -117,6 +132,10 @@ def evaluate_collection(
     ``skipped`` with the reason, and the others still run. ``breakdowns`` adds the scale /
     clutter (and, with a taxonomy, category) breakdowns; ``check_database`` refuses ranked
     ids the dataset does not know (needs a benchmark read with its distractors).
+
+    ``params`` None is exact search (``EXACT``); anything else is approximate, and each
+    kind's recall@k against exact is measured on up to ``RECALL_SAMPLE`` of its queries.
+    ``crop_queries`` crops image queries to their boxes (the reference does not by default).
     """
     from ilias.query.retriever import Retriever
 
@@ -128,6 +147,7 @@ def evaluate_collection(
     if benchmark is None:
         benchmark = benchmark_for_collection(store.collection_config(collection).metadata)
     steps = rerankers_for_collection(store, collection, rerank, ames_weights)
+    params = params or EXACT
     retriever = Retriever(store, collection, params=params)
     ids = ilias_ids_of(benchmark)
 
@@ -140,9 +160,10 @@ def evaluate_collection(
             skipped[kind] = reason
             continue
         report = (lambda d, t, s=f"{kind} queries": progress(s, d, t)) if progress else None
-        rankings, encode_s, search_s, stages = _run_kind(
+        rankings, encode_s, search_s, stages, recalls = _run_kind(
             benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
             batch_size=batch_size, progress=report, rerank=steps if kind == "image" else (),
+            crop=crop_queries,
         )  # fmt: skip
         began = time.perf_counter()
         scores, breakdown = _score(
@@ -151,8 +172,11 @@ def evaluate_collection(
         )  # fmt: skip
         score_seconds += time.perf_counter() - began
         runs[kind] = BenchmarkRun(
-            scores, rankings, encode_s, search_s, stages, kind=kind, breakdowns=breakdown
-        )
+            scores, rankings, encode_s, search_s, stages, kind=kind, breakdowns=breakdown,
+            search="exact" if params == EXACT else "approximate",
+            recall=sum(recalls) / len(recalls) if recalls else None,
+            recall_queries=len(recalls),
+        )  # fmt: skip
     resolution = getattr(retriever.encoder, "resolution", None)
     return Evaluation(benchmark, collection, k, runs, skipped, score_seconds, resolution)
 
@@ -169,21 +193,26 @@ def run_queries(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     rerank: Sequence[Reranker] = (),
+    crop_queries: bool = False,
 ) -> BenchmarkRun:
     """Run one kind of query over the benchmark with ``retriever``; mAP@k and oracle@k.
 
-    ``image``: every image query, cropped to its box. ``text``: every text query (the whole
-    ``T*.txt``). ``hybrid``: every image query paired with its instance's text query,
-    ranked by ``(1 - weight) * i2i + weight * t2i``. Image and text queries are scored
-    separately, as in ILIAS. ``rerank`` re-ranks each image query's top k (image kind only).
+    The search is the retriever's (``params``, else its own ``params``), with no recall
+    check: ``evaluate_collection`` is the runner that defaults to exact search.
+    ``image``: every image query, whole (``crop_queries``: cropped to its box). ``text``:
+    every text query (the whole ``T*.txt``). ``hybrid``: every image query paired with its
+    instance's text query, ranked by ``(1 - weight) * i2i + weight * t2i``. Image and text
+    queries are scored separately, as in ILIAS. ``rerank`` re-ranks each image query's top
+    k (image kind only).
     """
     if kind not in QUERY_KINDS:
         raise ValueError(f"unknown query kind {kind!r}: image, text or hybrid")
     if rerank and kind != "image":
         raise ValueError("re-rankers apply to image queries")
-    rankings, encode_s, search_s, stages = _run_kind(
+    rankings, encode_s, search_s, stages, _ = _run_kind(
         benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
-        batch_size=batch_size, progress=progress, rerank=rerank,
+        batch_size=batch_size, progress=progress, rerank=rerank, crop=crop_queries,
+        recall_sample=0,
     )  # fmt: skip
     scores, _ = _score(rankings, ilias_ids_of(benchmark), kind, k)
     return BenchmarkRun(scores, rankings, encode_s, search_s, stages, kind=kind)
@@ -268,8 +297,12 @@ def _run_kind(
     batch_size: int,
     progress: Callable[[int, int], None] | None,
     rerank: Sequence[Reranker],
-) -> tuple[dict[str, list[Hit]], float, float, dict[str, float]]:
-    """Encode and search every query of one kind, in batches; rankings and timings."""
+    crop: bool = False,
+    recall_sample: int = RECALL_SAMPLE,
+) -> tuple[dict[str, list[Hit]], float, float, dict[str, float], list[float]]:
+    """Encode and search every query of one kind, in batches; rankings, timings, and (for
+    approximate search) the recall@k of the first ``recall_sample`` queries' first-stage
+    search against exact search of the same vectors."""
     from ilias.query.retriever import query_images_of
     from ilias.rerank import RerankQuery
 
@@ -284,6 +317,8 @@ def _run_kind(
     encode_seconds = search_seconds = 0.0
     stages: dict[str, float] = {}
     needs_local = any(step.needs_local for step in rerank)
+    measure = params is not None and params != EXACT
+    recalls: list[float] = []
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
         began = time.perf_counter()
@@ -291,9 +326,9 @@ def _run_kind(
         if kind == "text":
             vectors = retriever.encoder.encode_texts([q.text for q in chunk])
         elif needs_local:
-            vectors, local = retriever.encode_with_local(query_images_of(chunk))
+            vectors, local = retriever.encode_with_local(query_images_of(chunk, crop))
         else:
-            vectors = retriever.encode_images(query_images_of(chunk))
+            vectors = retriever.encode_images(query_images_of(chunk, crop))
         if kind == "hybrid":
             text_vectors = retriever.encoder.encode_texts(
                 [texts[q.payload["instance"]] for q in chunk]
@@ -311,9 +346,28 @@ def _run_kind(
             results = retriever.search_vectors(vectors, k, filter, params)
         search_seconds += time.perf_counter() - began
         rankings.update({q.id: hits for q, hits in zip(chunk, results, strict=True)})
+        sample = vectors[: max(0, recall_sample - len(recalls))] if measure else vectors[:0]
+        if len(sample):
+            recalls += recall_at_k(retriever, sample, k, filter, params)
         if progress:
             progress(start + len(chunk), len(queries))
-    return rankings, encode_seconds, search_seconds, stages
+    return rankings, encode_seconds, search_seconds, stages, recalls
+
+
+def recall_at_k(
+    retriever: Retriever,
+    vectors: Any,
+    k: int,
+    filter: Filter | None,
+    params: SearchParams | None,
+) -> list[float]:
+    """Per query: the share of the exact top k (float32 full scan) that ``params`` finds."""
+    found = retriever.search_vectors(vectors, k, filter, params)
+    truth = retriever.search_vectors(vectors, k, filter, EXACT)
+    return [
+        len({h.id for h in a} & {h.id for h in t}) / len(t) if t else 1.0
+        for a, t in zip(found, truth, strict=True)
+    ]
 
 
 def _score(

@@ -96,9 +96,16 @@ def run_summary_json(run: BenchmarkRun) -> dict[str, Any]:
         "n_queries": scores.n_queries,
         "map": scores.map,
         "oracle": scores.oracle,
+        **search_summary(run),
         "per_query_ap": dict(scores.per_query_ap),
         "per_query_oracle": dict(scores.per_query_oracle),
     }
+
+
+def search_summary(run: BenchmarkRun) -> dict[str, Any]:
+    """How the rankings were searched: ``exact`` (the reference's), or ``approximate`` with
+    its recall@k against exact search and the number of queries that was measured on."""
+    return {"search": run.search, "recall": run.recall, "recall_queries": run.recall_queries}
 
 
 def evaluation_summary(evaluation: Evaluation) -> dict[str, dict[str, Any]]:
@@ -109,6 +116,7 @@ def evaluation_summary(evaluation: Evaluation) -> dict[str, dict[str, Any]]:
             "map": run.scores.map,
             "oracle": run.scores.oracle,
             "n_queries": run.scores.n_queries,
+            **search_summary(run),
             "breakdowns": run.breakdowns.to_dict() if run.breakdowns else None,
         }
     for kind, reason in evaluation.skipped.items():

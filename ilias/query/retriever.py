@@ -299,6 +299,7 @@ class Retriever:
         return self.view.search(vectors, k, filter, params or self.params)
 
 
-def query_images_of(records: Sequence[Record]) -> list[QueryImage]:
-    """Benchmark query records as retriever inputs (path + box)."""
-    return [QueryImage(r.source, r.payload.get("bbox")) for r in records]
+def query_images_of(records: Sequence[Record], crop: bool = False) -> list[QueryImage]:
+    """Benchmark query records as retriever inputs: the whole image, as the reference
+    extracts queries by default, or (``crop``) cropped to the query's box."""
+    return [QueryImage(r.source, r.payload.get("bbox") if crop else None) for r in records]
