@@ -113,31 +113,6 @@ def test_filters_are_served_by_the_engine(store):
     assert store.count("c", {"scale": Range(gt=0.25, lt=0.26)}) == 4
 
 
-def test_scan_is_numpy_exact_top_k_in_one_pass(store):
-    """Pages far smaller than the collection, so the running top k is merged many times."""
-    ids, x = fill(store)
-    queries = unit_vectors(7, 32, seed=4)
-    scores = queries @ x.T
-    every = store.search("c", queries[:1], 1000, params=SearchParams(exact=True))[0]
-    payloads = {h.id: h.payload for h in every}  # what search returns for each point
-    for k, where, keep in [
-        (10, None, np.ones(500, bool)),
-        (1000, None, np.ones(500, bool)),  # more than there is: everything, in order
-        (50, {"role": "positive"}, np.arange(500) % 2 == 1),
-    ]:
-        masked = np.where(keep[None, :], scores, -np.inf)
-        truth = np.argsort(-masked, axis=1, kind="stable")[:, : min(k, int(keep.sum()))]
-        found = store.scan("c", queries, k, filter=where, page=64)
-        assert [[h.id for h in row] for row in found] == [[ids[j] for j in r] for r in truth]
-        np.testing.assert_allclose(
-            [[h.score for h in row] for row in found],
-            np.take_along_axis(scores, truth, axis=1),
-            atol=1e-5,
-        )
-        assert all(h.payload == payloads[h.id] for row in found for h in row)
-    assert store.scan("c", queries, 5, filter={"instance": "nobody"}) == [[]] * 7
-
-
 def test_bad_vectors_are_refused_before_the_engine(store):
     fill(store)
     nan = unit_vectors(2, 32)

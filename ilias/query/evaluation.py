@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from ilias.errors import IliasError
 from ilias.eval import Breakdowns, IliasIds, RetrievalScores, score_rankings
 from ilias.loader import Benchmark, benchmark_for_collection
@@ -321,10 +319,6 @@ def _run_kind(
     needs_local = any(step.needs_local for step in rerank)
     measure = params is not None and params != EXACT
     recalls: list[float] = []
-    # Exact first-stage rankings of many queries: one pass over the stored vectors for all
-    # of them (Store.scan), instead of one full scan per query inside the engine.
-    one_pass = params == EXACT and kind != "hybrid" and not rerank
-    pending: list[Any] = []
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
         began = time.perf_counter()
@@ -340,11 +334,6 @@ def _run_kind(
                 [texts[q.payload["instance"]] for q in chunk]
             )
         encode_seconds += time.perf_counter() - began
-        if one_pass:
-            pending.append(vectors)
-            if progress:
-                progress(start + len(chunk), len(queries))
-            continue
         began = time.perf_counter()
         if kind == "hybrid":
             results = retriever.hybrid_vectors(vectors, text_vectors, weight, k, filter, params)
@@ -362,12 +351,6 @@ def _run_kind(
             recalls += recall_at_k(retriever, sample, k, filter, params)
         if progress:
             progress(start + len(chunk), len(queries))
-    if pending:
-        began = time.perf_counter()
-        # Scoring needs ids and scores only: the payloads of a million hits are not read.
-        results = retriever.view.scan(np.concatenate(pending), k, filter, with_payload=False)
-        search_seconds += time.perf_counter() - began
-        rankings = {q.id: hits for q, hits in zip(queries, results, strict=True)}
     return rankings, encode_seconds, search_seconds, stages, recalls
 
 

@@ -48,7 +48,6 @@ from ilias.types import Filter, Hit, LocalFeatures, Range, SearchParams
 
 T = TypeVar("T")
 R = TypeVar("R")
-SCAN_PAGE = 8192  # points read per page by ``Store.scan``
 
 
 class Store:
@@ -293,69 +292,6 @@ class Store:
         ]
         return self._query(name, queries)
 
-    def scan(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        k: int,
-        filter: Filter | None = None,
-        page: int = SCAN_PAGE,
-        with_payload: bool = True,
-    ) -> list[list[Hit]]:
-        """The exact top k of many queries in ONE pass over the stored float32 originals.
-
-        What an evaluation needs: every query's exact top k (the reference's faiss flat
-        ranking, ties aside). A per-query full scan inside the engine reads every stored
-        vector once per query; this reads them once per batch of queries, page by page,
-        scores each page against all queries with one BLAS product and keeps a running
-        top k, as faiss does. Memory: one page of vectors plus ``queries x (k + page)``
-        scores. The payloads of the points that made some top k are read at the end, so the
-        hits are those ``search`` returns; ``with_payload=False`` skips that read (hits then
-        carry only ``{"id": ...}``), which is what scoring a benchmark needs.
-        """
-        rows = self._query_vectors(name, vectors)
-        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # cosine, as the engine
-        target = self._target(name)
-        managed = self.collection_config(name).managed
-        where = conditions(filter)
-        ids: list[str] = []
-        best = np.full((len(rows), 0), -np.inf, dtype=np.float32)
-        where_best = np.zeros((len(rows), 0), dtype=np.int64)
-        offset: Any = None
-        while True:
-            points, offset = self.engine.scroll(
-                target, offset, page, where, (GLOBAL_VECTOR,), [ID_KEY] if managed else False
-            )
-            if points:
-                stored = np.asarray([p.vectors[GLOBAL_VECTOR] for p in points], np.float32)
-                stored /= np.linalg.norm(stored, axis=1, keepdims=True)
-                scores = np.concatenate([best, rows @ stored.T], axis=1)
-                positions = np.concatenate(
-                    [where_best, np.broadcast_to(np.arange(len(ids), len(ids) + len(points)),
-                                                 (len(rows), len(points)))], axis=1,
-                )  # fmt: skip
-                ids += [str(p.payload.get(ID_KEY, p.id)) if managed else p.id for p in points]
-                if scores.shape[1] > k:
-                    keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                    scores = np.take_along_axis(scores, keep, axis=1)
-                    positions = np.take_along_axis(positions, keep, axis=1)
-                best, where_best = scores, positions
-            if offset is None:
-                break
-        order = np.argsort(-best, axis=1, kind="stable")
-        best = np.take_along_axis(best, order, axis=1)
-        where_best = np.take_along_axis(where_best, order, axis=1)
-        winners = [ids[j] for j in np.unique(where_best)]
-        if with_payload:
-            read = self._retrieve(name, winners, (), True)
-            payloads = {i: dict(p.payload) for i, p in read.items()}
-        else:
-            payloads = {i: {ID_KEY: i} for i in winners}
-        return [
-            [Hit(ids[j], float(s), dict(payloads[ids[j]])) for j, s in zip(at, row, strict=True)]
-            for at, row in zip(where_best.tolist(), best.tolist(), strict=True)
-        ]
-
     def rescore_local(self, name: str, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
         """The given points ranked by MAX_SIM of ``query_local`` against their ``local``
         multivectors, computed by the engine (the sum form of Chamfer similarity)."""
@@ -527,11 +463,6 @@ class Collection:
         params: SearchParams | None = None,
     ) -> list[Hit]:
         return self.store.search_local(self.name, vector, query_local, k, filter, params)
-
-    def scan(
-        self, vectors: np.ndarray, k: int, filter: Filter | None = None, with_payload: bool = True
-    ) -> list[list[Hit]]:
-        return self.store.scan(self.name, vectors, k, filter, with_payload=with_payload)
 
     def retrieve_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return self.store.retrieve_vectors(self.name, ids)

@@ -154,28 +154,14 @@ class EdgeEngine(Engine):
         vectors: Sequence[str],
         payload: Sequence[str] | bool,
     ) -> list[StoredPoint]:
-        selector = _payload_selector(payload)
-        records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
-        return [_stored(r, bool(vectors)) for r in records]
-
-    def scroll(
-        self,
-        name: str,
-        offset: Any,
-        limit: int,
-        conditions: Sequence[Condition],
-        vectors: Sequence[str],
-        payload: Sequence[str] | bool,
-    ) -> tuple[list[StoredPoint], Any]:
-        request = qe.ScrollRequest(
-            offset=offset,
-            limit=limit,
-            filter=_edge_filter(conditions),
-            with_payload=_payload_selector(payload),
-            with_vector=list(vectors) or False,
+        selector: Any = (
+            qe.PayloadSelector.Include(list(payload)) if not isinstance(payload, bool) else payload
         )
-        records, next_offset = self._shard(name).scroll(request)
-        return [_stored(r, bool(vectors)) for r in records], next_offset
+        records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
+        return [
+            StoredPoint(str(r.id), _named(r.vector) if vectors else {}, dict(r.payload or {}))
+            for r in records
+        ]
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         requests = [
@@ -322,16 +308,9 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
     )
 
 
-def _stored(record: Any, with_vectors: bool) -> StoredPoint:
-    """A retrieved or scrolled record, its vectors by name (the collection's are named)."""
-    vectors = dict(record.vector) if with_vectors and isinstance(record.vector, dict) else {}
-    return StoredPoint(str(record.id), vectors, dict(record.payload or {}))
-
-
-def _payload_selector(payload: Sequence[str] | bool) -> Any:
-    if isinstance(payload, bool):
-        return _HIT_PAYLOAD if payload else False
-    return qe.PayloadSelector.Include(list(payload))
+def _named(vector: Any) -> dict[str, Any]:
+    """A record's vectors by name (the collection's vectors are all named)."""
+    return dict(vector) if isinstance(vector, dict) else {}
 
 
 def _prefetch(query: VectorQuery) -> qe.Prefetch:

@@ -161,21 +161,7 @@ class Engine(ABC):
         vectors: Sequence[str],
         payload: Sequence[str] | bool,
     ) -> list[StoredPoint]:
-        """The points among ``ids`` that exist, with the named vectors and payload keys
-        (``True``: the payload a user reads, without the ``local_xy`` patch centres)."""
-
-    @abstractmethod
-    def scroll(
-        self,
-        name: str,
-        offset: Any,
-        limit: int,
-        conditions: Sequence[Condition],
-        vectors: Sequence[str],
-        payload: Sequence[str] | bool,
-    ) -> tuple[list[StoredPoint], Any]:
-        """One page of points in storage order (matching ``conditions``), and the offset of
-        the next page (None after the last)."""
+        """The points among ``ids`` that exist, with the named vectors and payload keys."""
 
     @abstractmethod
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:

@@ -356,36 +356,20 @@ class ServerEngine(Engine):
             lambda: self.client.retrieve(
                 collection_name=name,
                 ids=list(ids),
-                with_payload=_payload_selector(payload),
+                with_payload=payload if isinstance(payload, bool) else list(payload),
                 with_vectors=list(vectors) or False,
             ),
             f"reading {len(ids)} points of {name!r}",
             collection=name,
         )
-        return [_stored(r) for r in records]
-
-    def scroll(
-        self,
-        name: str,
-        offset: Any,
-        limit: int,
-        conditions: Sequence[Condition],
-        vectors: Sequence[str],
-        payload: Sequence[str] | bool,
-    ) -> tuple[list[StoredPoint], Any]:
-        records, next_offset = self._call(
-            lambda: self.client.scroll(
-                collection_name=name,
-                scroll_filter=_filter(conditions),
-                limit=limit,
-                offset=offset,
-                with_payload=_payload_selector(payload),
-                with_vectors=list(vectors) or False,
-            ),
-            f"reading {limit} points of {name!r}",
-            collection=name,
-        )
-        return [_stored(r) for r in records], next_offset
+        return [
+            StoredPoint(
+                str(r.id),
+                dict(r.vector) if isinstance(r.vector, dict) else {},
+                dict(r.payload or {}),
+            )
+            for r in records
+        ]
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         from qdrant_client import models
@@ -398,7 +382,7 @@ class ServerEngine(Engine):
                 prefetch=_prefetch(q.prefetch) if q.prefetch else None,
                 filter=_filter(q.conditions, q.point_ids),
                 params=_params(q.params),
-                with_payload=_payload_selector(True),
+                with_payload=models.PayloadSelectorExclude(exclude=[LOCAL_XY]),
             )
             for q in queries
         ]
@@ -777,20 +761,6 @@ def _prefetch(query: VectorQuery) -> Any:
         filter=_filter(query.conditions, query.point_ids),
         params=_params(query.params),
     )
-
-
-def _payload_selector(payload: Sequence[str] | bool) -> Any:
-    """Named keys, none, or (``True``) the payload a user reads, without ``local_xy``."""
-    from qdrant_client import models
-
-    if isinstance(payload, bool):
-        return models.PayloadSelectorExclude(exclude=[LOCAL_XY]) if payload else False
-    return list(payload)
-
-
-def _stored(record: Any) -> StoredPoint:
-    vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
-    return StoredPoint(str(record.id), vectors, dict(record.payload or {}))
 
 
 def _describe_quantization(config: Any) -> str | None:
