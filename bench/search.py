@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from vectors import clustered_vectors  # bench/vectors.py: the hard synthetic data
 
 from ilias.config import data_home
 from ilias.indexing import CollectionConfig, EdgeStore, SearchParams
@@ -37,14 +38,6 @@ SETTINGS = [
     ("hnsw ef=2000 + oversampling 4", SearchParams(hnsw_ef=2000, oversampling=4.0)),
     ("exact (float32 full scan)", SearchParams(exact=True)),
 ]
-
-
-def clustered_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((max(10, n // 200), dim)).astype(np.float32)
-    labels = rng.integers(0, len(centers), n)
-    x = centers[labels] + 0.9 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def speed_and_recall(n: int, dim: int, n_queries: int) -> None:

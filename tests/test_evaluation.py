@@ -11,7 +11,7 @@ from ilias.errors import IliasError
 from ilias.eval import evaluate_rankings
 from ilias.indexing import ExtractionOptions, load_collection, open_store
 from ilias.loader import read_ilias
-from ilias.query import Retriever, evaluate_collection, run_image_queries, run_queries
+from ilias.query import EXACT, Retriever, evaluate_collection, run_image_queries, run_queries
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_every_kind_runs_or_says_why(store) -> None:
 def test_the_readme_wrappers_give_the_same_run(store, tiny_ilias: Path) -> None:
     bench = read_ilias(tiny_ilias / "core")
     retriever = Retriever(store, "tiny")
-    wrapped = run_image_queries(bench, retriever)
+    wrapped = run_image_queries(bench, retriever, params=EXACT)
     direct = evaluate_collection(store, "tiny", bench).run("image")
     assert wrapped.pairs() == direct.pairs()
     assert wrapped.scores == direct.scores
