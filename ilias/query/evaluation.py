@@ -258,7 +258,7 @@ def skip_reason(benchmark: Benchmark, retriever: Retriever, kind: str) -> str | 
         if not getattr(retriever.encoder, "has_text_tower", False):
             return (
                 "the encoder has no text tower; load the collection with a vision-language "
-                "encoder (open_clip:..., or a timm SigLIP name)"
+                "encoder (open_clip:..., or a timm CLIP, SigLIP, EVA-CLIP or PE name)"
             )
     return None
 
