@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 NO_TEXT = (
     "the encoder has no text tower; load the collection with a vision-language encoder "
-    "(open_clip:..., or a timm SigLIP name)"
+    "(open_clip:..., or a timm CLIP, SigLIP, EVA-CLIP or PE name)"
 )
 
 

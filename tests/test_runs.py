@@ -151,7 +151,7 @@ def test_a_run_records_how_to_reproduce_it(first_run, workdir):
     # the offline encoder has no text tower: text queries are skipped, and it says why
     assert metrics["queries"]["text"] == {
         "skipped": "the encoder has no text tower; load the collection with a vision-language "
-        "encoder (open_clip:..., or a timm SigLIP name)"
+        "encoder (open_clip:..., or a timm CLIP, SigLIP, EVA-CLIP or PE name)"
     }
 
 
