@@ -3,22 +3,54 @@
 Large collections always contain a few files that are empty, truncated or not images at
 all. A bad file must cost one skipped record (logged with its id and reason, counted by
 the caller), never the run, so decoding reports failures as values instead of raising.
+
+Two rules hold for loads and queries alike (both decode here):
+
+- **One pixel limit, checked before decoding**: an image whose header declares more than
+  ``max_pixels()`` pixels (100 million by default, ``ILIAS_MAX_PIXELS`` to change) is
+  refused from its header, so a 275 KB PNG declaring 16000 x 16000 costs nothing.
+- **Faithful 8-bit RGB from every mode**: 16-bit and 32-bit integer greyscale are scaled
+  to 0-255 (a 16-bit PNG is not clipped to white), float images in [0, 1] are scaled by
+  255 (a float TIFF is not black), transparency is put on white, palette and CMYK images
+  are converted; a mode Pillow cannot convert is a skip with the reason.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import warnings
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-# Decompression bombs are refused by PIL above this many pixels; ILIAS images are far below.
-Image.MAX_IMAGE_PIXELS = 200_000_000
+MAX_PIXELS_ENV = "ILIAS_MAX_PIXELS"
+# 100 megapixels: any camera photo (ILIAS and YFCC images are far smaller), 300 MB decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+_INTEGER_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# decode_image enforces the one limit itself, from the header, with a message that names
+# it; Pillow's own bomb check (another number, another message, a warning below it) is off.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels() -> int:
+    """The pixel limit in effect: ``$ILIAS_MAX_PIXELS`` or 100 million."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from ilias.errors import IliasError
+
+        raise IliasError(f"{MAX_PIXELS_ENV}={raw!r}: give a whole number of pixels, e.g. 100000000")
+    return value
 
 
 @dataclass(frozen=True)
@@ -35,6 +67,7 @@ def decode_image(record_id: str, source: Path | bytes | str) -> Image.Image | De
     ``Image.load()`` is forced here so that a truncated file fails now, inside the
     worker, rather than later inside a batch where it would take its neighbours with it.
     """
+    limit = max_pixels()
     try:
         if isinstance(source, bytes):
             if not source:
@@ -45,11 +78,16 @@ def decode_image(record_id: str, source: Path | bytes | str) -> Image.Image | De
             if path.stat().st_size == 0:
                 return DecodeFailure(record_id, f"empty file (0 bytes): {path}")
             handle = path
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(handle) as opened:
-                opened.load()
-                return _to_rgb(ImageOps.exif_transpose(opened))
+        with Image.open(handle) as opened:
+            pixels = opened.width * opened.height
+            if pixels > limit:  # from the header: nothing is decoded
+                return DecodeFailure(
+                    record_id,
+                    f"{opened.width} x {opened.height} = {pixels:,} pixels, above the "
+                    f"limit of {limit:,}; raise {MAX_PIXELS_ENV} to load it",
+                )
+            opened.load()
+            return _to_rgb(ImageOps.exif_transpose(opened))
     except FileNotFoundError:
         return DecodeFailure(record_id, f"file not found: {source!s}")
     except UnidentifiedImageError:
@@ -59,9 +97,38 @@ def decode_image(record_id: str, source: Path | bytes | str) -> Image.Image | De
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB conversion that puts transparent pixels on white, as a viewer would show them."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    """RGB conversion that puts transparent pixels on white, as a viewer would show them,
+    and brings high-bit-depth and float images to 0-255 instead of clipping them."""
+    if image.mode in _INTEGER_GREY or image.mode == "F":
+        image = Image.fromarray(_grey_to_8bit(np.asarray(image), image.mode), "L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _grey_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """One channel of 16/32-bit integers or floats as 0-255, keeping what the values mean.
+
+    16-bit modes span 0-65535 (divided by 257); 32-bit integers are 8-bit or 16-bit data
+    by their range (PNG decoders hand 16-bit greyscale over as ``I``), else scaled by their
+    maximum; floats in [0, 1] are scaled by 255, floats in [0, 255] kept, others stretched
+    from their minimum to their maximum. NaN becomes 0.
+    """
+    x = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        x = x / 257.0
+    elif mode == "I":
+        if low < 0 or high > 65535:
+            x = (x - low) / max(high - low, 1.0) * 255.0
+        elif high > 255:
+            x = x / 257.0
+    elif low >= 0 and high <= 1.0:
+        x = x * 255.0
+    elif low < 0 or high > 255:
+        x = (x - low) / max(high - low, 1e-12) * 255.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
