@@ -35,7 +35,7 @@ from typer.core import TyperGroup
 from ilias import __version__
 from ilias.config import Settings, data_home
 from ilias.errors import IliasError
-from ilias.query.where import parse_where
+from ilias.query.where import parse_bbox, parse_where
 from ilias.types import LocalConfig, SearchParams
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def search(
 
     if image is None and text is None:
         raise IliasError("give --image PATH, --text 'words', or both for a hybrid search")
-    box = _parse_bbox(bbox)
+    box = parse_bbox(bbox)
     params = SearchParams(exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling, rescore=rescore)
     search_filter = parse_where(where)
     with _open_store(store) as backend:
@@ -302,19 +302,6 @@ def search(
     console.print(table)
     if timings:
         console.print("  ".join(f"{name} {1000 * t:.1f} ms" for name, t in timings.items()))
-
-
-def _parse_bbox(bbox: str | None) -> list[int] | None:
-    """``--bbox 'x,y,w,h'`` into four integers."""
-    if bbox is None:
-        return None
-    try:
-        box = [int(v) for v in bbox.split(",")]
-    except ValueError:
-        box = []
-    if len(box) != 4:
-        raise IliasError(f"--bbox {bbox!r}: give four integers, x,y,w,h")
-    return box
 
 
 class _DefaultCommandGroup(TyperGroup):

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ilias.errors import IliasError
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -48,6 +50,14 @@ class SearchParams:
     oversampling: float | None = None
     rescore: bool = True
     ignore_quantization: bool = False  # search the float32 originals (quality baseline)
+
+    def __post_init__(self) -> None:
+        if self.hnsw_ef is not None and self.hnsw_ef < 1:
+            raise IliasError(f"hnsw_ef = {self.hnsw_ef}: give a positive number (--hnsw-ef)")
+        if self.oversampling is not None and not self.oversampling >= 1.0:
+            raise IliasError(
+                f"oversampling = {self.oversampling}: give a factor of at least 1 (--oversampling)"
+            )
 
 
 @dataclass(frozen=True)

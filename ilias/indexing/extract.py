@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 import dask
 import dask.bag as db
 import numpy as np
+from PIL import Image
 
 from ilias.indexing.encoders import cached_encoder
 from ilias.indexing.local_features import LocalConfig, LocalFeatures
-from ilias.loader import DecodeFailure, Record, decode_image
+from ilias.loader import DecodeFailure, Record, crop_to_box, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -114,20 +115,19 @@ def local_dim_of(encoder, config: LocalConfig | None) -> int | None:
     """Width of the encoder's local descriptors (one tiny forward pass), None without local."""
     if config is None:
         return None
-    from PIL import Image
-
     _, local = encoder.encode_with_local([Image.new("RGB", (64, 64))], top_k=1, config=config)
     return int(local[0].descriptors.shape[1])
 
 
-def load_image_for(record: Record, crop_to_bbox: bool):
-    """Decode a record's image, cropped to its ``bbox`` payload where asked (ILIAS queries)."""
+def load_image_for(record: Record, crop_to_bbox: bool) -> Image.Image | DecodeFailure:
+    """Decode a record's image, cropped to its ``bbox`` payload where asked (ILIAS queries).
+
+    The box is clipped to the image; a box with no pixel inside the image is a failure that
+    says so (cropping it would give an empty or all-black picture)."""
     image = decode_image(record.id, record.source)
     bbox = record.payload.get("bbox")
     if crop_to_bbox and bbox and not isinstance(image, DecodeFailure):
-        x, y, w, h = bbox
-        if w > 0 and h > 0:
-            image = image.crop((x, y, min(x + w, image.width), min(y + h, image.height)))
+        return crop_to_box(record.id, image, bbox)
     return image
 
 

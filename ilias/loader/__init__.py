@@ -14,7 +14,7 @@ from ilias.loader.datasets import (
     read_images,
     read_labelled,
 )
-from ilias.loader.images import DecodeFailure, decode_image
+from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
 from ilias.loader.records import Record, Role, TextQuery
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Role",
     "TextQuery",
     "benchmark_for_collection",
+    "crop_to_box",
     "decode_image",
     "ilias_metadata",
     "instance_of",

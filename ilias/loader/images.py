@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,23 @@ def decode_image(record_id: str, source: Path | bytes | str) -> Image.Image | De
         return DecodeFailure(record_id, "not a recognised image format")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return DecodeFailure(record_id, f"{type(error).__name__}: {error}")
+
+
+def crop_to_box(
+    record_id: str, image: Image.Image, box: Sequence[int]
+) -> Image.Image | DecodeFailure:
+    """``image`` cropped to ``[x, y, w, h]``, clipped to the image; a box with no pixel
+    inside the image is a failure that says so (a crop would be empty or padded black)."""
+    x, y, w, h = (int(v) for v in box)
+    left, top = max(0, x), max(0, y)
+    right, bottom = min(x + w, image.width), min(y + h, image.height)
+    if right <= left or bottom <= top:
+        return DecodeFailure(
+            record_id,
+            f"box x={x} y={y} w={w} h={h} holds no pixel of the {image.width} x "
+            f"{image.height} image",
+        )
+    return image.crop((left, top, right, bottom))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -29,5 +29,6 @@ from .retriever import (
 )
 from .where import (
     WhereError as WhereError,
+    parse_bbox as parse_bbox,
     parse_where as parse_where,
 )

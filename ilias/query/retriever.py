@@ -18,7 +18,8 @@ from PIL import Image
 
 from ilias.errors import DatasetError, IliasError, StoreError
 from ilias.indexing import Encoder, Store, cached_encoder, load_image_for, open_store
-from ilias.loader import DecodeFailure, Record
+from ilias.indexing.store import check_k
+from ilias.loader import DecodeFailure, Record, crop_to_box
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
 from ilias.rerank.chamfer import max_sim_to_chamfer
 from ilias.types import Filter, Hit, LocalConfig, LocalFeatures, SearchParams
@@ -62,8 +63,8 @@ class Retriever:
             spec = config.metadata.get("encoder")
             if not spec:
                 raise StoreError(
-                    f"collection {self.collection!r} records no encoder (it was not made by "
-                    f"ilias), so images and texts cannot be embedded for it; pass the encoder "
+                    f"collection {self.collection!r} records no encoder (another tool made it), "
+                    f"so images and texts cannot be embedded for it; pass the encoder "
                     f"its {config.dim}-d vectors were made with: Retriever(..., encoder="
                     "build_encoder('timm:NAME')) or --encoder SPEC"
                 )
@@ -100,6 +101,7 @@ class Retriever:
         Both: hybrid, ``(1 - weight) * i2i + weight * t2i``. Re-rankers apply to image
         searches only.
         """
+        check_k(k)  # before any image is decoded or encoded
         if image is None and text is None:
             raise IliasError("give an image, a text, or both for a hybrid search")
         if rerank and (image is None or text is not None):
@@ -187,17 +189,19 @@ class Retriever:
         images = []
         for index, query in enumerate(queries):
             query = query if isinstance(query, QueryImage) else QueryImage(query)
+            picture: Image.Image | DecodeFailure
             if isinstance(query.image, Image.Image):
-                image = query.image.convert("RGB")
+                picture = query.image.convert("RGB")
                 if query.bbox:
-                    x, y, w, h = query.bbox
-                    image = image.crop((x, y, x + w, y + h))
+                    picture = crop_to_box(f"query {index}", picture, query.bbox)
             else:
                 payload = {"bbox": list(query.bbox)} if query.bbox else {}
                 record = Record(f"query {index}", query.image, payload)
-                image = load_image_for(record, crop_to_bbox=True)
-                if isinstance(image, DecodeFailure):
-                    raise DatasetError(f"cannot read query image {query.image!s}: {image.reason}")
+                picture = load_image_for(record, crop_to_bbox=True)
+            if isinstance(picture, DecodeFailure):
+                shown = "the given image" if isinstance(query.image, Image.Image) else query.image
+                raise DatasetError(f"cannot read query image {shown!s}: {picture.reason}")
+            image = picture
             images.append(image)
         return images
 

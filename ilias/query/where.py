@@ -1,4 +1,4 @@
-"""The ``--where`` filter language: ``key=value`` clauses into a store filter.
+"""The query option language: ``--where`` clauses into a store filter, ``--bbox`` boxes.
 
 A library function rather than CLI code, so that a script, the HTTP service and the CLI
 read the same clauses the same way. Grammar, one clause per string, all clauses ANDed::
@@ -145,3 +145,24 @@ def _mixed(key: str) -> WhereError:
 
 
 __all__ = ["WhereError", "parse_where"]
+
+
+def parse_bbox(text: str | None) -> list[int] | None:
+    """``'x,y,w,h'`` (a query's box, ILIAS's ``x y w h`` order) into four integers.
+
+    The corner is inside the image's quadrant (x, y >= 0) and the box has an area (w, h > 0);
+    anything else is refused naming the option.
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    try:
+        box = [int(p) for p in parts]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise IliasError(f"--bbox {text!r}: give four integers, x,y,w,h")
+    x, y, w, h = box
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise IliasError(f"--bbox {text!r}: x and y must be >= 0, w and h > 0")
+    return box

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ilias.errors import StoreError
-from ilias.indexing.store.base import Collection, Store, validate_vectors
+from ilias.indexing.store.base import Collection, Store, check_k, validate_vectors
 from ilias.indexing.store.engine import Capabilities, Engine
 from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
@@ -92,6 +92,7 @@ __all__ = [
     "ServerStore",
     "SnapshotInfo",
     "Store",
+    "check_k",
     "open_store",
     "point_id",
     "validate_vectors",

@@ -284,6 +284,7 @@ class Store:
         params: SearchParams | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits for each row of ``vectors``, in batched engine requests."""
+        check_k(k)
         rows = self._query_vectors(name, vectors)
         where = conditions(filter)
         queries = [
@@ -317,6 +318,7 @@ class Store:
         params: SearchParams | None = None,
     ) -> list[Hit]:
         """One engine query: prefetch the top k by ``global``, re-score them by ``local``."""
+        check_k(k)
         self._require_local(name, query_local)
         (row,) = self._query_vectors(name, vector)
         first = VectorQuery(
@@ -472,6 +474,12 @@ class Collection:
 
     def rescore_local(self, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
         return self.store.rescore_local(self.name, query_local, ids)
+
+
+def check_k(k: int) -> None:
+    """A search asks for at least one result (``-k``)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise StoreError(f"k = {k}: ask for at least one result (-k 10)")
 
 
 def check_name(name: str) -> None:

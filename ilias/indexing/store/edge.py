@@ -75,6 +75,11 @@ class EdgeEngine(Engine):
     def __init__(self, path: str | Path):
         self.root = Path(path).expanduser()
         self.location = f"edge:{self.root}"
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(
+                f"{self.location}: {self.root} is a file; an Edge store is a folder (give a "
+                "folder path, created if missing)"
+            )
         self._shards: dict[str, qe.EdgeShard] = {}
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
 
