@@ -14,6 +14,7 @@ Nothing here opens an image: records carry paths and the extractor decodes them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,10 @@ def read_bbox(path: Path) -> list[int] | None:
     """Union of the ``x y w h`` boxes in a bbox file, as one ``[x, y, w, h]``; None if absent.
 
     ILIAS bbox files may hold several boxes (an object in parts); the reference crops
-    queries to their union, so the union is what we keep.
+    queries to their union, so the union is what we keep. Faults are decided here, before
+    any image is read: a line that is not four finite numbers refuses the dataset (one line
+    naming file and line); a box with no area is skipped with a warning naming them; a file
+    whose boxes are all skipped gives no box (the query is used whole).
     """
     if not path.is_file():
         return None
@@ -67,11 +71,18 @@ def read_bbox(path: Path) -> list[int] | None:
         if not line.strip():
             continue
         try:
-            x, y, w, h = (round(float(v)) for v in line.replace(",", " ").split())
-        except ValueError as error:
+            values = [float(v) for v in line.replace(",", " ").split()]
+        except ValueError:
+            values = []
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
             raise DatasetError(
-                f"{path}:{line_number}: expected 'x y w h', got {line!r}; fix or delete the file"
-            ) from error
+                f"{path}:{line_number}: expected 'x y w h' (four finite numbers), got "
+                f"{line.strip()!r}; fix or delete the file"
+            )
+        x, y, w, h = (round(v) for v in values)
+        if w <= 0 or h <= 0:
+            logger.warning("%s:%d: box %r has no area; skipped", path, line_number, line.strip())
+            continue
         boxes.append((x, y, x + w, y + h))
     if not boxes:
         return None
@@ -267,13 +278,27 @@ def _benchmark_record(
 
 
 def _read_positive_info(path: Path) -> dict[str, tuple[float, int]]:
+    """``id,scale,clutter`` lines (the reference's ``positive_ids.txt``); a malformed line
+    refuses the dataset, naming file and line, before any image is read."""
     if not path.is_file():
         return {}
     info = {}
-    for line in path.read_text().splitlines():
-        parts = line.strip().split(",")
-        if len(parts) >= 3:
-            info[parts[0]] = (float(parts[1]), int(float(parts[2])))
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            scale, clutter = float(parts[1]), float(parts[2])
+            valid = len(parts) == 3 and bool(parts[0]) and math.isfinite(scale)
+            valid = valid and clutter == int(clutter)
+        except (IndexError, ValueError, OverflowError):
+            valid = False
+        if not valid:
+            raise DatasetError(
+                f"{path}:{line_number}: expected 'id,scale,clutter' (a finite scale, a whole "
+                f"clutter count), got {line.strip()!r}; fix the line"
+            )
+        info[parts[0]] = (scale, int(clutter))
     return info
 
 
