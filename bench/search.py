@@ -37,18 +37,23 @@ SETTINGS = [
     ("hnsw + oversampling 2", SearchParams(oversampling=2.0)),
     ("hnsw + oversampling 4", SearchParams(oversampling=4.0)),
     ("hnsw ef=2000 + oversampling 4", SearchParams(hnsw_ef=2000, oversampling=4.0)),
+    ("hnsw ef=4000 + oversampling 2", SearchParams(hnsw_ef=4000, oversampling=2.0)),
+    ("hnsw ef=4000 + oversampling 4", SearchParams(hnsw_ef=4000, oversampling=4.0)),
     ("full scan int8 + rescore", SearchParams(exact=True)),
     ("full scan int8 + oversampling 2", SearchParams(exact=True, oversampling=2.0)),
     ("full scan float32 (evaluation's EXACT)", SearchParams(exact=True, ignore_quantization=True)),
 ]
 
 
-def speed_and_recall(n: int, dim: int, n_queries: int) -> None:
+def speed_and_recall(n: int, dim: int, n_queries: int, m: int, ef_construct: int) -> None:
     data = clustered_vectors(n + n_queries, dim)
     base, queries = data[:n], data[n:]
     ids = [f"v{i}" for i in range(n)]
     with tempfile.TemporaryDirectory() as folder, EdgeStore(folder) as store:
-        store.create_collection("bench", CollectionConfig(dim=dim, payload_indexes={}))
+        config = CollectionConfig(
+            dim=dim, payload_indexes={}, hnsw_m=m, hnsw_ef_construct=ef_construct
+        )
+        store.create_collection("bench", config)
         began = time.perf_counter()
         for start in range(0, n, 1000):
             chunk = ids[start : start + 1000]
@@ -122,9 +127,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=data_home() / "demo")
+    parser.add_argument("--m", type=int, default=16, help="HNSW m of the collection")
+    parser.add_argument("--ef-construct", type=int, default=128, help="HNSW ef_construct")
+    parser.add_argument("--skip-demo", action="store_true", help="only the synthetic part")
     args = parser.parse_args()
-    speed_and_recall(args.n, args.dim, args.queries)
-    int8_vs_float32(args.workdir)
+    speed_and_recall(args.n, args.dim, args.queries, args.m, args.ef_construct)
+    if not args.skip_demo:
+        int8_vs_float32(args.workdir)
 
 
 if __name__ == "__main__":
