@@ -113,6 +113,37 @@ def test_filters_are_served_by_the_engine(store):
     assert store.count("c", {"scale": Range(gt=0.25, lt=0.26)}) == 4
 
 
+def test_filters_mean_what_they_say_or_are_refused(store):
+    """Every clause either selects what it names or is refused in one line naming the key."""
+    _ids, x = fill(store)
+    assert store.count("c", {"clutter": 3}) == 0 and store.count("c", {"instance": "inst3"}) == 100
+    # a number given for a keyword field is the text it spells (instance names can be digits)
+    assert store.count("c", {"instance": 3}) == store.count("c", {"instance": "3"}) == 0
+    assert store.count("c", {"scale": 0.25}) == 1  # a float equality is the range [v, v]
+    assert store.count("c", {"scale": 1}) == 0  # an int on a float field too (no point at 1.0)
+    refused = {
+        "colour": "cannot filter c on 'colour': not an indexed field (fields: clutter, id, "
+        "instance, role, scale)",
+        "role_range": "filter on 'role': a range needs a number field, role is keyword",
+        "clutter_text": "filter on 'clutter': 'many' is not a number (clutter is integer)",
+        "clutter_half": "filter on 'clutter': clutter holds whole numbers, not 2.5",
+        "scale_list": "filter on 'scale': match one number or a range, not a list",
+        "empty": "filter on 'role': an empty list of values matches nothing",
+    }
+    filters = {
+        "colour": {"colour": "red"},
+        "role_range": {"role": Range(gte=1)},
+        "clutter_text": {"clutter": "many"},
+        "clutter_half": {"clutter": 2.5},
+        "scale_list": {"scale": [0.1, 0.2]},
+        "empty": {"role": []},
+    }
+    for case, where in filters.items():
+        with pytest.raises(StoreError) as raised:
+            store.search("c", x[:1], k=5, filter=where)
+        assert str(raised.value) == refused[case], case
+
+
 def test_bad_vectors_are_refused_before_the_engine(store):
     fill(store)
     nan = unit_vectors(2, 32)

@@ -253,7 +253,7 @@ class Store:
         self.engine.build_index(self._target(name), self.collection_config(name))
 
     def count(self, name: str, filter: Filter | None = None) -> int:
-        return self.engine.count(self._target(name), conditions(filter))
+        return self.engine.count(self._target(name), self._conditions(name, filter))
 
     def retrieve_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored ``global`` vectors by dataset id (missing ids are absent from the result)."""
@@ -286,7 +286,7 @@ class Store:
         """Top-k hits for each row of ``vectors``, in batched engine requests."""
         check_k(k)
         rows = self._query_vectors(name, vectors)
-        where = conditions(filter)
+        where = self._conditions(name, filter)
         queries = [
             VectorQuery(row.tolist(), GLOBAL_VECTOR, k, where, params or SearchParams())
             for row in rows
@@ -322,7 +322,7 @@ class Store:
         self._require_local(name, query_local)
         (row,) = self._query_vectors(name, vector)
         first = VectorQuery(
-            row.tolist(), GLOBAL_VECTOR, k, conditions(filter), params or SearchParams()
+            row.tolist(), GLOBAL_VECTOR, k, self._conditions(name, filter), params or SearchParams()
         )
         query = VectorQuery(
             np.asarray(query_local).tolist(),
@@ -421,6 +421,15 @@ class Store:
             if len(shape) != 2 or shape[1] != config.local_dim:
                 raise StoreError(f"query local descriptors {shape} vs {config.local_dim}-d stored")
 
+    def _conditions(self, name: str, filter: Filter | None) -> list[Condition]:
+        """Filters checked against the collection's indexed fields (a foreign collection's
+        fields are unknown, so its filters pass as written)."""
+        if not filter:
+            return []
+        config = self.collection_config(name)
+        fields = dict(config.payload_indexes) if config.managed else None
+        return conditions(filter, fields, name)
+
     def _require_snapshots(self) -> None:
         if self.capabilities.no_snapshots:
             raise StoreError(self.capabilities.no_snapshots)
@@ -488,24 +497,61 @@ def check_name(name: str) -> None:
         raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
 
 
-def conditions(filter: Filter | None) -> list[Condition]:
+def conditions(
+    filter: Filter | None, fields: Mapping[str, str] | None = None, collection: str = ""
+) -> list[Condition]:
     """Our filter mapping as engine-neutral clauses, all of which must hold.
 
     A value matches exactly; a list, tuple or set matches any of its values; a ``Range``
-    bounds a number. A float value becomes the range ``[v, v]``: Qdrant matches keywords,
-    integers and bools exactly, and a float compared as a keyword would never match.
+    bounds a number. With ``fields`` (indexed field -> keyword / integer / float / bool),
+    a filter means what it says or is refused: the key must be a field (an unknown key
+    would silently match nothing), keyword values are text (``instance=123`` is the name
+    "123"), a float value or equality is the range ``[v, v]`` (Qdrant matches keywords,
+    integers and bools exactly: a float compared as a keyword never matches), and ranges
+    apply to numeric fields only.
     """
     out: list[Condition] = []
     for key, value in (filter or {}).items():
-        if isinstance(value, Range):
-            out.append(Condition(key, range=value))
-        elif isinstance(value, list | tuple | set | frozenset):
-            out.append(Condition(key, any_of=tuple(value)))
-        elif isinstance(value, float):
-            out.append(Condition(key, range=Range(gte=value, lte=value)))
-        else:
-            out.append(Condition(key, value=value))
+        kind = None if fields is None else fields.get(key)
+        if fields is not None and kind is None:
+            known = ", ".join(sorted(fields)) or "none"
+            raise StoreError(
+                f"cannot filter {collection or 'the collection'} on {key!r}: not an indexed "
+                f"field (fields: {known})"
+            )
+        out.append(_condition(key, value, kind))
     return out
+
+
+def _condition(key: str, value: Any, kind: str | None) -> Condition:
+    values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+    if not values:
+        raise StoreError(f"filter on {key!r}: an empty list of values matches nothing")
+    if isinstance(value, Range):
+        if kind in ("keyword", "bool", "text"):
+            raise StoreError(f"filter on {key!r}: a range needs a number field, {key} is {kind}")
+        return Condition(key, range=value)
+    if kind in ("keyword", "text"):
+        values = [v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+                  for v in values]  # fmt: skip
+    elif kind in ("integer", "float", "bool"):
+        wrong = [v for v in values if isinstance(v, str) or (kind == "bool") != isinstance(v, bool)]
+        if wrong:
+            expected = "true or false" if kind == "bool" else "a number"
+            raise StoreError(f"filter on {key!r}: {wrong[0]!r} is not {expected} ({key} is {kind})")
+        if kind == "integer" and any(float(v) != int(v) for v in values):
+            raise StoreError(f"filter on {key!r}: {key} holds whole numbers, not {value!r}")
+        values = [int(v) for v in values] if kind == "integer" else values
+        if kind == "float" and len(values) == 1:
+            return Condition(key, range=Range(gte=float(values[0]), lte=float(values[0])))
+        if kind == "float":
+            raise StoreError(f"filter on {key!r}: match one number or a range, not a list")
+    if len(values) == 1 and not isinstance(value, list | tuple | set | frozenset):
+        (single,) = values
+        if isinstance(single, float):
+            return Condition(key, range=Range(gte=single, lte=single))
+        return Condition(key, value=single)
+    return Condition(key, any_of=tuple(values))
 
 
 def to_hit(point: ScoredPoint, managed: bool = True) -> Hit:
