@@ -28,3 +28,7 @@ class VectorValidationError(StoreError):
 
 class AdaptationError(IliasError):
     """Training data or options that cannot train a linear adaptation layer."""
+
+
+class ExtractionError(IliasError):
+    """An extraction that cannot go on (its workers keep dying); stored points are kept."""

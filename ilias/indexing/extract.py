@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask
 import dask.bag as db
 import numpy as np
 from PIL import Image
 
+from ilias.errors import ExtractionError
 from ilias.indexing.encoders import cached_encoder
 from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.loader import DecodeFailure, Record, crop_to_box, decode_image
@@ -233,8 +235,29 @@ def extract(
 
         futures = client.compute(parts)
         for future in as_completed(futures):
-            yield future.result()
+            yield _partition_result(future)
             future.release()
+
+
+def _partition_result(future: Any) -> ExtractedPartition:
+    """A finished partition; a partition that kept killing its workers is one clear error.
+
+    Dask retries a partition on a fresh worker when its worker dies (out of memory, a
+    crashing decoder) and gives up after ``distributed.scheduler.allowed-failures`` deaths.
+    Every partition stored before that is kept: the load resumes where it stopped.
+    """
+    from distributed import KilledWorker
+
+    try:
+        result: ExtractedPartition = future.result()
+    except KilledWorker as error:
+        allowed = dask.config.get("distributed.scheduler.allowed-failures")
+        raise ExtractionError(
+            f"a partition killed {allowed + 1} Dask workers in a row (out of memory, or a "
+            "decoder that crashes the process?); what was stored is kept, so run the load "
+            "again to resume, with fewer --workers or a smaller --batch-size"
+        ) from error
+    return result
 
 
 # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so they hand memory back to
@@ -249,17 +272,23 @@ def local_cluster(n_workers: int):
     """Worker processes on this machine, one thread each (torch threads are set per task)."""
     from dask.distributed import LocalCluster
 
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": _WORKER_ENVIRON}),
-        LocalCluster(
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _WORKER_ENVIRON}):
+        cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
-        ) as cluster,
-    ):
+        )
+    try:
         yield cluster
+    finally:
+        # A worker restarting after a crash can make closing fail ("can only join a started
+        # process"); that must not replace the load's own result or error.
+        try:
+            cluster.close()
+        except Exception as error:
+            logger.warning("closing the local Dask cluster: %s", error)
 
 
 @contextmanager
