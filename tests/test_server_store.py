@@ -479,6 +479,21 @@ def test_real_transport_timeout_is_retried_then_reported():
         server.close()
 
 
+def test_a_silent_server_costs_two_timeouts_by_default_not_five():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections, never answers
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        store = ServerStore(url, ServerOptions(timeout=1))  # default policy: 5 attempts
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="timed out on all 2 attempts"):
+            store.list_collections()
+        assert 2.0 <= time.monotonic() - started < 4.5  # two timeouts and one short backoff
+    finally:
+        server.close()
+
+
 # -- snapshots: what the calls send ------------------------------------------------------
 
 

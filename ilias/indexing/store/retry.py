@@ -40,9 +40,13 @@ class RetryPolicy:
     ``attempts`` counts every try (1 = no retry). The wait before retry ``n`` (1-based) is
     ``min(max_delay, base_delay * 2 ** (n - 1))``, scaled by a random factor in
     ``[1 - jitter, 1]`` so that many workers retrying at once do not hit the server in step.
+    ``timeout_attempts`` caps the tries of a request that times out: a server that accepts
+    connections and never answers will not answer the third time either, so it costs at
+    most ``timeout_attempts`` request timeouts (2 x 60 s by default, not 5 x 60 s).
     """
 
     attempts: int = 5
+    timeout_attempts: int = 2
     base_delay: float = 0.5
     max_delay: float = 10.0
     jitter: float = 0.25
@@ -116,6 +120,7 @@ def call_with_retry(
     server's address as the user gave it (never the API key).
     """
     started = time.monotonic()
+    timeouts = 0
     for attempt in range(1, max(1, policy.attempts) + 1):
         try:
             return fn()
@@ -125,7 +130,8 @@ def call_with_retry(
             reason = transient_reason(error)
             if reason is None:
                 raise server_error(error, what=what, url=url) from error
-            if attempt >= policy.attempts:
+            timeouts += reason == "timed out"
+            if attempt >= policy.attempts or timeouts >= policy.timeout_attempts:
                 elapsed = time.monotonic() - started
                 raise StoreError(
                     f"Qdrant at {url} did not answer {what}: {reason} on all {attempt} "
