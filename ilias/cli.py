@@ -218,6 +218,8 @@ def load(
         f"present, {len(report.failures)} skipped (unreadable); {info.points} points in "
         f"{info.location}"
     )
+    if report.changed:
+        console.print(f"{report.changed} stored images had changed on disk: extracted again")
     if report.uploaded_by_workers:
         console.print(f"{report.uploaded_by_workers} points uploaded by the Dask workers directly")
     if swap is not None:

@@ -28,7 +28,7 @@ from ilias.errors import StoreError
 from ilias.indexing.extract import ExtractionOptions, WorkerUpload, extract
 from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
-from ilias.loader import DecodeFailure, Record
+from ilias.loader import FILE_STAMP, DecodeFailure, Record, file_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class LoadReport:
     collection: str
     total: int
     already_present: int = 0
+    changed: int = 0  # stored points whose file changed since (size or mtime): re-extracted
     loaded: int = 0
     failures: list[DecodeFailure] = field(default_factory=list)
     extract_seconds: float = 0.0
@@ -75,11 +76,12 @@ def load_collection(
     """
     report = LoadReport(collection=collection, total=len(records))
     _check_unique_ids(records)
+    records = [_stamped(r) for r in records]
     target = _worker_upload(store, collection, upload)
     existed = store.collection_exists(collection)
     if existed:
         options = _compatible_options(store, collection, options)
-        present = store.existing_ids(collection, [r.id for r in records])
+        present = _unchanged(store, collection, records, report)
         report.already_present = len(present)
         records = [r for r in records if r.id not in present]
         if present:
@@ -258,6 +260,38 @@ def _compatible_options(
     # A resumed load extracts exactly what the collection holds, local descriptors included.
     local = LocalConfig(**stored_local) if stored_local else None
     return replace(options, resolution=resolution, local=local)
+
+
+def _stamped(record: Record) -> Record:
+    """The record with its file's size and mtime in the payload (``file_stamp``)."""
+    stamp = file_stamp(record.source)
+    if stamp is None:
+        return record
+    return replace(record, payload={**record.payload, FILE_STAMP: stamp})
+
+
+def _unchanged(
+    store: Store, collection: str, records: Sequence[Record], report: LoadReport
+) -> set[str]:
+    """Ids already stored from the same file: a resumed load skips them.
+
+    A stored point whose file has another size or modification time now (an image replaced
+    at the same path) is extracted again and overwritten; points stored without a stamp
+    (by an older ilias, or from bytes) count as unchanged.
+    """
+    stored = store.stored_payloads(collection, [r.id for r in records], [FILE_STAMP])
+    changed = {
+        r.id
+        for r in records
+        if r.id in stored
+        and stored[r.id].get(FILE_STAMP) is not None
+        and stored[r.id].get(FILE_STAMP) != r.payload.get(FILE_STAMP)
+    }
+    if changed:
+        logger.info("%s: %d stored images changed on disk, extracting again", collection,
+                    len(changed))  # fmt: skip
+    report.changed = len(changed)
+    return set(stored) - changed
 
 
 def _check_unique_ids(records: Sequence[Record]) -> None:

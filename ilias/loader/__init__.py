@@ -15,9 +15,10 @@ from ilias.loader.datasets import (
     read_labelled,
 )
 from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
-from ilias.loader.records import Record, Role, TextQuery
+from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
 
 __all__ = [
+    "FILE_STAMP",
     "IMAGE_EXTENSIONS",
     "Benchmark",
     "DatasetSource",
@@ -28,6 +29,7 @@ __all__ = [
     "benchmark_for_collection",
     "crop_to_box",
     "decode_image",
+    "file_stamp",
     "ilias_metadata",
     "instance_of",
     "is_ilias_layout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,3 +39,22 @@ class TextQuery:
     id: str
     text: str
     instance: str
+
+
+FILE_STAMP = "file_stamp"  # payload: "<size>:<mtime_ns>" of the file a point was made from
+
+
+def file_stamp(source: Path | bytes | str) -> str | None:
+    """``"<bytes>:<mtime_ns>"`` of a file source, None for bytes or a file that is gone.
+
+    Stored with each point so that a reload re-extracts a file replaced at the same path
+    (size or modification time changed) instead of keeping its old vector. Cheap: a stat,
+    no read.
+    """
+    if not isinstance(source, str | Path):
+        return None
+    try:
+        stat = os.stat(source)
+    except (OSError, ValueError):  # gone, unreadable, or not a local path (a URL)
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"

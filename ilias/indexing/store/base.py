@@ -248,6 +248,13 @@ class Store:
         """The subset of dataset ids already stored: what a resumed load skips."""
         return set(self._retrieve(name, ids, vectors=(), payload=False))
 
+    def stored_payloads(
+        self, name: str, ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The named payload keys of stored points, by dataset id (missing ids absent)."""
+        found = self._retrieve(name, ids, vectors=(), payload=list(keys))
+        return {i: dict(p.payload) for i, p in found.items()}
+
     def finish_load(self, name: str) -> None:
         """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
         self.engine.build_index(self._target(name), self.collection_config(name))
