@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from ilias.errors import IliasError
@@ -100,3 +101,37 @@ def test_the_pixel_limit_is_configurable_and_checked(monkeypatch):
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(IliasError, match="ILIAS_MAX_PIXELS='lots'"):
         decode_image("a", picture)
+
+
+VALID = {
+    fmt: encoded(Image.new("RGB", (24, 16), (90, 140, 30)), fmt)
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(VALID)),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+    st.integers(0, 10_000),
+)
+def test_fuzzed_image_bytes_decode_or_are_a_counted_failure(fmt, flips, cut):
+    """Valid files of six formats with bytes flipped and tails cut: decoding returns an RGB
+    image or a DecodeFailure with a reason, and never raises."""
+    data = bytearray(VALID[fmt])
+    for position, value in flips:
+        if data:
+            data[position % len(data)] = value
+    data = data[: max(0, len(data) - cut % (len(data) + 1))]
+    result = decode_image("fuzz", bytes(data))
+    if isinstance(result, DecodeFailure):
+        assert result.id == "fuzz" and result.reason and "\n" not in result.reason
+    else:
+        assert result.mode == "RGB" and result.width * result.height > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_raise(data):
+    result = decode_image("bytes", data)
+    assert isinstance(result, DecodeFailure) or result.mode == "RGB"
