@@ -16,6 +16,14 @@ from ilias.loader.datasets import (
 )
 from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
 from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
+from ilias.loader.webdataset import (
+    ShardReport,
+    expand_shards,
+    read_selection,
+    read_shard,
+    sample_key,
+    shard_name,
+)
 
 __all__ = [
     "FILE_STAMP",
@@ -25,10 +33,12 @@ __all__ = [
     "DecodeFailure",
     "Record",
     "Role",
+    "ShardReport",
     "TextQuery",
     "benchmark_for_collection",
     "crop_to_box",
     "decode_image",
+    "expand_shards",
     "file_stamp",
     "ilias_metadata",
     "instance_of",
@@ -38,4 +48,8 @@ __all__ = [
     "read_ilias",
     "read_images",
     "read_labelled",
+    "read_selection",
+    "read_shard",
+    "sample_key",
+    "shard_name",
 ]

@@ -1,0 +1,176 @@
+"""WebDataset tar shards: the form the ILIAS distractors (YFCC100M) are distributed in.
+
+A shard is one ``.tar`` of samples; a sample is the members that share a key (WebDataset's
+rule: the member path up to the first dot of its file name), one of which is the image.
+Shards are named by a folder of ``.tar`` files, a glob, a list of paths, or the brace
+pattern the reference uses (``yfcc100m/{00000..00049}.tar``), locally or at any fsspec URL
+(``https://...``, ``s3://...`` where the fsspec backend is installed).
+
+Ids are exactly the reference's (``feature_extraction/src/datasets/generators.py``,
+``merge_id_shard``): ``<shard file name>/<sample key>``, e.g. ``00000.tar/8a2f...``, so
+``image_ids/distractor_ids.txt.gz`` and reference similarity files name the same images.
+As in the reference, a sample is an image when it has a ``jpg`` member (``filter_no_image``).
+
+Reading streams the tar once, front to back (``tarfile`` stream mode): no index, no seek,
+so a remote shard is read as it downloads. A member that is not part of an image sample is
+skipped and counted; a truncated or corrupt tar ends that shard with what was read so far
+and the reason, counted, never fatal. Selections (mini-ILIAS) keep the samples whose key
+is listed, as the reference's selection filter does (``in_shortlist``: the key, not the
+shard).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ilias.errors import DatasetError
+from ilias.loader.records import Record, Role
+
+IMAGE_MEMBER = "jpg"  # the reference keeps samples with a .jpg member
+
+
+def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
+    """The shard locations ``spec`` names, in order.
+
+    A folder: its ``*.tar`` files, sorted. A brace pattern: every expansion (local ones
+    must exist). A glob: its sorted matches. A URL (``scheme://``): as written, brace
+    patterns expanded. A list: each item expanded in turn.
+    """
+    if not isinstance(spec, str | Path):
+        return [shard for item in spec for shard in expand_shards(item)]
+    text = str(spec)
+    if "{" in text:
+        from braceexpand import braceexpand
+
+        shards = list(braceexpand(text))
+        missing = [s for s in shards if "://" not in s and not Path(s).is_file()]
+        if missing:
+            raise DatasetError(
+                f"{text}: {len(missing)} of {len(shards)} shards are missing (first: "
+                f"{missing[0]}); download them or narrow the pattern"
+            )
+        return shards
+    if "://" in text:
+        return [text]
+    path = Path(text).expanduser()
+    if path.is_dir():
+        shards = sorted(str(p) for p in path.glob("*.tar"))
+        if not shards:
+            raise DatasetError(f"{path} holds no .tar shards")
+        return shards
+    if any(ch in text for ch in "*?["):
+        shards = sorted(glob.glob(str(path)))
+        if not shards:
+            raise DatasetError(f"{text} matches no shard")
+        return shards
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such shard, folder or pattern")
+    return [str(path)]
+
+
+def shard_name(location: str) -> str:
+    """The shard's file name, the first part of its samples' ids (``00000.tar``)."""
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def sample_key(member: str) -> tuple[str, str]:
+    """WebDataset's split of a member path: ``(key, extension)``; the key keeps folders and
+    ends at the first dot of the file name (``a/b.c.jpg`` -> ``("a/b", "c.jpg")``)."""
+    folder, _, name = member.rpartition("/")
+    stem, dot, extension = name.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), (extension.lower() if dot else "")
+
+
+def read_selection(path: str | Path) -> frozenset[str]:
+    """A selection list (mini-ILIAS): one sample key per line, plain or ``.gz``.
+
+    A line written as a full id (``00000.tar/<key>``) selects its key, so a list of ilias
+    ids works too.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such selection file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            keys = [line.strip().rpartition(".tar/")[2] for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the selection ({error})") from error
+    if not keys:
+        raise DatasetError(f"{path}: the selection is empty")
+    return frozenset(keys)
+
+
+@dataclass
+class ShardReport:
+    """What reading one shard gave: samples kept, and what was skipped and why."""
+
+    shard: str
+    samples: int = 0
+    not_selected: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    error: str | None = None  # a truncated or unreadable shard: why it ended early
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def read_shard(
+    location: str,
+    report: ShardReport | None = None,
+    selection: frozenset[str] | None = None,
+    role: Role = Role.DISTRACTOR,
+) -> Iterator[Record]:
+    """The image samples of one shard as records (the image bytes as ``source``).
+
+    ``report`` (optional) collects counts and the reason a damaged shard ended early.
+    """
+    import fsspec
+
+    report = report if report is not None else ShardReport(location)
+    name = shard_name(location)
+    pending: dict[str, dict[str, bytes]] = {}
+    current: str | None = None
+
+    def finish(key: str) -> Iterator[Record]:
+        members = pending.pop(key)
+        if IMAGE_MEMBER not in members:
+            for extension in members:
+                report.skip(f"not an image sample (.{extension})" if extension else "no extension")
+            return
+        if selection is not None and key not in selection:
+            report.not_selected += 1
+            return
+        for extension in members:
+            if extension != IMAGE_MEMBER:
+                report.skip(f"other member of an image sample (.{extension})")
+        report.samples += 1
+        sample_id = f"{name}/{key}"
+        payload = {"id": sample_id, "role": role.value, "shard": name}
+        yield Record(sample_id, members[IMAGE_MEMBER], payload)
+
+    try:
+        with fsspec.open(location, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, extension = sample_key(member.name)
+                if current is not None and key != current and current in pending:
+                    yield from finish(current)
+                current = key
+                members = pending.setdefault(key, {})  # before reading: a cut read counts
+                handle = tar.extractfile(member)
+                members[extension] = handle.read() if handle else b""
+    except (tarfile.TarError, OSError, EOFError) as error:
+        report.error = f"{type(error).__name__}: {error}".splitlines()[0]
+    for key in list(pending):
+        if report.error is None:
+            yield from finish(key)
+        else:  # the last sample of a damaged shard may be cut: not trusted
+            report.skip("sample cut by a damaged shard")
+            pending.pop(key)
