@@ -238,6 +238,35 @@ def load(
         console.print(f"  [yellow]skipped[/] {failure.id}: {failure.reason}")
 
 
+@app.command("import-features")
+def import_features_command(
+    files: Annotated[list[Path], typer.Argument(help="Reference HDF5 files (index + features).")],
+    encoder: Annotated[
+        str,
+        typer.Option(help="The encoder spec the features were made with (queries use it too)."),
+    ],
+    resolution: Annotated[
+        int | None, typer.Option(help="The resolution they were extracted at.")
+    ] = None,
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+) -> None:
+    """Load features extracted by the ILIAS reference code into a collection (resumable)."""
+    from ilias.indexing import import_features
+
+    with _open_store(store) as backend, _progress() as bar:
+        task = bar.add_task("files", total=len(files))
+        report = import_features(
+            files, backend, collection, encoder=encoder, resolution=resolution,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+        points = backend.count(collection)
+    console.print(
+        f"[bold]{collection}[/]: {report.loaded} imported, {report.already_present} already "
+        f"present, from {len(report.files)} files; {points} points"
+    )
+
+
 @app.command()
 def search(
     image: Annotated[Path | None, typer.Option("--image", help="Query image.")] = None,

@@ -15,6 +15,13 @@ from .extract import (
     extract as extract,
     load_image_for as load_image_for,
 )
+from .features import (
+    FeatureFile as FeatureFile,
+    ImportReport as ImportReport,
+    import_features as import_features,
+    read_features as read_features,
+    write_features as write_features,
+)
 from .load import (
     LoadReport as LoadReport,
     VersionedLoad as VersionedLoad,
