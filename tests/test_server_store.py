@@ -462,36 +462,29 @@ def test_real_transport_refused_connection(scheme):
         store.list_collections()
 
 
-def test_real_transport_timeout_is_retried_then_reported():
+@pytest.fixture
+def silent_server():
+    """A loopback socket that accepts connections and never answers."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen(8)  # accepts connections, never answers
-    url = f"http://127.0.0.1:{server.getsockname()[1]}"
-    try:
-        store = ServerStore(
-            url, ServerOptions(timeout=1), retry=RetryPolicy(attempts=2, base_delay=0)
-        )
-        started = time.monotonic()
-        with pytest.raises(StoreError, match="timed out on all 2 attempts"):
-            store.list_collections()
-        assert time.monotonic() - started >= 2.0  # two full timeouts, not an instant failure
-    finally:
-        server.close()
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
 
 
-def test_a_silent_server_costs_two_timeouts_by_default_not_five():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)  # accepts connections, never answers
-    url = f"http://127.0.0.1:{server.getsockname()[1]}"
-    try:
-        store = ServerStore(url, ServerOptions(timeout=1))  # default policy: 5 attempts
-        started = time.monotonic()
-        with pytest.raises(StoreError, match="timed out on all 2 attempts"):
-            store.list_collections()
-        assert 2.0 <= time.monotonic() - started < 4.5  # two timeouts and one short backoff
-    finally:
-        server.close()
+@pytest.mark.parametrize(
+    "retry",
+    [
+        RetryPolicy(attempts=2, base_delay=0),
+        None,  # the default policy: 5 attempts, but a timed-out request is tried twice
+    ],
+)
+def test_a_silent_server_costs_two_timeouts_then_one_line(silent_server, retry):
+    store = ServerStore(silent_server, ServerOptions(timeout=1), retry=retry)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="timed out on all 2 attempts"):
+        store.list_collections()
+    assert 2.0 <= time.monotonic() - started < 4.5  # two full timeouts, one short backoff
 
 
 # -- snapshots: what the calls send ------------------------------------------------------
