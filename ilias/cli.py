@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 
 from ilias import __version__
 from ilias.config import Settings, data_home
-from ilias.errors import IliasError
+from ilias.errors import CollectionBusy, IliasError
 from ilias.query.where import parse_bbox, parse_where
 from ilias.types import LocalConfig, SearchParams
 
@@ -606,7 +606,17 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     )  # fmt: skip
     rows = []
     for name in names:
-        details = backend.info(name)
+        try:
+            details = backend.info(name)
+        except CollectionBusy:  # a load holds it: show what its config says, not a failure
+            config = backend.collection_config(name)
+            rows.append((
+                name, ", ".join(aliases.get(name, [])) or "-", "?", "?",
+                "in use by another process", "-", "-", str(config.dim),
+                str(config.local_dim or "-"), str(config.metadata.get("encoder")),
+                str(config.metadata.get("resolution")),
+            ))  # fmt: skip
+            continue
         config, meta = details.config, details.config.metadata
         # What the engine applies; the in-process engine ignores the int8 asked for.
         quant = details.quantization or ("none (int8 asked)" if config.quantization else "none")

@@ -22,6 +22,10 @@ class StoreError(IliasError):
     """A store spec, collection or operation that the engine refuses."""
 
 
+class CollectionBusy(StoreError):
+    """A collection another process holds (an Edge shard has one owner, e.g. a running load)."""
+
+
 class VectorValidationError(StoreError):
     """Vectors that must not reach the engine: NaN/inf, wrong dimension, not normalised."""
 

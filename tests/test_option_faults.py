@@ -113,3 +113,48 @@ def test_an_edge_store_that_is_a_file_is_refused(tmp_path):
         f"edge:{a_file}: {a_file} is a file; an Edge store is a folder (give a folder path, "
         "created if missing)"
     )
+
+
+HOLD = """
+import sys, time
+from ilias.indexing import CollectionConfig, EdgeStore
+store = EdgeStore(sys.argv[1])
+store.create_collection("busy", CollectionConfig(dim=4, metadata={"encoder": "timm:x"}))
+store.upsert("busy", ["a.jpg"], [[1.0, 0.0, 0.0, 0.0]], [{}])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_inspection_works_while_another_process_holds_a_collection(tmp_path, monkeypatch):
+    """A running load owns its Edge shard: `ilias collections` still lists the store (the
+    held collection from its config), and a second writer gets the clear refusal."""
+    import subprocess
+    import sys
+
+    from ilias import cli
+    from ilias.indexing import CollectionConfig, EdgeStore
+
+    monkeypatch.setattr(cli.console, "width", 250)  # one row per line
+    with EdgeStore(tmp_path) as store:
+        store.create_collection("free", CollectionConfig(dim=4, metadata={"encoder": "timm:y"}))
+        store.upsert("free", ["b.jpg"], [[0.0, 1.0, 0.0, 0.0]], [{}])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        listed = runner.invoke(app, ["collections", "--store", f"edge:{tmp_path}"])
+        assert listed.exit_code == 0, listed.output
+        rows = {line.split("│")[1].strip(): line for line in listed.output.splitlines()
+                if line.count("│") > 3 and ("busy" in line or "free" in line)}  # fmt: skip
+        assert "in use by another process" in rows["busy"] and "timm:x" in rows["busy"]
+        assert "in use" not in rows["free"] and " 1 " in rows["free"]
+        with (
+            EdgeStore(tmp_path) as second,
+            pytest.raises(IliasError, match="open in another process"),
+        ):
+            second.upsert("busy", ["c.jpg"], [[0.0, 0.0, 1.0, 0.0]], [{}])
+    finally:
+        holder.kill()
+        holder.wait()

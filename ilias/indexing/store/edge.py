@@ -30,7 +30,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from ilias.errors import StoreError
+from ilias.errors import CollectionBusy, StoreError
 from ilias.indexing.store.base import Store
 from ilias.indexing.store.engine import (
     Capabilities,
@@ -241,7 +241,7 @@ class EdgeEngine(Engine):
                 shard = qe.EdgeShard.load(str(self.root / name / "shard"))
             except Exception as error:  # the binding raises plain Exception
                 if "WouldBlock" in str(error):
-                    raise StoreError(
+                    raise CollectionBusy(
                         f"collection {name!r} in {self.location} is open in another process "
                         "(Qdrant Edge allows one); wait for it or stop it"
                     ) from error
