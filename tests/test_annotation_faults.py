@@ -19,6 +19,8 @@ from ilias.indexing import load_image_for
 from ilias.loader import Record, read_bbox, read_ilias
 from ilias.loader.images import DecodeFailure
 
+pytestmark = pytest.mark.faults
+
 
 def layout(root: Path, bbox: str | None = None, positives: str | None = None) -> Path:
     query = root / "core" / "obj" / "query"

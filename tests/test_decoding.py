@@ -15,6 +15,8 @@ from ilias.errors import IliasError
 from ilias.loader import DecodeFailure, decode_image
 from ilias.loader.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 
+pytestmark = pytest.mark.faults
+
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()

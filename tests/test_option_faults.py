@@ -13,6 +13,8 @@ from ilias.indexing import open_store
 from ilias.query import parse_bbox, parse_where
 from ilias.types import Range, SearchParams
 
+pytestmark = pytest.mark.faults
+
 runner = CliRunner()
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 CLAUSE = st.one_of(

@@ -139,6 +139,7 @@ KILLED_LOAD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.faults
 def test_kill_9_mid_load_then_resume_gives_exact_count(bench, tiny_ilias, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", KILLED_LOAD, str(tiny_ilias), str(tmp_path)],

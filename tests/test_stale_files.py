@@ -14,7 +14,7 @@ from ilias.config import DEFAULT_ENCODER
 from ilias.indexing import EdgeStore, ExtractionOptions, load_collection
 from ilias.loader import FILE_STAMP, read_images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 OPTIONS = ExtractionOptions(encoder=DEFAULT_ENCODER, resolution=224, scheduler="sync")
 
 

@@ -328,6 +328,7 @@ with EdgeStore(sys.argv[1]) as store:
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_edge_kill_9_during_the_index_build_loses_nothing_and_leaves_no_temp_files(tmp_path):
     """A real SIGKILL while optimize() writes its new segment: every point survives (WAL),
     the half-built segment is removed at the next open, and the build can run again."""

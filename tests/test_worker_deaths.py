@@ -15,7 +15,7 @@ from ilias.errors import ExtractionError
 from ilias.indexing import EdgeStore, ExtractionOptions, load_collection
 from ilias.loader import Record, read_images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 POISON = textwrap.dedent(
     '''
