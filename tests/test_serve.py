@@ -434,3 +434,83 @@ def test_concurrent_requests_build_one_retriever(client: TestClient) -> None:
     assert all(a == answers[0] for a in answers)
     assert state.retriever(COLLECTION) is first
     assert first.encoder is state.retriever(COLLECTION).encoder
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_ilias_serve_starts_uvicorn_and_answers(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "ILIAS_API_KEY"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ilias", "serve", "--store", f"edge:{tmp_path / 'q'}",
+         "--port", str(port), "--runs", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as answer:
+                    assert json.load(answer)["status"] == "ready"
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "ilias serve did not start in 60 s"
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json") as answer:
+            assert json.load(answer)["info"]["title"] == "ilias query service"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_ilias_serve_refuses_a_missing_runs_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ilias.cli import app
+    from ilias.errors import IliasError
+
+    result = CliRunner().invoke(
+        app, ["serve", "--store", f"edge:{tmp_path / 'q'}", "--runs", str(tmp_path / "none")]
+    )
+    assert isinstance(result.exception, IliasError)
+    assert str(result.exception).startswith(f"--runs {tmp_path / 'none'}: no such folder")
+
+
+def test_compose_runs_the_service_beside_qdrant(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    if not shutil.which("docker-compose"):
+        pytest.skip(
+            "no docker-compose to validate deploy/ilias.yml (apt-get install docker-compose)"
+        )
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "ILIAS_"))}
+    done = subprocess.run(
+        ["docker-compose", "-f", str(deploy / "qdrant.yml"), "-f", str(deploy / "ilias.yml"),
+         "config"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    service = yaml.safe_load(done.stdout)["services"]["ilias-serve"]
+    assert service["command"][:1] == ["serve"] and "0.0.0.0" in service["command"]
+    assert service["environment"]["ILIAS_STORE"] == "http://qdrant:6333"
+    assert (
+        service["ports"][0]["host_ip"] == "127.0.0.1"
+        if isinstance(service["ports"][0], dict)
+        else str(service["ports"][0]).startswith("127.0.0.1:")
+    )
