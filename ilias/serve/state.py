@@ -35,6 +35,7 @@ class ServiceState:
         self._retrievers: dict[str, Retriever] = {}
         self._build_lock = threading.Lock()
         self._store_lock = threading.RLock()
+        self._cache_lock = threading.Lock()
         self._payloads: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -91,7 +92,8 @@ class ServiceState:
     def payload(self, collection: str, dataset_id: str) -> dict[str, Any]:
         """A stored point's payload by its dataset id (404 if there is no such point)."""
         key = (collection, dataset_id)
-        cached = self._payloads.get(key)
+        with self._cache_lock:
+            cached = self._payloads.get(key)
         if cached is not None:
             return cached
         retriever = self.retriever(collection)
@@ -104,9 +106,10 @@ class ServiceState:
         if not hits:
             raise NotFound(f"no point with id {dataset_id!r} in {collection!r}")
         payload = dict(hits[0].payload)
-        self._payloads[key] = payload
-        if len(self._payloads) > _PAYLOAD_CACHE:
-            self._payloads.popitem(last=False)
+        with self._cache_lock:
+            self._payloads[key] = payload
+            if len(self._payloads) > _PAYLOAD_CACHE:
+                self._payloads.popitem(last=False)
         return payload
 
     def image_roots(self, collection: str) -> list[str]:
