@@ -195,6 +195,69 @@ def test_rerank_steps_run_and_are_timed(client: TestClient) -> None:
     assert "global" in answer["timings_ms"] and len(answer["timings_ms"]) >= 3
 
 
+class WithTextTower:
+    """The collection's image encoder plus a deterministic text side (the offline default
+    has no text tower): enough to check that text and hybrid answers are the library's."""
+
+    def __init__(self, inner):
+        self.inner, self.dim, self.spec = inner, inner.dim, inner.spec
+
+    def encode_images(self, images):
+        return self.inner.encode_images(images)
+
+    def encode_texts(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        rows = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+            row = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            rows.append(row / np.linalg.norm(row))
+        return np.stack(rows)
+
+
+@pytest.mark.slow
+def test_text_and_hybrid_answers_are_the_library_search(
+    client: TestClient, tiny_ilias: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = client.app.state.service  # type: ignore[attr-defined]
+    plain = state.retriever(COLLECTION)
+    texty = Retriever(state.store, COLLECTION, encoder=WithTextTower(plain.encoder))
+    monkeypatch.setitem(state._retrievers, COLLECTION, texty)
+    query = tiny_ilias / "core" / "coffee" / "query" / "Q000.jpg"
+    by_text = client.post(
+        f"/api/collections/{COLLECTION}/search", json={"text": "a cup of coffee", "k": 6}
+    )
+    assert by_text.status_code == 200, by_text.text
+    expected = texty.search(text="a cup of coffee", k=6)
+    assert hits_of(by_text.json()) == [(h.id, h.score) for h in expected]
+    hybrid = upload(client, query.read_bytes(), {"text": "a cup of coffee", "weight": 0.3, "k": 6})
+    assert hybrid.status_code == 200, hybrid.text
+    expected = texty.search(QueryImage(query), "a cup of coffee", weight=0.3, k=6)
+    assert hits_of(hybrid.json()) == [(h.id, h.score) for h in expected]
+    assert hybrid.json()["query"] == "upload q.jpg"
+    assert {"encode", "encode_text", "search"} <= set(hybrid.json()["timings_ms"])
+
+
+@pytest.mark.slow
+def test_an_alias_is_listed_and_searched(client: TestClient) -> None:
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    store.set_alias("tiny-latest", COLLECTION)
+    try:
+        listed = client.get("/api/collections").json()
+        assert listed["aliases"] == {"tiny-latest": COLLECTION}
+        assert listed["collections"][0]["aliases"] == ["tiny-latest"]
+        assert client.get("/api/collections/tiny-latest").json()["name"] == COLLECTION
+        body = {"id": "cat/pos/P000.jpg", "k": 3}
+        via_alias = client.post("/api/collections/tiny-latest/search", json=body).json()
+        direct = client.post(f"/api/collections/{COLLECTION}/search", json=body).json()
+        assert hits_of(via_alias) == hits_of(direct)
+    finally:
+        store.delete_alias("tiny-latest")
+
+
 # ------------------------------------------------------------------ bad input: one-line 4xx
 
 
