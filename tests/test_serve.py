@@ -331,6 +331,17 @@ def test_upload_size_and_pixel_limits(client: TestClient, monkeypatch: pytest.Mo
     )
 
 
+def test_a_declared_huge_upload_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    settings = ServeSettings(store=f"edge:{tmp_path / 'q'}", max_upload_bytes=1000)
+    with TestClient(create_app(settings)) as small:
+        answer = small.post(
+            "/api/collections/any/search/image",
+            files={"image": ("big.jpg", b"\0" * 200_000, "image/jpeg")},
+        )
+    assert answer.status_code == 413
+    assert answer.json()["detail"].startswith("upload larger than the limit of 1,000 bytes")
+
+
 # ------------------------------------------------------------------ images
 
 

@@ -121,6 +121,31 @@ def test_upload_see_the_grid_and_click_a_result(
     )
 
 
+def test_a_dropped_image_is_searched(page, base_url: str, tiny_ilias: Path) -> None:
+    import base64
+
+    page.goto(base_url)
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    data = (tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg").read_bytes()
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dropped = new DataTransfer();
+            dropped.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dropped, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(data).decode(),
+    )
+    page.wait_for_function(
+        "document.querySelector('#query-label')?.textContent === 'Query: uploaded dropped.jpg'"
+    )
+    page.wait_for_function(
+        "document.querySelector('#results li:first-child button')?.dataset.id"
+        "?.startsWith('rocket/pos/')"
+    )
+
+
 def test_enter_on_a_stored_id_searches(page, base_url: str) -> None:
     page.goto(base_url)
     page.wait_for_function("document.querySelector('#collection').options.length > 0")

@@ -21,6 +21,7 @@ from ilias.serve.errors import install_error_handlers
 from ilias.serve.security import install_security
 from ilias.serve.settings import ServeSettings
 from ilias.serve.state import ServiceState
+from ilias.serve.uploads import install_upload_limit
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -47,6 +48,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_error_handlers(app)
+    install_upload_limit(app, settings.max_upload_bytes)
     install_security(app, settings)
     for module in (api_collections, api_search, api_images, api_runs):
         app.include_router(module.router)
