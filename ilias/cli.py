@@ -885,3 +885,59 @@ def main() -> None:
 
 if __name__ == "__main__":  # python -m ilias.cli, as python -m ilias
     main()
+
+
+# ------------------------------------------------------------------ ilias serve
+# The HTTP query service and web page (ilias.serve), imported only when the command runs.
+
+
+@app.command()
+def serve(
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+    runs: Annotated[
+        Path | None,
+        typer.Option("--runs", help="Folder of `ilias eval run` results folders to explore."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            envvar="ILIAS_CORS_ORIGINS",
+            help="Allow browser calls from this origin (repeatable); none by default.",
+        ),
+    ] = None,
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-upload-bytes",
+            envvar="ILIAS_MAX_UPLOAD_BYTES",
+            help="Largest query image accepted (default 20 MiB).",
+        ),
+    ] = None,
+) -> None:
+    """Serve search, images and evaluation runs over HTTP, with a web page at /.
+
+    One process owns an Edge store; to scale out, use a Qdrant server store and several
+    service processes. The API key, if any, is read from ILIAS_API_KEY.
+    """
+    import dataclasses
+
+    import uvicorn
+
+    from ilias.serve import ServeSettings, create_app
+
+    if runs is not None and not runs.is_dir():
+        raise IliasError(f"--runs {runs}: no such folder; give the folder holding run folders")
+    if max_upload_bytes is not None and max_upload_bytes < 1:
+        raise IliasError("--max-upload-bytes: give a positive number of bytes")
+    settings = ServeSettings(store=store, collection=collection, runs=runs)
+    if cors_origin:
+        origins = tuple(o.strip() for value in cors_origin for o in value.split(",") if o.strip())
+        settings = dataclasses.replace(settings, cors_origins=origins)
+    if max_upload_bytes is not None:
+        settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
+    console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

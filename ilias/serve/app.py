@@ -1,0 +1,62 @@
+"""The app factory: routers, error handlers, security, the page, and the store's lifetime.
+
+``create_app(settings)`` opens the store when the app starts and closes it when it stops
+(Qdrant Edge: this process owns the shard until then). It builds nothing else: routers
+live in the ``api_*`` modules, the page in ``static/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from ilias import __version__
+from ilias.serve import api_collections, api_images, api_runs, api_search
+from ilias.serve.errors import install_error_handlers
+from ilias.serve.security import install_security
+from ilias.serve.settings import ServeSettings
+from ilias.serve.state import ServiceState
+from ilias.serve.uploads import install_upload_limit
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The service over ``settings.store`` (the configured default store if None)."""
+    settings = settings or ServeSettings()
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.open()
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(
+        title="ilias query service",
+        version=__version__,
+        description="Instance-level image search over one Qdrant store, and the evaluation "
+        "runs of `ilias eval run`.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    install_upload_limit(app, settings.max_upload_bytes)
+    install_security(app, settings)
+    for module in (api_collections, api_search, api_images, api_runs):
+        app.include_router(module.router)
+    app.include_router(api_collections.health_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

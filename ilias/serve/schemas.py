@@ -1,0 +1,149 @@
+"""Request and response models: the OpenAPI document at /openapi.json is built from these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ilias.serve.settings import MAX_K
+
+
+class SearchParamsModel(BaseModel):
+    """How Qdrant searches (the CLI's --exact, --hnsw-ef, --oversampling, --rescore)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exact: bool = False
+    hnsw_ef: int | None = Field(default=None, ge=1)
+    oversampling: float | None = Field(default=None, ge=1.0)
+    rescore: bool = True
+
+
+class SearchRequest(BaseModel):
+    """A search by a stored point's id ("more like this", its stored vector), by text, or
+    both (hybrid). Uploading an image instead: ``POST .../search/image`` with this model as
+    the ``query`` form field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        default=None, description="dataset id of a stored point: search with its vector"
+    )
+    text: str | None = Field(
+        default=None, description="text query (needs a vision-language encoder)"
+    )
+    weight: float = Field(default=0.5, ge=0.0, le=1.0, description="text share of a hybrid score")
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    where: list[str] = Field(
+        default_factory=list, description="clauses as --where takes them: role=positive, scale>=0.1"
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="structured filter: {key: value | [values] | {gte, lte, gt, lt}}; "
+        "ANDed with the where clauses",
+    )
+    params: SearchParamsModel = Field(default_factory=SearchParamsModel)
+    rerank: list[str] = Field(
+        default_factory=list, description="re-ranking steps, as --rerank takes them: aqe, cs, sp"
+    )
+
+
+class HitModel(BaseModel):
+    rank: int
+    id: str
+    score: float
+    payload: dict[str, Any]
+    thumbnail: str
+    image: str
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    query: str
+    k: int
+    hits: list[HitModel]
+    timings_ms: dict[str, float] = Field(description="milliseconds per stage")
+
+
+class CollectionModel(BaseModel):
+    name: str
+    aliases: list[str]
+    points: int
+    indexed_vectors: int
+    status: str | None
+    dim: int
+    local_dim: int | None
+    encoder: str | None
+    resolution: int | None
+    metadata: dict[str, Any]
+
+
+class CollectionsResponse(BaseModel):
+    store: str
+    default: str
+    collections: list[CollectionModel]
+    aliases: dict[str, str]
+
+
+class RunSummary(BaseModel):
+    name: str
+    map: float | None
+    oracle: float | None
+    n_queries: int
+    k: int
+    collection: str | None
+    encoder: str | None
+    created: str | None
+
+
+class QueryAP(BaseModel):
+    query_id: str
+    instance: str
+    kind: str
+    ap: float
+    oracle: float
+    n_positives: int
+
+
+class RunDetail(BaseModel):
+    run: RunSummary
+    queries: list[QueryAP] = Field(description="image queries, lowest AP first")
+
+
+class RankedHit(BaseModel):
+    rank: int
+    id: str
+    score: float
+    positive: bool
+    thumbnail: str
+
+
+class MissedPositive(BaseModel):
+    id: str
+    rank: int | None = Field(description="rank in the stored ranking; None: not in the top k")
+    thumbnail: str
+
+
+class QueryDetail(BaseModel):
+    run: str
+    query_id: str
+    instance: str
+    ap: float | None
+    n_positives: int
+    image: str
+    hits: list[RankedHit]
+    missed: list[MissedPositive]
+
+
+class ComparedQuery(BaseModel):
+    query_id: str
+    ap_a: float
+    ap_b: float
+    delta: float
+
+
+class RunComparison(BaseModel):
+    a: RunSummary
+    b: RunSummary
+    queries: list[ComparedQuery] = Field(description="largest |B - A| first")

@@ -1,0 +1,197 @@
+"""The web page in a real headless Chromium (Playwright) against a real uvicorn on loopback.
+
+Upload a query image and see the grid; press Enter on a stored id; click a result and see
+the new query; open the evaluation explorer and see positives framed green, distractors
+red, the missed positives and two runs compared. ``ILIAS_UPDATE_SCREENSHOTS=1`` writes
+the two screenshots the README shows into docs/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from test_serve import COLLECTION, build_runs  # the same collection and runs as the API tests
+
+from ilias.serve import ServeSettings, create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ROOT = Path(__file__).resolve().parent.parent
+GREEN, RED = "rgb(26, 158, 58)", "rgb(208, 52, 44)"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).is_file(),
+        reason="no Chromium to drive: apt-get install -y chromium (Playwright's own browser "
+        "download does not work offline)",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real uvicorn in a thread, serving the tiny collection and two runs."""
+    store, runs = build_runs(tiny_ilias, tmp_path_factory.mktemp("serve_page"))
+    app = create_app(ServeSettings(store=store, collection=COLLECTION, runs=runs))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1366, "height": 860})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == []  # no script error on the page
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    if os.environ.get("ILIAS_UPDATE_SCREENSHOTS"):
+        return ROOT / "docs" / name
+    return tmp_path / name
+
+
+def test_upload_see_the_grid_and_click_a_result(
+    page, base_url: str, tiny_ilias: Path, tmp_path: Path
+) -> None:
+    page.goto(base_url)
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    assert page.input_value("#collection") == COLLECTION
+    page.fill("#k", "12")
+    page.set_input_files("#file", str(tiny_ilias / "core" / "cat" / "query" / "Q000.jpg"))
+    page.click("#search-button")
+    page.wait_for_function("document.querySelectorAll('#results li').length === 12")
+    assert page.text_content("#query-label") == "Query: uploaded Q000.jpg"
+    first = page.get_attribute("#results li:first-child button", "data-id")
+    assert first is not None and first.startswith("cat/pos/")
+    assert "decode" in page.text_content("#timings")
+    # thumbnails loaded (natural size known), payload shown on hover
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)"
+    )
+    page.hover("#results li:nth-child(2) button")
+    assert '"role"' in page.text_content("#tooltip")
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(screenshot_path(tmp_path, "serve-search.png")), full_page=True)
+
+    # click a result: a new search with its stored vector, the clicked image first
+    clicked = page.get_attribute("#results li:nth-child(3) button", "data-id")
+    page.click("#results li:nth-child(3) button")
+    page.wait_for_function(
+        f"document.querySelector('#query-label').textContent === 'Query: stored {clicked}'"
+    )
+    page.wait_for_function(
+        f"document.querySelector('#results li:first-child button').dataset.id === '{clicked}'"
+    )
+
+
+def test_a_dropped_image_is_searched(page, base_url: str, tiny_ilias: Path) -> None:
+    import base64
+
+    page.goto(base_url)
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    data = (tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg").read_bytes()
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dropped = new DataTransfer();
+            dropped.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dropped, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(data).decode(),
+    )
+    page.wait_for_function(
+        "document.querySelector('#query-label')?.textContent === 'Query: uploaded dropped.jpg'"
+    )
+    page.wait_for_function(
+        "document.querySelector('#results li:first-child button')?.dataset.id"
+        "?.startsWith('rocket/pos/')"
+    )
+
+
+def test_enter_on_a_stored_id_searches(page, base_url: str) -> None:
+    page.goto(base_url)
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    page.focus("#stored-id")
+    page.keyboard.type("rocket/pos/P001.jpg")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#results li:first-child button')?.dataset.id === "
+        "'rocket/pos/P001.jpg'"
+    )
+    # a mistake is one readable line on the page
+    page.fill("#stored-id", "no/such.jpg")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert page.text_content("#status") == "no point with id 'no/such.jpg' in 'tiny'"
+
+
+def test_the_evaluation_explorer_frames_positives_and_compares_runs(
+    page, base_url: str, tmp_path: Path
+) -> None:
+    page.goto(base_url)
+    page.click("#tab-explorer")
+    page.wait_for_function("document.querySelectorAll('#query-list button').length === 3")
+    page.select_option("#run-a", "restricted")
+    # lowest AP first: rocket, whose positives the restricted run filtered out
+    page.wait_for_function(
+        "document.querySelector('#query-list button')?.dataset.query === 'rocket/query/Q000.jpg'"
+        " && document.querySelector('#query-detail h2')?.textContent === 'rocket/query/Q000.jpg'"
+    )
+    assert page.locator("#missed li").count() == 3  # its three positives, missed
+    page.click("#query-list li:nth-child(2) button")  # a query with its positives found
+    page.wait_for_function(
+        "document.querySelector('#query-detail h2')?.textContent !== 'rocket/query/Q000.jpg'"
+    )
+    page.wait_for_function("document.querySelectorAll('#ranked .card.positive').length === 3")
+    assert page.locator("#ranked .card.distractor").count() > 0
+    green = page.eval_on_selector("#ranked .card.positive", "e => getComputedStyle(e).borderColor")
+    red = page.eval_on_selector("#ranked .card.distractor", "e => getComputedStyle(e).borderColor")
+    assert (green, red) == (GREEN, RED)
+    assert page.text_content("#query-detail").count("AP 1.000") == 1
+    page.select_option("#run-b", "base")
+    page.wait_for_function("document.querySelectorAll('#comparison circle').length === 3")
+    first_row = page.text_content("#comparison table tr:nth-child(3) td:first-child")
+    assert first_row == "rocket/query/Q000.jpg"
+    page.wait_for_function(
+        "[...document.querySelectorAll('#query-detail img')]"
+        ".every(i => i.complete && i.naturalWidth)"
+    )
+    page.screenshot(path=str(screenshot_path(tmp_path, "serve-explorer.png")), full_page=True)
