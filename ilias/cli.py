@@ -345,7 +345,19 @@ def eval_run(
             config, overwrite=overwrite or None, scheduler=scheduler, progress=progress
         )
     metrics = read_metrics(folder)
-    for kind, result in metrics["queries"].items():
+    if "gpr1200" in metrics:
+        scores = metrics["gpr1200"]
+        parts = "  ".join(f"{n} {v:.2f}" for n, v in scores["subsets"].items())
+        console.print(
+            f"[bold]{metrics['name']}[/] GPR1200 [bold green]mAP = {scores['map']:.2f}[/]  {parts}"
+        )
+    if "uned" in metrics:
+        scores = metrics["uned"]
+        console.print(
+            f"[bold]{metrics['name']}[/] UnED [bold green]R@1 = {scores['r_at_1']:.2f}  "
+            f"mMP@5 = {scores['mmp_at_5']:.2f}[/] (mean over {len(scores['domains'])} domains)"
+        )
+    for kind, result in metrics.get("queries", {}).items():
         if "map" in result:
             console.print(
                 f"[bold]{metrics['name']}[/] {kind} queries ({result['n_queries']}): "

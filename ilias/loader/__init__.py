@@ -14,23 +14,33 @@ from ilias.loader.datasets import (
     read_images,
     read_labelled,
 )
+from ilias.loader.gpr1200 import Gpr1200Dataset, is_gpr1200_layout, load_gpr1200
 from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
 from ilias.loader.records import Record, Role, TextQuery
+from ilias.loader.uned import UNED_TEST_SPLITS, UnedDataset, UnedSplits, is_uned_layout, load_uned
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "UNED_TEST_SPLITS",
     "Benchmark",
     "DatasetSource",
     "DecodeFailure",
+    "Gpr1200Dataset",
     "Record",
     "Role",
     "TextQuery",
+    "UnedDataset",
+    "UnedSplits",
     "benchmark_for_collection",
     "crop_to_box",
     "decode_image",
     "ilias_metadata",
     "instance_of",
+    "is_gpr1200_layout",
     "is_ilias_layout",
+    "is_uned_layout",
+    "load_gpr1200",
+    "load_uned",
     "open_dataset",
     "read_bbox",
     "read_ilias",
