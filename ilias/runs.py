@@ -130,6 +130,7 @@ class _Search(_Section):
 
 class _Rerank(_Section):
     steps: list[str] = []
+    ames_weights: str | None = None  # a published AMES checkpoint, for the "ames" step
 
 
 class _Metrics(_Section):
@@ -234,6 +235,7 @@ class RunConfig:
     kind: str = "ilias"
     where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
     crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
+    ames_weights: Path | None = None  # [rerank] ames_weights: the AMES checkpoint
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -321,6 +323,7 @@ def parse_run_config(
         k=search.k,
         where=tuple(search.where),
         rerank=tuple(parsed.rerank.steps),
+        ames_weights=resolve(parsed.rerank.ames_weights),
         breakdowns=parsed.metrics.breakdowns,
         text_queries=parsed.metrics.text_queries,
         check_ids=parsed.metrics.check_ids,
@@ -367,12 +370,21 @@ def _check_rerank(config: RunConfig) -> bool:
     """Refuse unknown re-rankers before any extraction; True when they need local features."""
     steps = [s for s in config.rerank if s.split(":")[0] != "ames"]
     if len(steps) != len(config.rerank):
-        raise RunConfigError(
-            "[rerank] ames needs user-supplied weights, which scripted runs do not take yet; "
-            "use the Python API (ilias.rerank.AmesRerank)"
-        )
+        if config.ames_weights is None:
+            raise RunConfigError(
+                "[rerank] ames needs [rerank] ames_weights = FILE, a published AMES checkpoint "
+                "(none ship with ilias)"
+            )
+        from ilias.rerank.ames import load_ames
+
+        try:  # the file's layout is checked now, before any extraction
+            load_ames(config.ames_weights)
+        except IliasError as error:
+            raise RunConfigError(f"[rerank] ames_weights: {error}") from None
     try:
-        return any(step.needs_local for step in parse_rerankers(steps))
+        return len(steps) != len(config.rerank) or any(
+            step.needs_local for step in parse_rerankers(steps)
+        )
     except IliasError as error:
         raise RunConfigError(f"[rerank] steps: {error}") from error
 
@@ -446,6 +458,7 @@ def run_config(
             params=config.search,
             crop_queries=config.crop_queries,
             rerank=config.rerank,
+            ames_weights=str(config.ames_weights) if config.ames_weights else None,
             breakdowns=config.breakdowns,
             taxonomy=taxonomy,
             check_database=config.check_ids,
