@@ -255,3 +255,20 @@ def test_cli_eval_run_prints_the_protocol_scores(gpr_root):
     metrics = json.loads((gpr_root / "runs" / "gpr_cli" / "metrics.json").read_text())
     assert f"mAP = {metrics['gpr1200']['map']:.2f}" in result.output
     assert "subsets.csv" in result.output
+
+
+@pytest.mark.slow
+def test_cli_eval_uned_dir_runs_the_protocol(uned_root):
+    from typer.testing import CliRunner
+
+    from ilias.cli import app
+
+    args = ["eval", "uned", str(uned_root / "data"), "--encoder", ENCODER, "--resolution", "224"]
+    args += ["--store", f"edge:{uned_root / 'qdrant'}", "-c", "uned_cli", "--scheduler", "sync"]
+    args += ["--output", str(uned_root / "runs" / "uned_cli")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((uned_root / "runs" / "uned_cli" / "metrics.json").read_text())
+    assert metrics["dataset"]["kind"] == "uned" and metrics["store"]["points"] == 12
+    assert f"R@1 = {metrics['uned']['r_at_1']:.2f}" in result.output
+    assert "domains.csv" in result.output
