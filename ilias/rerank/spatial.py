@@ -131,11 +131,11 @@ def ransac(
             fitted = _fit(src[samples[h]], dst[samples[h]], model)
             if fitted is not None and np.isfinite(fitted).all():
                 transforms[h], valid[h] = fitted, True
-    x, y = src[:, 0], src[:, 1]
-    t = transforms[:, :, :, None]  # (H, 2, 3, 1) against (n,) points
-    dx = t[:, 0, 0] * x + t[:, 0, 1] * y + t[:, 0, 2] - dst[:, 0]
-    dy = t[:, 1, 0] * x + t[:, 1, 1] * y + t[:, 1, 2] - dst[:, 1]
-    inliers = np.sqrt(dx * dx + dy * dy) < threshold  # (H, n), the loop's norm
+    homogeneous = np.hstack([src, np.ones((len(src), 1))])
+    mapped = (transforms.reshape(-1, 3) @ homogeneous.T).reshape(len(transforms), 2, -1)
+    diff = mapped - dst.T  # (H, 2, n)
+    diff *= diff
+    inliers = np.sqrt(diff[:, 0] + diff[:, 1]) < threshold  # (H, n), the loop's norm
     counts = np.where(valid, inliers.sum(axis=1), -1)
     best = int(np.argmax(counts))  # the first hypothesis with the most, as the loop kept
     best_inliers = inliers[best] if counts[best] > 0 else np.zeros(len(src), dtype=bool)
