@@ -19,7 +19,7 @@ from skimage import data
 from ilias.errors import DatasetError
 from ilias.eval.gpr1200 import GPR1200_SUBSETS
 from ilias.indexing import open_store
-from ilias.loader import load_gpr1200, load_uned
+from ilias.loader import is_gpr1200_layout, is_uned_layout, load_gpr1200, load_uned
 from ilias.loader.gpr1200 import Gpr1200Dataset
 from ilias.runs import RunConfigError, load_run_config, run_config
 
@@ -87,6 +87,7 @@ def test_gpr1200_loader_order_and_subsets(gpr_root):
     assert dataset.labels.tolist() == [3] * 3 + [17] * 3 + [205] * 3 + [410] * 3
     assert dataset.subsets == (("landmarks", 0, 6), ("iNat", 6, 9), ("sketch", 9, 12))
     assert dataset.records[6].payload == {"label": 205, "subset": "iNat", "role": "image"}
+    assert is_gpr1200_layout(gpr_root / "GPR1200") and not is_gpr1200_layout(gpr_root)
     # on the full set, the class-based subsets are exactly the authors' index ranges
     full = Gpr1200Dataset(gpr_root, (), np.repeat(np.arange(1200), 10))
     assert full.subsets == GPR1200_SUBSETS
@@ -186,6 +187,7 @@ def test_uned_loader_splits(uned_root):
         "inshop/index/astronaut0.jpg",
     ]
     assert inshop.queries[0].source == uned_root / "data" / "images" / "inshop/query/astronaut.jpg"
+    assert is_uned_layout(uned_root) and not is_uned_layout(uned_root / "data" / "images")
     with pytest.raises(DatasetError, match="unknown UnED domain"):
         load_uned(uned_root, ("cats",))
 
@@ -272,3 +274,20 @@ def test_cli_eval_uned_dir_runs_the_protocol(uned_root):
     assert metrics["dataset"]["kind"] == "uned" and metrics["store"]["points"] == 12
     assert f"R@1 = {metrics['uned']['r_at_1']:.2f}" in result.output
     assert "domains.csv" in result.output
+
+
+@pytest.mark.slow
+def test_gpr1200_approximate_search_reports_its_mode(gpr_root):
+    """``[search] exact = false`` ranks through HNSW over int8; on 12 images it still finds
+    every image, so the mAP is the exact run's, and metrics.json says which search ran."""
+    exact_path = _config(gpr_root, "gpr", "gpr1200", "GPR1200")
+    exact = json.loads((run_config(exact_path, overwrite=True) / "metrics.json").read_text())
+    path = gpr_root / "hnsw.toml"
+    path.write_text(
+        exact_path.read_text().replace('dir = "runs/gpr"', 'dir = "runs/gpr_hnsw"')
+        + "[search]\nexact = false\n"
+    )
+    approximate = json.loads((run_config(path) / "metrics.json").read_text())
+    assert approximate["search"]["mode"] == "approximate" and exact["search"]["mode"] == "exact"
+    assert approximate["store"]["loaded_now"] == 0  # the collection was reused
+    assert approximate["gpr1200"]["map"] == pytest.approx(exact["gpr1200"]["map"], abs=1e-6)

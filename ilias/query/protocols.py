@@ -74,28 +74,32 @@ def evaluate_gpr1200(
             f"{missing[0]!r}; unreadable?); GPR1200 ranks every image, so all must load"
         )
     encode_s = time.perf_counter() - began
-    search_s = 0.0
-    rows = np.empty((len(ids), len(ids)), dtype=np.int64)
-    for start in range(0, len(ids), BATCH):
+    search_s = score_s = 0.0
+    aps = np.empty(len(ids), dtype=np.float64)
+    for start in range(0, len(ids), BATCH):  # scored per batch: never an n x n array
         chunk = ids[start : start + BATCH]
         began = time.perf_counter()
         found = view.search(np.stack([stored[i] for i in chunk]), len(ids), None, params or EXACT)
         search_s += time.perf_counter() - began
-        for row, hits in enumerate(found, start=start):
-            rows[row] = _full_ranking(hits, position)
+        began = time.perf_counter()
+        rows = np.stack([_full_ranking(hits, position) for hits in found])
+        relevant = dataset.labels[rows] == dataset.labels[start : start + len(chunk), None]
+        aps[start : start + len(chunk)] = gpr.ap_full_ranking(relevant)
+        score_s += time.perf_counter() - began
         if progress:
             progress("GPR1200 queries", min(start + BATCH, len(ids)), len(ids))
-    began = time.perf_counter()
-    scores = gpr.score_rankings(rows, dataset.labels, subsets=subsets)
-    return ProtocolRun(scores, encode_s, search_s, time.perf_counter() - began, len(ids))
+    scores = gpr.summarise_aps(aps, subsets)
+    return ProtocolRun(scores, encode_s, search_s, score_s, len(ids))
 
 
 def _full_ranking(hits: list[Hit], position: dict[str, int]) -> np.ndarray:
-    """Positions in rank order; images a (non-exact) search left out follow, in order."""
-    ranked = [position[h.id] for h in hits if h.id in position]
-    seen = set(ranked)
-    ranked += [i for i in range(len(position)) if i not in seen]
-    return np.array(ranked, dtype=np.int64)
+    """Positions in rank order, each image once; images a (non-exact) search left out
+    follow in protocol order, so the ranking stays full as the protocol needs."""
+    ranked = np.array([position[h.id] for h in hits if h.id in position], dtype=np.int64)
+    if len(ranked) == len(position):
+        return ranked
+    missing = np.setdiff1d(np.arange(len(position)), ranked)
+    return np.concatenate([ranked, missing])
 
 
 def evaluate_uned(
