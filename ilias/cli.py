@@ -376,7 +376,19 @@ def eval_run(
             config, overwrite=overwrite or None, scheduler=scheduler, progress=progress
         )
     metrics = read_metrics(folder)
-    for kind, result in metrics["queries"].items():
+    if "gpr1200" in metrics:
+        scores = metrics["gpr1200"]
+        parts = "  ".join(f"{n} {v:.2f}" for n, v in scores["subsets"].items())
+        console.print(
+            f"[bold]{metrics['name']}[/] GPR1200 [bold green]mAP = {scores['map']:.2f}[/]  {parts}"
+        )
+    if "uned" in metrics:
+        scores = metrics["uned"]
+        console.print(
+            f"[bold]{metrics['name']}[/] UnED [bold green]R@1 = {scores['r_at_1']:.2f}  "
+            f"mMP@5 = {scores['mmp_at_5']:.2f}[/] (mean over {len(scores['domains'])} domains)"
+        )
+    for kind, result in metrics.get("queries", {}).items():
         if "map" in result:
             console.print(
                 f"[bold]{metrics['name']}[/] {kind} queries ({result['n_queries']}): "
@@ -512,6 +524,87 @@ def evaluate(
     if output:
         output.write_text(json.dumps(run_summary_json(run), indent=2) + "\n")
         console.print(f"per-query AP written to {output}")
+
+
+def _protocol_run(kind: str, dataset: Path, options: dict) -> None:
+    """``ilias eval gpr1200 DIR`` / ``ilias eval uned DIR``: a run description made from
+    the options, run as ``ilias eval run`` runs a file (same results folder)."""
+    from ilias.eval.report import read_metrics
+    from ilias.runs import parse_run_config, run_config
+
+    data: dict[str, dict] = {
+        "run": {"name": options["name"] or kind},
+        "dataset": {"kind": kind, "path": str(dataset)},
+        "encoder": {"spec": options["encoder"]},
+        "extraction": {"scheduler": options["scheduler"]},
+        "store": {"spec": options["store"]},
+        "output": {"dir": str(options["output"] or Path("runs") / kind)},
+    }
+    for section, key in (("encoder", "resolution"), ("extraction", "workers")):
+        if options[key] is not None:
+            data[section][key] = options[key]
+    if options["collection"]:
+        data["store"]["collection"] = options["collection"]
+    config = parse_run_config(data, base=Path.cwd())
+    with _progress() as bar:
+        folder = run_config(config, overwrite=options["overwrite"] or None, progress=_staged(bar))
+    metrics = read_metrics(folder)
+    scores = metrics[kind]
+    if kind == "gpr1200":
+        parts = "  ".join(f"{n} {v:.2f}" for n, v in scores["subsets"].items())
+        console.print(f"GPR1200 [bold green]mAP = {scores['map']:.2f}[/]  {parts}")
+    else:
+        console.print(
+            f"UnED [bold green]R@1 = {scores['r_at_1']:.2f}  mMP@5 = {scores['mmp_at_5']:.2f}[/]"
+        )
+    console.print(f"results in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+
+
+ProtocolEncoderOption = Annotated[
+    str, typer.Option(envvar="ILIAS_ENCODER", help="timm:NAME[@WEIGHTS] or open_clip:ARCH/TAG")
+]
+ProtocolOutputOption = Annotated[
+    Path | None, typer.Option(help="Results folder; default: runs/<benchmark>.")
+]
+ProtocolCollectionOption = Annotated[
+    str | None, typer.Option("--collection", "-c", help="Collection; default: one per encoder.")
+]
+ProtocolResolutionOption = Annotated[
+    int | None, typer.Option(help="Larger image side; default: the ILIAS resolution rule.")
+]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a previous run.")]
+
+
+@eval_app.command("gpr1200")
+def eval_gpr1200(
+    dataset: Annotated[Path, typer.Argument(help="GPR1200 images folder ({class}_{name}.jpg).")],
+    encoder: ProtocolEncoderOption = _defaults.encoder,
+    resolution: ProtocolResolutionOption = None,
+    store: StoreOption = _defaults.store,
+    collection: ProtocolCollectionOption = None,
+    output: ProtocolOutputOption = None,
+    scheduler: SchedulerOption = "local",
+    workers: WorkersOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """GPR1200 end to end: load every image, rank all of them for each, mAP per subset."""
+    _protocol_run("gpr1200", dataset, {**locals(), "name": None})
+
+
+@eval_app.command("uned")
+def eval_uned(
+    dataset: Annotated[Path, typer.Argument(help="UnED data folder (info_files/, images/).")],
+    encoder: ProtocolEncoderOption = _defaults.encoder,
+    resolution: ProtocolResolutionOption = None,
+    store: StoreOption = _defaults.store,
+    collection: ProtocolCollectionOption = None,
+    output: ProtocolOutputOption = None,
+    scheduler: SchedulerOption = "local",
+    workers: WorkersOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """UnED end to end: load every index split, search each domain's queries, R@1 and mMP@5."""
+    _protocol_run("uned", dataset, {**locals(), "name": None})
 
 
 @app.command()

@@ -46,7 +46,7 @@ from ilias.eval.report import (
     write_per_query,
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
-from ilias.loader import Benchmark, ilias_metadata, read_ilias
+from ilias.loader import Benchmark, Gpr1200Dataset, UnedDataset, ilias_metadata, read_ilias
 from ilias.query import EXACT, evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
-DATASET_KINDS = ("ilias",)
+DATASET_KINDS = ("ilias", "gpr1200", "uned")
 __all__ = [
     "SIMILARITY_FORMATS",
     "RunComparison",
@@ -130,6 +130,7 @@ class _Search(_Section):
 
 class _Rerank(_Section):
     steps: list[str] = []
+    ames_weights: str | None = None  # a published AMES checkpoint, for the "ames" step
 
 
 class _Metrics(_Section):
@@ -234,6 +235,7 @@ class RunConfig:
     kind: str = "ilias"
     where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
     crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
+    ames_weights: Path | None = None  # [rerank] ames_weights: the AMES checkpoint
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -270,9 +272,13 @@ def parse_run_config(
     kind = parsed.dataset.kind
     if kind not in DATASET_KINDS:
         raise RunConfigError(
-            f"{origin}: [dataset] kind = {kind!r} cannot be run from a config yet (kinds: "
-            f"{', '.join(DATASET_KINDS)}); score GPR1200 and UnED with ilias.eval.gpr1200 "
-            "and ilias.eval.uned"
+            f"{origin}: [dataset] kind = {kind!r} is not known; use one of: "
+            f"{', '.join(DATASET_KINDS)}"
+        )
+    if kind != "ilias" and parsed.rerank.steps:
+        raise RunConfigError(
+            f"{origin}: [rerank] steps apply to ILIAS runs; a {kind} run scores the first "
+            "search, as its authors' protocol does: remove [rerank] steps"
         )
     formats = tuple(parsed.output.similarities)
     bad = [f for f in formats if f not in SIMILARITY_FORMATS]
@@ -317,6 +323,7 @@ def parse_run_config(
         k=search.k,
         where=tuple(search.where),
         rerank=tuple(parsed.rerank.steps),
+        ames_weights=resolve(parsed.rerank.ames_weights),
         breakdowns=parsed.metrics.breakdowns,
         text_queries=parsed.metrics.text_queries,
         check_ids=parsed.metrics.check_ids,
@@ -363,12 +370,21 @@ def _check_rerank(config: RunConfig) -> bool:
     """Refuse unknown re-rankers before any extraction; True when they need local features."""
     steps = [s for s in config.rerank if s.split(":")[0] != "ames"]
     if len(steps) != len(config.rerank):
-        raise RunConfigError(
-            "[rerank] ames needs user-supplied weights, which scripted runs do not take yet; "
-            "use the Python API (ilias.rerank.AmesRerank)"
-        )
+        if config.ames_weights is None:
+            raise RunConfigError(
+                "[rerank] ames needs [rerank] ames_weights = FILE, a published AMES checkpoint "
+                "(none ship with ilias)"
+            )
+        from ilias.rerank.ames import load_ames
+
+        try:  # the file's layout is checked now, before any extraction
+            load_ames(config.ames_weights)
+        except IliasError as error:
+            raise RunConfigError(f"[rerank] ames_weights: {error}") from None
     try:
-        return any(step.needs_local for step in parse_rerankers(steps))
+        return len(steps) != len(config.rerank) or any(
+            step.needs_local for step in parse_rerankers(steps)
+        )
     except IliasError as error:
         raise RunConfigError(f"[rerank] steps: {error}") from error
 
@@ -405,6 +421,8 @@ def run_config(
         config = dataclasses.replace(config, overwrite=overwrite)
     if scheduler is not None:
         config = dataclasses.replace(config, scheduler=scheduler)
+    if config.kind != "ilias":
+        return _run_protocol(config, progress, started)
     needs_local = _check_rerank(config)
     spec = encoder_spec(config)
     _check_output(config)
@@ -440,6 +458,7 @@ def run_config(
             params=config.search,
             crop_queries=config.crop_queries,
             rerank=config.rerank,
+            ames_weights=str(config.ames_weights) if config.ames_weights else None,
             breakdowns=config.breakdowns,
             taxonomy=taxonomy,
             check_database=config.check_ids,
@@ -550,12 +569,133 @@ def _clear_previous_run(config: RunConfig) -> None:
         files = read_metrics(config.output).get("files", {})
     except ValueError:  # a damaged metrics.json: remove just that
         files = {}
-    names = [*files.get("similarities", []), *files.get("plots", [])]
+    names = [*files.get("similarities", []), *files.get("plots", []), *files.get("tables", [])]
     names += [files.get("per_query", PER_QUERY_FILE), METRICS_FILE]
     for name in names:
         target = config.output / str(name)
         if target.parent == config.output and target.is_file():
             target.unlink()
+
+
+# ------------------------------------------------------------ GPR1200 and UnED runs
+
+PROTOCOL_TABLES = {"gpr1200": "subsets.csv", "uned": "domains.csv"}
+
+
+def _run_protocol(config: RunConfig, progress: Progress | None, started: float) -> Path:
+    """A GPR1200 or UnED run: load the images its authors rank into the collection, search
+    them (exact by default), score them by the authors' protocol, write the results folder:
+    ``metrics.json``, a per-subset / per-domain CSV table and its bar plot."""
+    import csv
+
+    from ilias.loader import load_gpr1200, load_uned
+    from ilias.query import evaluate_gpr1200, evaluate_uned
+
+    spec = encoder_spec(config)
+    _check_output(config)
+    gpr1200 = config.kind == "gpr1200"
+    dataset: Gpr1200Dataset | UnedDataset
+    if gpr1200:
+        dataset = load_gpr1200(config.dataset)
+        records = list(dataset.records)
+        sizes = {name: end - start for name, start, end in dataset.subsets}
+    else:
+        dataset = load_uned(config.dataset)
+        records = dataset.index_records
+    digest = hashlib.sha1(f"{spec}|{config.resolution}".encode()).hexdigest()[:8]
+    collection = config.collection or f"{config.kind}-{digest}"
+
+    def report(stage: str) -> Callable[[int, int], None] | None:
+        return (lambda done, total: progress(stage, done, total)) if progress else None
+
+    with open_store(config.store) as store:
+        options = ExtractionOptions(
+            encoder=spec,
+            resolution=config.resolution,
+            batch_size=config.batch_size,
+            scheduler=config.scheduler,
+            n_workers=config.workers,
+        )
+        metadata = {"dataset": str(config.dataset), "dataset_kind": config.kind}
+        load = load_collection(
+            records, store, collection, options, metadata=metadata, progress=report("extract")
+        )
+        info = store.info(collection)
+        if isinstance(dataset, Gpr1200Dataset):
+            run = evaluate_gpr1200(
+                store, collection, dataset, params=config.search, progress=progress,
+                subsets=dataset.subsets,
+            )  # fmt: skip
+        else:
+            run = evaluate_uned(store, collection, dataset, params=config.search, progress=progress)
+    began = time.perf_counter()
+    _clear_previous_run(config)
+    config.output.mkdir(parents=True, exist_ok=True)
+    table = PROTOCOL_TABLES[config.kind]
+    scores = run.scores.to_dict()
+    with (config.output / table).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if gpr1200:
+            writer.writerow(["subset", "map", "n_images"])
+            writer.writerows([n, f"{v:.4f}", sizes[n]] for n, v in scores["subsets"].items())
+            writer.writerow(["all", f"{scores['map']:.4f}", run.n_queries])
+            series = {"mAP": {**scores["subsets"], "all": scores["map"]}}
+        else:
+            writer.writerow(["domain", "r_at_1", "mmp_at_5", "n_queries", "n_without_relevant"])
+            for name, row in scores["domains"].items():
+                writer.writerow(
+                    [name, f"{row['r_at_1']:.4f}", f"{row['mmp_at_5']:.4f}", row["n_queries"],
+                     row["n_without_relevant"]]
+                )  # fmt: skip
+            writer.writerow(["mean", f"{scores['r_at_1']:.4f}", f"{scores['mmp_at_5']:.4f}",
+                             run.n_queries, ""])  # fmt: skip
+            series = {
+                "R@1": {n: r["r_at_1"] for n, r in scores["domains"].items()},
+                "mMP@5": {n: r["mmp_at_5"] for n, r in scores["domains"].items()},
+            }
+    files: dict[str, Any] = {"tables": [table], "plots": []}
+    if config.plots:
+        from ilias.eval.plots import plot_named_scores
+
+        what = "mAP per subset" if gpr1200 else "R@1 and mMP@5 per domain"
+        plot = plot_named_scores(
+            series, config.output / f"{config.kind}.png", title=f"{config.name}: {what}"
+        )
+        files["plots"] = [plot.name]
+    timings = {
+        "load_extract_s": load.extract_seconds,
+        "load_index_s": load.index_seconds,
+        "encode_s": run.encode_seconds,
+        "search_s": run.search_seconds,
+        "score_s": run.score_seconds,
+        "write_s": time.perf_counter() - began,
+        "total_s": time.perf_counter() - started,
+    }
+    metrics = {
+        "name": config.name,
+        "ilias_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        config.kind: scores,
+        "n_queries": run.n_queries,
+        "dataset": {"kind": config.kind, "path": config.dataset, "images": len(records)},
+        "encoder": {"spec": spec, "resolution": config.resolution},
+        "store": {
+            "spec": config.store,
+            "collection": collection,
+            "location": info.location,
+            "points": info.points,
+            "loaded_now": load.loaded,
+            "already_present": load.already_present,
+            "unreadable": [f"{f.id}: {f.reason}" for f in load.failures],
+        },
+        "search": {"mode": "exact" if config.search == EXACT else "approximate"},
+        "timings": timings,
+        "files": files,
+        "config_file": config.source,
+        "config": config.raw,
+    }
+    write_metrics(config.output / METRICS_FILE, metrics)
+    return config.output
 
 
 # ------------------------------------------------------------------------ comparison

@@ -8,7 +8,7 @@ from ilias.errors import IliasError
 from ilias.rerank.ames import Ames, combine, load_ames
 from ilias.rerank.aqe import expand_query
 from ilias.rerank.chamfer import chamfer_rank, chamfer_similarity
-from ilias.rerank.spatial import mutual_nearest_neighbours, ransac, verify
+from ilias.rerank.spatial import mutual_nearest_neighbours, ransac, verify, verify_shortlist
 
 
 def unit(v):
@@ -72,6 +72,61 @@ def test_verify_prefers_the_geometrically_consistent_candidate():
     assert int((np.linalg.norm(mapped - permuted, axis=1) < 24.0).sum()) == 5
 
 
+def test_ransac_pins_the_inliers_of_the_per_iteration_loop():
+    # 40 matches, 25 under one similarity (4 px noise), 15 random: the counts the former
+    # per-iteration loop (one least-squares fit per iteration) found for these seeds
+    rng = np.random.default_rng(7)
+    src = rng.uniform(0, 400, (40, 2))
+    dst = src @ np.array([[0.9, -0.3], [0.3, 0.9]]).T + [20, -10] + rng.normal(0, 4, (40, 2))
+    dst[:15] = rng.uniform(0, 400, (15, 2))
+    expected = {
+        ("similarity", 4.0): (14, 14), ("similarity", 8.0): (25, 24),
+        ("similarity", 24.0): (25, 25), ("affine", 4.0): (14, 12),
+        ("affine", 8.0): (24, 22), ("affine", 24.0): (25, 25),
+    }  # fmt: skip
+    for (model, threshold), counts in expected.items():
+        found = tuple(
+            ransac(src, dst, model=model, threshold=threshold, seed=seed)[0] for seed in (0, 5)
+        )
+        assert found == counts, (model, threshold)
+
+
+def test_ransac_counts_exact_inliers_on_constructed_matches():
+    # a 3 x 4 grid of patch centres (collinear triples included) mapped exactly by a
+    # similarity, plus 3 matches displaced by 300-350 px: exactly 12 inliers at 24 px,
+    # for both models; 2 exact matches are all a similarity needs, an affine map needs 3
+    grid = np.array([[x, y] for x in (8.0, 104.0, 200.0) for y in (8.0, 104.0, 200.0, 296.0)])
+    src = np.vstack([grid, [[400.0, 400.0], [480.0, 240.0], [240.0, 560.0]]])
+    similarity = np.array([[1.2, -0.4], [0.4, 1.2]])
+    dst = src @ similarity.T + [5.0, 7.0]
+    dst[12:] += [[300.0, 0.0], [0.0, -300.0], [250.0, 250.0]]
+    for model in ("similarity", "affine"):
+        inliers, transform = ransac(src, dst, model=model, threshold=24.0, seed=0)
+        assert inliers == 12
+        np.testing.assert_allclose(transform, [[1.2, -0.4, 5.0], [0.4, 1.2, 7.0]], atol=1e-9)
+    assert ransac(src[:2], dst[:2])[0] == 2 and ransac(src[:2], dst[:2], model="affine")[0] == 0
+
+
+def test_verify_shortlist_equals_verify_per_candidate():
+    rng = np.random.default_rng(3)
+    query = unit(rng.standard_normal((60, 16)))
+    query_xy = rng.uniform(0, 300, (60, 2))
+    candidates = []
+    for index in range(6):
+        descriptors = unit(rng.standard_normal((20, 16)))
+        xy = rng.uniform(0, 1e5, (20, 2))  # random matches far apart: only a pair agrees
+        if index % 2 == 0:  # 12 patches of the query, moved by one similarity
+            descriptors[:12] = query[index : index + 12]
+            xy[:12] = query_xy[index : index + 12] * 0.7 + 10
+        candidates.append((descriptors, xy))
+    candidates.append((np.empty((0, 16)), np.empty((0, 2))))
+    batched = verify_shortlist(query, query_xy, candidates)
+    single = [verify(query, query_xy, d, xy) for d, xy in candidates]
+    # a similarity through any 2 matches fits those 2: a random candidate scores exactly 2
+    assert [v.inliers for v in batched] == [v.inliers for v in single] == [12, 2, 12, 2, 12, 2, 0]
+    assert [v.matches for v in batched] == [v.matches for v in single]
+
+
 def test_ames_shapes_padding_and_combination(tmp_path):
     torch.manual_seed(0)
     model = Ames(local_dim=24, layers=2).eval()
@@ -91,7 +146,7 @@ def test_ames_shapes_padding_and_combination(tmp_path):
     torch.save(model.state_dict(), tmp_path / "ames.pt")
     loaded = load_ames(tmp_path / "ames.pt", local_dim=24)
     np.testing.assert_allclose(loaded.score_pairs(query, candidates), logits, atol=1e-5)
-    with pytest.raises(IliasError, match="32-d local descriptors"):
+    with pytest.raises(IliasError, match="24-d local descriptors, the collection has 32-d"):
         load_ames(tmp_path / "ames.pt", local_dim=32)
 
 

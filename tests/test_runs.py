@@ -288,7 +288,7 @@ KNOWN_SECTIONS = "run, dataset, encoder, extraction, store, search, rerank, metr
         ({"search": 3}, "[search] must be a table of keys, not 3"),
         ({"dataset": {"path": ""}}, "[dataset] path is required"),
         ({"encoder": {"spec": None}}, "[encoder] spec: expected a string, not None"),
-        ({"dataset": {"kind": "gpr1200"}}, "[dataset] kind = 'gpr1200' cannot be run"),
+        ({"dataset": {"kind": "oxford5k"}}, "[dataset] kind = 'oxford5k' is not known"),
         ({"output": {"similarities": ["csv"]}}, "[output] similarities ['csv'] not known"),
         ({"search": {"where": ["role="]}}, "[search] where: --where 'role=': the value is empty"),
     ],

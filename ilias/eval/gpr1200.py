@@ -129,7 +129,7 @@ def score_similarity(
         order = np.argsort(-rows, axis=1, kind="stable")
         relevant = labels[order] == labels[start : start + len(rows), None]
         aps[start : start + len(rows)] = ap_full_ranking(relevant)
-    return _summarise(aps, subsets)
+    return summarise_aps(aps, subsets)
 
 
 def score_rankings(
@@ -181,10 +181,14 @@ def score_rankings(
             raise DatasetError(f"GPR1200 is scored over full rankings: {full}")
         relevant = labels[rows] == labels[start : start + len(rows), None]
         aps[start : start + len(rows)] = ap_full_ranking(relevant)
-    return _summarise(aps, subsets)
+    return summarise_aps(aps, subsets)
 
 
-def _summarise(aps: np.ndarray, subsets: Sequence[tuple[str, int, int]] | None) -> Gpr1200Scores:
+def summarise_aps(
+    aps: np.ndarray, subsets: Sequence[tuple[str, int, int]] | None = GPR1200_SUBSETS
+) -> Gpr1200Scores:
+    """mAP and per-subset mAP (x100) of per-image APs in protocol order (a runner that
+    scores its rankings chunk by chunk, never holding the n x n ranking, ends here)."""
     by_subset = {}
     for name, start, end in subsets or ():
         if not 0 <= start < end <= len(aps):

@@ -181,3 +181,32 @@ def plot_ap_scatter(
     axes.set_title(title)
     axes.legend(fontsize=7, loc="lower right")
     return _save(figure, path)
+
+
+def plot_named_scores(
+    series: Mapping[str, Mapping[str, float]],
+    path: Path | str,
+    *,
+    title: str,
+    ylabel: str = "score (%)",
+) -> Path:
+    """Bars of named scores (GPR1200 mAP per subset; UnED R@1 and mMP@5 per domain), one
+    colour per metric in ``series`` (metric -> {name: value}), each bar labelled."""
+    names = list(dict.fromkeys(n for values in series.values() for n in values))
+    figure = Figure(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.8), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    x = np.arange(len(names))
+    width = 0.8 / max(len(series), 1)
+    colours = (_BAR, _BAR_B, "#5a9e5a", "#8e6bb8")
+    for index, (metric, values) in enumerate(series.items()):
+        shift = (index - (len(series) - 1) / 2) * width
+        heights = [values.get(n, np.nan) for n in names]
+        bars = axes.bar(x + shift, heights, width, color=colours[index % 4], label=metric)
+        axes.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    axes.set_xticks(x, names, fontsize=8)
+    axes.set_ylim(0, 105)
+    axes.set_ylabel(ylabel)
+    if len(series) > 1:
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
+    return _save(figure, path)

@@ -14,8 +14,10 @@ from ilias.loader.datasets import (
     read_images,
     read_labelled,
 )
+from ilias.loader.gpr1200 import Gpr1200Dataset, is_gpr1200_layout, load_gpr1200
 from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
 from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
+from ilias.loader.uned import UNED_TEST_SPLITS, UnedDataset, UnedSplits, is_uned_layout, load_uned
 from ilias.loader.webdataset import (
     ShardReport,
     expand_shards,
@@ -28,13 +30,17 @@ from ilias.loader.webdataset import (
 __all__ = [
     "FILE_STAMP",
     "IMAGE_EXTENSIONS",
+    "UNED_TEST_SPLITS",
     "Benchmark",
     "DatasetSource",
     "DecodeFailure",
+    "Gpr1200Dataset",
     "Record",
     "Role",
     "ShardReport",
     "TextQuery",
+    "UnedDataset",
+    "UnedSplits",
     "benchmark_for_collection",
     "crop_to_box",
     "decode_image",
@@ -42,7 +48,11 @@ __all__ = [
     "file_stamp",
     "ilias_metadata",
     "instance_of",
+    "is_gpr1200_layout",
     "is_ilias_layout",
+    "is_uned_layout",
+    "load_gpr1200",
+    "load_uned",
     "open_dataset",
     "read_bbox",
     "read_ilias",

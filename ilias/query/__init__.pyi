@@ -12,6 +12,11 @@ from .evaluation import (
     run_queries as run_queries,
     skip_reason as skip_reason,
 )
+from .protocols import (
+    ProtocolRun as ProtocolRun,
+    evaluate_gpr1200 as evaluate_gpr1200,
+    evaluate_uned as evaluate_uned,
+)
 from .report import (
     HitRow as HitRow,
     evaluation_summary as evaluation_summary,

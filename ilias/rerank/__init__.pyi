@@ -1,5 +1,7 @@
 from .ames import (
+    AMES_DEFAULTS as AMES_DEFAULTS,
     Ames as Ames,
+    AmesWeightsError as AmesWeightsError,
     combine as combine,
     load_ames as load_ames,
 )
@@ -26,4 +28,5 @@ from .spatial import (
     mutual_nearest_neighbours as mutual_nearest_neighbours,
     ransac as ransac,
     verify as verify,
+    verify_shortlist as verify_shortlist,
 )

@@ -25,7 +25,7 @@ import numpy as np
 from ilias.errors import IliasError
 from ilias.rerank.aqe import expand_query
 from ilias.rerank.chamfer import max_sim_to_chamfer
-from ilias.rerank.spatial import verify
+from ilias.rerank.spatial import verify_shortlist
 from ilias.types import Filter, Hit, LocalFeatures, SearchParams
 
 if TYPE_CHECKING:
@@ -127,15 +127,16 @@ class SpatialRerank(Reranker):
     def rerank(self, collection, query, hits, scope):
         head, tail = hits[: self.top], hits[self.top :]
         local = collection.retrieve_local([h.id for h in head])
+        found = [h for h in head if h.id in local]
+        checked = verify_shortlist(
+            query.local.descriptors, query.local.xy,
+            [(local[h.id].descriptors, local[h.id].xy) for h in found],
+            model=self.model, threshold=self.threshold, seed=self.seed,
+        )  # fmt: skip
+        counts = {h.id: v.inliers for h, v in zip(found, checked, strict=True)}
         rescored = []
         for hit in head:
-            candidate = local.get(hit.id)
-            inliers = 0
-            if candidate is not None:
-                inliers = verify(
-                    query.local.descriptors, query.local.xy, candidate.descriptors, candidate.xy,
-                    model=self.model, threshold=self.threshold, seed=self.seed,
-                ).inliers  # fmt: skip
+            inliers = counts.get(hit.id, 0)
             bonus = self.weight * min(inliers, self.cap) / self.cap
             rescored.append(replace(hit, score=hit.score + bonus))
         rescored.sort(key=lambda h: -h.score)
@@ -144,14 +145,22 @@ class SpatialRerank(Reranker):
 
 @dataclass
 class AmesRerank(Reranker):
-    """``lambda * global + (1 - lambda) * sigmoid(gamma * AMES logit)`` over the top N."""
+    """``lambda * global + (1 - lambda) * sigmoid(gamma * AMES logit)`` over the top N;
+    lambda / gamma default to the published values of the model's variant."""
 
     model: Ames
     top: int = 100
-    lam: float = 0.5
-    gamma: float = 1.0
+    lam: float | None = None
+    gamma: float | None = None
     name: str = field(default="ames", init=False)
     needs_local: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        from ilias.rerank.ames import AMES_DEFAULTS
+
+        lam, gamma = AMES_DEFAULTS[self.model.variant]
+        self.lam = lam if self.lam is None else self.lam
+        self.gamma = gamma if self.gamma is None else self.gamma
 
     def rerank(self, collection, query, hits, scope):
         head, tail = hits[: self.top], hits[self.top :]
@@ -162,6 +171,7 @@ class AmesRerank(Reranker):
         )
         from ilias.rerank.ames import combine
 
+        assert self.lam is not None and self.gamma is not None
         scores = combine(np.array([h.score for h in usable]), logits, self.lam, self.gamma)
         rescored = [replace(h, score=float(s)) for h, s in zip(usable, scores, strict=True)]
         rescored.sort(key=lambda h: -h.score)
