@@ -430,18 +430,9 @@ def run_config(
     benchmark = read_ilias(config.dataset, config.distractors)
     collection = _collection_name(config, benchmark, spec)
 
-    def report(stage: str) -> Callable[[int, int], None] | None:
-        return (lambda done, total: progress(stage, done, total)) if progress else None
-
+    report = _stage_reporter(progress)
     with open_store(config.store) as store:
-        options = ExtractionOptions(
-            encoder=spec,
-            resolution=config.resolution,
-            batch_size=config.batch_size,
-            scheduler=config.scheduler,
-            n_workers=config.workers,
-            local=LocalConfig() if needs_local else None,
-        )
+        options = _extraction_options(config, spec, LocalConfig() if needs_local else None)
         metadata = ilias_metadata(config.dataset, config.distractors)
         load = load_collection(
             benchmark.database, store, collection, options, metadata=metadata,
@@ -547,6 +538,33 @@ def run_config(
     return config.output
 
 
+def _stage_reporter(
+    progress: Progress | None,
+) -> Callable[[str], Callable[[int, int], None] | None]:
+    """``report(stage)``: a ``progress(done, total)`` callback for one stage, or None."""
+
+    def report(stage: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+    return report
+
+
+def _extraction_options(
+    config: RunConfig, spec: str, local: LocalConfig | None = None
+) -> ExtractionOptions:
+    """How a scripted run extracts: its [encoder] and [extraction] sections."""
+    return ExtractionOptions(
+        encoder=spec,
+        resolution=config.resolution,
+        batch_size=config.batch_size,
+        scheduler=config.scheduler,
+        n_workers=config.workers,
+        local=local,
+    )
+
+
 def _check_output(config: RunConfig) -> None:
     """Refuse to overwrite a run unless asked (checked before any expensive step)."""
     if (config.output / METRICS_FILE).exists() and not config.overwrite:
@@ -605,17 +623,9 @@ def _run_protocol(config: RunConfig, progress: Progress | None, started: float) 
     digest = hashlib.sha1(f"{spec}|{config.resolution}".encode()).hexdigest()[:8]
     collection = config.collection or f"{config.kind}-{digest}"
 
-    def report(stage: str) -> Callable[[int, int], None] | None:
-        return (lambda done, total: progress(stage, done, total)) if progress else None
-
+    report = _stage_reporter(progress)
     with open_store(config.store) as store:
-        options = ExtractionOptions(
-            encoder=spec,
-            resolution=config.resolution,
-            batch_size=config.batch_size,
-            scheduler=config.scheduler,
-            n_workers=config.workers,
-        )
+        options = _extraction_options(config, spec)
         metadata = {"dataset": str(config.dataset), "dataset_kind": config.kind}
         load = load_collection(
             records, store, collection, options, metadata=metadata, progress=report("extract")
