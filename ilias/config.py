@@ -114,3 +114,18 @@ class Settings:
     encoder: str = field(
         default_factory=lambda: _setting("encoder", "ILIAS_ENCODER", DEFAULT_ENCODER)
     )
+
+
+def positive_int_env(env: str, default: int, example: str) -> int:
+    """A whole-number limit from the environment (``default`` when unset); anything but a
+    positive whole number is one line naming the variable and an ``example`` value."""
+    raw = os.environ.get(env)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise IliasError(f"{env}={raw!r}: give {example}")
+    return value

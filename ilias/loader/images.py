@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ilias.config import positive_int_env
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +41,9 @@ Image.MAX_IMAGE_PIXELS = None
 
 def max_pixels() -> int:
     """The pixel limit in effect: ``$ILIAS_MAX_PIXELS`` or 100 million."""
-    raw = os.environ.get(MAX_PIXELS_ENV)
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        from ilias.errors import IliasError
-
-        raise IliasError(f"{MAX_PIXELS_ENV}={raw!r}: give a whole number of pixels, e.g. 100000000")
-    return value
+    return positive_int_env(
+        MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "a whole number of pixels, e.g. 100000000"
+    )
 
 
 @dataclass(frozen=True)

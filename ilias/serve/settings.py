@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ilias.config import Settings
-from ilias.errors import IliasError
+from ilias.config import Settings, positive_int_env
 
 API_KEY_ENV = "ILIAS_API_KEY"
 CORS_ENV = "ILIAS_CORS_ORIGINS"
@@ -22,16 +21,9 @@ MAX_K = 1000  # the benchmark's k; larger answers are pages nobody reads over HT
 
 
 def _upload_limit() -> int:
-    raw = os.environ.get(MAX_UPLOAD_ENV)
-    if not raw:
-        return DEFAULT_MAX_UPLOAD
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise IliasError(f"{MAX_UPLOAD_ENV}={raw!r}: give a whole number of bytes, e.g. 20971520")
-    return value
+    return positive_int_env(
+        MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD, "a whole number of bytes, e.g. 20971520"
+    )
 
 
 def _origins() -> tuple[str, ...]:
