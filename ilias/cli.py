@@ -690,9 +690,9 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     """One row per collection, as the engine reports it (shared by info and collections)."""
     if not names:
         return f"no collections in {backend.location}"
-    aliases: dict[str, list[str]] = {}
-    for alias_name, target in sorted(backend.list_aliases().items()):
-        aliases.setdefault(target, []).append(alias_name)
+    from ilias.indexing.store import aliases_by_collection
+
+    aliases = aliases_by_collection(backend.list_aliases())
     columns = (
         "collection", "aliases", "points", "indexed", "status", "shards x replicas",
         "quantization", "dim", "local", "encoder", "res",

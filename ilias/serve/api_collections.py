@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ilias.indexing.store import aliases_by_collection
 from ilias.serve.schemas import CollectionModel, CollectionsResponse
 from ilias.serve.state import ServiceState
 
@@ -37,9 +38,7 @@ def list_collections(request: Request) -> CollectionsResponse:
     state: ServiceState = request.app.state.service
     names = state.engine(state.store.list_collections)
     aliases = state.engine(state.store.list_aliases)
-    by_target: dict[str, list[str]] = {}
-    for alias, target in sorted(aliases.items()):
-        by_target.setdefault(target, []).append(alias)
+    by_target = aliases_by_collection(aliases)
     return CollectionsResponse(
         store=state.store.location,
         default=state.settings.collection,

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ilias.errors import StoreError
-from ilias.indexing.store.base import Collection, Store, check_k, validate_vectors
+from ilias.indexing.store.base import (
+    Collection,
+    Store,
+    aliases_by_collection,
+    check_k,
+    validate_vectors,
+)
 from ilias.indexing.store.engine import Capabilities, Engine
 from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
@@ -92,6 +98,7 @@ __all__ = [
     "ServerStore",
     "SnapshotInfo",
     "Store",
+    "aliases_by_collection",
     "check_k",
     "open_store",
     "point_id",

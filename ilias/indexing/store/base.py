@@ -17,6 +17,7 @@ handle keeps the config it read (open a new handle, or call ``refresh``, to re-r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,18 +120,7 @@ class Store:
         target = self._target(name)
         config = self.collection_config(name)
         found = self.engine.info(target, config)
-        return CollectionInfo(
-            name=name,
-            points=found.points,
-            indexed_vectors=found.indexed_vectors,
-            segments=found.segments,
-            config=config,
-            location=found.location,
-            quantization=found.quantization,
-            status=found.status,
-            shards=found.shards,
-            replicas=found.replicas,
-        )
+        return CollectionInfo(name=name, config=config, **dataclasses.asdict(found))
 
     def drop(self, name: str) -> None:
         """Drop a collection and the aliases that point to it (as Qdrant does)."""
@@ -490,6 +480,14 @@ class Collection:
 
     def rescore_local(self, query_local: np.ndarray, ids: Sequence[str]) -> list[Hit]:
         return self.store.rescore_local(self.name, query_local, ids)
+
+
+def aliases_by_collection(aliases: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{alias: collection}`` turned round for listings: each collection's aliases, sorted."""
+    grouped: dict[str, list[str]] = {}
+    for alias, target in sorted(aliases.items()):
+        grouped.setdefault(target, []).append(alias)
+    return grouped
 
 
 def check_k(k: int) -> None:
