@@ -130,10 +130,26 @@ def _quiet_cluster_logs(record: logging.LogRecord) -> bool:
 @app.command()
 def load(
     dataset: Annotated[
-        Path, typer.Argument(help="ILIAS-layout folder, image folder or list file.")
+        str,
+        typer.Argument(
+            help="ILIAS-layout folder, image folder, list file, or WebDataset tar shards."
+        ),
     ],
     distractors: Annotated[
-        Path | None, typer.Option(help="Distractor folder or list file (ILIAS layout only).")
+        str | None,
+        typer.Option(
+            help="Distractors (ILIAS layout only): a folder or list file of images, or "
+            "WebDataset tar shards: a folder of .tar, a glob, a brace pattern "
+            "('yfcc100m/{00000..00049}.tar') or a URL."
+        ),
+    ] = None,
+    select: Annotated[
+        Path | None,
+        typer.Option(
+            "--select",
+            help="Selection list (mini-ILIAS: one sample key per line, plain or .gz): load "
+            "only the listed distractors.",
+        ),
     ] = None,
     store: StoreOption = _defaults.store,
     collection: CollectionOption = _defaults.collection,
@@ -179,8 +195,8 @@ def load(
 
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    source = open_dataset(dataset, distractors)
-    records, metadata = source.records, source.metadata
+    source = open_dataset(dataset, distractors, select)
+    metadata = source.metadata
     options = ExtractionOptions(
         encoder=encoder,
         resolution=resolution,
@@ -195,22 +211,26 @@ def load(
         else None,
     )
     with _open_store(store) as backend, _progress() as bar:
-        task = bar.add_task("extract", total=len(records))
+        task = bar.add_task("images", total=len(source.records) or None)
+        parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)
 
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
+
+        def shard_progress(done: int, total: int | None) -> None:
+            bar.update(parts, completed=done, total=total)
 
         swap = None
         if versioned:
             swap = load_versioned(
-                records, backend, collection, options, metadata=metadata, progress=progress,
-                upload=cast("Upload", upload), keep=keep,
+                source, backend, collection, options, metadata=metadata, progress=progress,
+                upload=cast("Upload", upload), keep=keep, shard_progress=shard_progress,
             )  # fmt: skip
             report = swap.report
         else:
             report = load_collection(
-                records, backend, collection, options, metadata=metadata, progress=progress,
-                upload=cast("Upload", upload),
+                source, backend, collection, options, metadata=metadata, progress=progress,
+                upload=cast("Upload", upload), shard_progress=shard_progress,
             )  # fmt: skip
         info = backend.info(collection)
     console.print(
@@ -220,6 +240,14 @@ def load(
     )
     if report.changed:
         console.print(f"{report.changed} stored images had changed on disk: extracted again")
+    if report.shards:
+        console.print(
+            f"{report.shards} tar shards: {report.shards_skipped} already complete (not read), "
+            f"{len(report.shard_errors)} damaged; {report.skipped_members} members that are no "
+            f"image skipped, {report.not_selected} samples not selected"
+        )
+    for shard, reason in report.shard_errors.items():
+        console.print(f"  [yellow]damaged shard[/] {shard}: {reason} (what it held is kept)")
     if report.uploaded_by_workers:
         console.print(f"{report.uploaded_by_workers} points uploaded by the Dask workers directly")
     if swap is not None:
@@ -494,11 +522,20 @@ def evaluate(
     output: Annotated[
         Path | None, typer.Option(help="Write per-query AP and the totals as JSON.")
     ] = None,
+    select: Annotated[
+        Path | None,
+        typer.Option(
+            "--select",
+            help="Selection list (mini-ILIAS): search only the listed distractors, with a "
+            "payload filter inside Qdrant (tags the collection once).",
+        ),
+    ] = None,
 ) -> None:
     """Run the dataset's queries against the collection: mAP@k and oracle@k."""
     from ilias.loader import benchmark_for_collection
     from ilias.query import evaluate_collection
     from ilias.query.report import run_summary_json
+    from ilias.query.selection import apply_selection
 
     tuned = hnsw_ef is not None or oversampling is not None or not rescore
     if tuned and not approximate:
@@ -512,6 +549,14 @@ def evaluate(
     with _open_store(store) as backend:
         meta = backend.collection_config(collection).metadata
         benchmark = benchmark_for_collection(meta, dataset)
+        if select is not None:
+            applied = apply_selection(backend, collection, select)
+            search_filter = {**(search_filter or {}), **applied.filter}
+            console.print(
+                f"selection {applied.tag}: {applied.distractors} of its {applied.listed} "
+                f"distractors in {collection}, {applied.points} points searched"
+                + (" (tagged before)" if applied.reused else "")
+            )
         with _progress() as bar:
             evaluation = evaluate_collection(
                 backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,

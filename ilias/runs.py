@@ -540,13 +540,13 @@ def run_config(
 
 def _stage_reporter(
     progress: Progress | None,
-) -> Callable[[str], Callable[[int, int], None] | None]:
+) -> Callable[[str], Callable[[int, int | None], None] | None]:
     """``report(stage)``: a ``progress(done, total)`` callback for one stage, or None."""
 
-    def report(stage: str) -> Callable[[int, int], None] | None:
+    def report(stage: str) -> Callable[[int, int | None], None] | None:
         if progress is None:
             return None
-        return lambda done, total: progress(stage, done, total)
+        return lambda done, total: progress(stage, done, total or done)
 
     return report
 

@@ -355,3 +355,38 @@ def test_edge_kill_9_during_the_index_build_loses_nothing_and_leaves_no_temp_fil
         assert list(builds.iterdir()) == []
         store.finish_load("c")
         assert store.info("c").indexed_vectors == 40_000
+
+
+def test_scans_tags_and_the_shard_ledger(store):
+    ids, x = fill(store, n=2500)  # several scroll pages on both engines
+    pages = list(store.scan_payloads("c", ["id", "role"], where={"role": "positive"}))
+    seen = [p["id"] for page in pages for p in page]
+    assert sorted(seen) == sorted(ids[1::2]) and len(seen) == len(set(seen))
+    tagged = store.tag("c", "mini", lambda payload: payload["id"] in set(ids[:10]))
+    assert tagged == 10 and store.count("c", {"selection": "mini"}) == 10
+    # a second tag keeps the first: a point can belong to several selections
+    assert store.tag("c", "other", lambda payload: payload["id"] == ids[0]) == 1
+    assert store.stored_payloads("c", [ids[0]], ["selection"]) == {
+        ids[0]: {"selection": ["mini", "other"]}
+    }
+    (hits,) = store.search("c", x[:1], k=50, filter={"selection": "mini"})
+    assert sorted(h.id for h in hits) == sorted(ids[:10])
+    assert store.shard_ledger("c") == {}
+    store.record_shards("c", {"00000.tar": {"points": 4, "selection": None}})
+    store.record_shards("c", {"00001.tar": {"points": 3, "selection": "mini-1a2b3c4d"}})
+    store.record_shards("c", {"00000.tar": {"points": 5, "selection": None}})  # replaced
+    assert store.shard_ledger("c") == {
+        "00000.tar": {"points": 5, "selection": None},
+        "00001.tar": {"points": 3, "selection": "mini-1a2b3c4d"},
+    }
+
+
+def test_an_edge_ledger_line_cut_by_a_kill_is_ignored_and_ended(tmp_path):
+    with EdgeStore(tmp_path) as store:
+        fill(store, n=10)
+        store.record_shards("c", {"00000.tar": {"points": 4}})
+        with open(tmp_path / "c" / "shards.jsonl", "a") as ledger:
+            ledger.write('{"points": 4, "shard": "000')  # the write a kill -9 cut
+        assert store.shard_ledger("c") == {"00000.tar": {"points": 4}}
+        store.record_shards("c", {"00001.tar": {"points": 2}})
+        assert store.shard_ledger("c") == {"00000.tar": {"points": 4}, "00001.tar": {"points": 2}}

@@ -56,8 +56,8 @@ def run_demo(
     """Generate (or reuse) the demo benchmark, load it, then query and score it through
     ``ilias.query.evaluate_collection``, the runner every evaluation uses."""
 
-    def report(stage: str) -> Callable[[int, int], None] | None:
-        return (lambda done, total: progress(stage, done, total)) if progress else None
+    def report(stage: str) -> Callable[[int, int | None], None] | None:
+        return (lambda done, total: progress(stage, done, total or done)) if progress else None
 
     began = time.perf_counter()
     demo = build_demo_benchmark(

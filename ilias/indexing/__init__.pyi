@@ -13,6 +13,7 @@ from .extract import (
     ExtractedPartition as ExtractedPartition,
     ExtractionOptions as ExtractionOptions,
     extract as extract,
+    extract_shards as extract_shards,
     load_image_for as load_image_for,
 )
 from .features import (

@@ -34,7 +34,8 @@ from PIL import Image
 from ilias.errors import ExtractionError
 from ilias.indexing.encoders import cached_encoder
 from ilias.indexing.local_features import LocalConfig, LocalFeatures
-from ilias.loader import DecodeFailure, Record, crop_to_box, decode_image
+from ilias.loader import DecodeFailure, Record, ShardReport, crop_to_box, decode_image
+from ilias.loader.sources import Shard, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +71,30 @@ class ExtractedPartition:
     uploaded: bool = False  # a worker already wrote it; vectors and payloads were dropped
     local: list[LocalFeatures] | None = None  # one set per id, with ExtractionOptions.local
     local_dim: int | None = None
+    shard: str | None = None  # the source shard this partition is (see ilias.loader.sources)
+    report: ShardReport | None = None  # what reading the shard skipped, and why it ended
 
     @property
     def n_records(self) -> int:
         return len(self.ids) + len(self.failures)
+
+
+def _joined(parts: Sequence[ExtractedPartition], dim: int, resolution: int) -> ExtractedPartition:
+    """Batches of one shard as one partition (order kept)."""
+    local = [f for p in parts for f in p.local or []] if any(p.local for p in parts) else None
+    return ExtractedPartition(
+        ids=[i for p in parts for i in p.ids],
+        vectors=np.concatenate([p.vectors for p in parts])
+        if parts
+        else np.empty((0, dim), np.float32),
+        payloads=[x for p in parts for x in p.payloads],
+        dim=dim,
+        resolution=resolution,
+        failures=[f for p in parts for f in p.failures],
+        uploaded=any(p.uploaded for p in parts),
+        local=local,
+        local_dim=next((p.local_dim for p in parts if p.local_dim), None),
+    )
 
 
 @dataclass(frozen=True)
@@ -200,29 +221,75 @@ def encode_partition(
     return part
 
 
+def encode_shard(
+    shards: Sequence[tuple[Shard, frozenset[str]]],
+    options: ExtractionOptions,
+    torch_threads: int,
+    upload: WorkerUpload | None = None,
+) -> ExtractedPartition:
+    """Read one shard where it is encoded and encode it in batches (one Dask partition).
+
+    The shard's records stream through: at most ``partition_size`` images are decoded at
+    a time, so a 100K-image tar never sits in memory. Records whose ids are in the
+    shard's ``skip`` set (already stored: a resumed shard) are dropped before decoding.
+    """
+    ((shard, skip),) = shards  # the bag has one shard per partition
+    report = ShardReport(shard.name)
+    parts: list[ExtractedPartition] = []
+    batch: list[Record] = []
+    for record in shard.read(report):
+        if record.id in skip:
+            continue
+        batch.append(record)
+        if len(batch) == options.partition_size:
+            parts.append(encode_partition(batch, options, torch_threads, upload))
+            batch = []
+    if batch or not parts:
+        parts.append(encode_partition(batch, options, torch_threads, upload))
+    part = _joined(parts, parts[0].dim, parts[0].resolution)
+    part.shard, part.report = shard.name, report
+    part.seconds = sum(p.seconds for p in parts)
+    return part
+
+
 def extract(
     records: Sequence[Record],
     options: ExtractionOptions,
     upload: WorkerUpload | None = None,
     prepare: Callable[[int, int, int | None], None] | None = None,
 ) -> Iterator[ExtractedPartition]:
-    """Yield extracted partitions in completion order (not input order).
+    """Extract records known in the driver: ``extract_shards`` over fixed-size chunks."""
+    yield from extract_shards(
+        [(c, frozenset()) for c in chunks(records, options.partition_size)],
+        options,
+        upload,
+        prepare,
+    )
 
+
+def extract_shards(
+    shards: Sequence[tuple[Shard, frozenset[str]]],
+    options: ExtractionOptions,
+    upload: WorkerUpload | None = None,
+    prepare: Callable[[int, int, int | None], None] | None = None,
+) -> Iterator[ExtractedPartition]:
+    """Yield one extracted partition per ``(shard, ids to skip)``, in completion order.
+
+    One shard is one Dask partition: the worker that encodes a tar shard reads it itself.
     ``upload``: workers write their partitions into that store themselves (yielded
     partitions are then ``uploaded`` and carry no vectors). ``prepare(dim, resolution,
     local_dim)`` runs in this process before any partition is encoded, with the encoder's
     dimension learnt from one worker: it is where the caller creates the collection the
     workers write to.
     """
-    if not records:
+    if not shards:
         return
-    n_partitions = max(1, -(-len(records) // options.partition_size))
-    bag = db.from_sequence(records, npartitions=n_partitions)
+    bag = db.from_sequence(shards, partition_size=1)
     if options.scheduler == "sync":
         threads = os.cpu_count() or 1
         if prepare is not None:
             prepare(*probe_encoder(options))
-        parts = bag.map_partitions(encode_partition, options, threads, upload).to_delayed()
+        parts = bag.map_partitions(encode_shard, options, threads, upload).to_delayed()
         for part in parts:
             yield part.compute(scheduler="sync")
         return
@@ -230,7 +297,7 @@ def extract(
         threads = _threads_per_worker(client)
         if prepare is not None:
             prepare(*client.submit(probe_encoder, options, pure=False).result())
-        parts = bag.map_partitions(encode_partition, options, threads, upload).to_delayed()
+        parts = bag.map_partitions(encode_shard, options, threads, upload).to_delayed()
         from dask.distributed import as_completed
 
         futures = client.compute(parts)

@@ -25,20 +25,31 @@ from typing import Literal
 
 from ilias import __version__
 from ilias.errors import StoreError
-from ilias.indexing.extract import ExtractionOptions, WorkerUpload, extract
+from ilias.indexing.extract import (
+    ExtractedPartition,
+    ExtractionOptions,
+    WorkerUpload,
+    extract_shards,
+)
 from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
-from ilias.loader import FILE_STAMP, DecodeFailure, Record, file_stamp
+from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
+from ilias.loader import FILE_STAMP, DatasetSource, DecodeFailure, Record, file_stamp
+from ilias.loader.sources import Shard, TarShard, chunks, selection_tag
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int | None], None]  # (done, total; None: not known yet)
 Upload = Literal["auto", "driver", "workers"]
 
 
 @dataclass
 class LoadReport:
-    """What a load did; ``images_per_s`` counts only images extracted in this run."""
+    """What a load did; ``images_per_s`` counts only images extracted in this run.
+
+    ``total`` counts the images known before the load (paths); images inside tar shards
+    are only known once read, so with shards ``total`` grows as they are.
+    """
 
     collection: str
     total: int
@@ -49,6 +60,11 @@ class LoadReport:
     extract_seconds: float = 0.0
     index_seconds: float = 0.0
     uploaded_by_workers: int = 0  # points the Dask workers wrote themselves
+    shards: int = 0  # tar shards in the source
+    shards_skipped: int = 0  # recorded as completely stored: not read again
+    shard_errors: dict[str, str] = field(default_factory=dict)  # damaged shard -> why
+    skipped_members: int = 0  # tar members that are no image sample
+    not_selected: int = 0  # samples left out by the selection list
 
     @property
     def images_per_s(self) -> float:
@@ -57,7 +73,7 @@ class LoadReport:
 
 
 def load_collection(
-    records: Sequence[Record],
+    records: Sequence[Record] | DatasetSource,
     store: Store,
     collection: str,
     options: ExtractionOptions,
@@ -65,32 +81,51 @@ def load_collection(
     metadata: dict | None = None,
     progress: ProgressCallback | None = None,
     upload: Upload = "auto",
+    shard_progress: ProgressCallback | None = None,
 ) -> LoadReport:
-    """Extract and store ``records`` into ``collection``, skipping ids already there.
+    """Extract and store ``records`` (or a whole source) into ``collection``, skipping
+    what is already there.
 
-    ``upload``: ``"driver"`` funnels every partition through this process (the only choice
-    for Edge); ``"workers"`` has the Dask workers upsert their own partitions (a Qdrant
-    server: they must reach it and have ``QDRANT_API_KEY``); ``"auto"`` picks workers
-    whenever the store is shared across processes. ``collection`` may be an alias: the
-    points go to the collection it points to.
+    Records known in the driver are cut into chunks of ``options.partition_size`` and
+    resume by id; each tar shard of a source is one partition that its worker reads, and
+    resumes by shard: a shard the collection's ledger records as complete (and whose
+    points are all there) is skipped without being read; a shard cut by a crash is read
+    again and only its missing ids are encoded. ``upload``: ``"driver"`` funnels every
+    partition through this process (the only choice for Edge); ``"workers"`` has the Dask
+    workers upsert their own partitions (a Qdrant server: they must reach it and have
+    ``QDRANT_API_KEY``); ``"auto"`` picks workers whenever the store is shared across
+    processes. ``collection`` may be an alias: the points go to the collection it points
+    to. ``progress(images done, images total)``; ``shard_progress(partitions done, total)``.
     """
-    report = LoadReport(collection=collection, total=len(records))
-    _check_unique_ids(records)
-    records = [_stamped(r) for r in records]
+    source = records if isinstance(records, DatasetSource) else DatasetSource(list(records), {})
+    known = source.records
+    report = LoadReport(collection=collection, total=len(known), shards=len(source.tar_shards))
+    _check_unique_ids(known)
+    known = [_stamped(r) for r in known]
     target = _worker_upload(store, collection, upload)
     existed = store.collection_exists(collection)
+    plan: list[tuple[Shard, frozenset[str]]] = []
+    tags = _selection_tags(source.tar_shards)
     if existed:
         options = _compatible_options(store, collection, options)
-        present = _unchanged(store, collection, records, report)
+        present = _unchanged(store, collection, known, report)
         report.already_present = len(present)
-        records = [r for r in records if r.id not in present]
+        known = [r for r in known if r.id not in present]
         if present:
             logger.info(
                 "%s: %d of %d already stored, resuming", collection, len(present), report.total
             )
-    done = report.already_present
+    plan += [(chunk, frozenset()) for chunk in chunks(known, options.partition_size)]
+    plan += (
+        _tar_plan(store, collection, source.tar_shards, tags, report)
+        if existed
+        else [(shard, frozenset()) for shard in source.tar_shards]
+    )
+    done, parts_done = report.already_present, 0
     if progress:
-        progress(done, report.total)
+        progress(done, report.total if not source.tar_shards else None)
+    if shard_progress:
+        shard_progress(0, len(plan))
 
     def create(dim: int, resolution: int, local_dim: int | None = None) -> None:
         if not store.collection_exists(collection):
@@ -98,7 +133,7 @@ def load_collection(
                 "encoder": options.encoder,
                 "resolution": resolution,
                 "ilias_version": __version__,
-                **(metadata or {}),
+                **(metadata or source.metadata),
             }
             if options.local is not None:
                 meta["local"] = options.local.to_dict()
@@ -110,8 +145,9 @@ def load_collection(
     # partition (the dimension comes from one worker's encoder). The driver path creates it
     # at the first partition that has vectors, as before.
     prepare = create if target is not None and not existed else None
+    skips = {shard.name: skip for shard, skip in plan}
     try:
-        for part in extract(records, options, upload=target, prepare=prepare):
+        for part in extract_shards(plan, options, upload=target, prepare=prepare):
             report.failures.extend(part.failures)
             if part.uploaded:
                 report.uploaded_by_workers += len(part.ids)
@@ -120,23 +156,108 @@ def load_collection(
                 store.upsert(collection, part.ids, part.vectors, part.payloads, local=part.local)
             report.loaded += len(part.ids)
             done += part.n_records
+            parts_done += 1
+            if part.report is not None and part.shard in tags:
+                _account_shard(store, collection, part, skips[part.shard], tags, report)
+                report.total += part.n_records
             if progress:
-                progress(done, report.total)
+                progress(done, report.total if not source.tar_shards else None)
+            if shard_progress:
+                shard_progress(parts_done, len(plan))
     finally:
         report.extract_seconds = time.perf_counter() - started
 
-    if prepare is not None and report.total and not report.loaded and not report.already_present:
+    if prepare is not None and not report.loaded and not report.already_present:
         store.drop(collection)  # created for the workers, then nothing could be decoded
     if store.collection_exists(collection):
         started = time.perf_counter()
         store.finish_load(collection)
         report.index_seconds = time.perf_counter() - started
-    elif report.total:
+    elif report.total or report.shards:
         raise StoreError(
             f"no image of {report.total} could be decoded, so {collection!r} was not created; "
             "see the log for the reasons"
         )
     return report
+
+
+def _selection_tags(shards: Sequence[TarShard]) -> dict[str, str | None]:
+    """Shard name -> the tag of the selection it is read with (None: every sample)."""
+    tags: dict[str, str | None] = {}
+    by_path: dict[str, str] = {}
+    for shard in shards:
+        if shard.selection and shard.selection not in by_path:
+            by_path[shard.selection] = selection_tag(shard.selection)
+        tags[shard.name] = by_path[shard.selection] if shard.selection else None
+    return tags
+
+
+def _tar_plan(
+    store: Store,
+    collection: str,
+    shards: Sequence[TarShard],
+    tags: dict[str, str | None],
+    report: LoadReport,
+) -> list[tuple[Shard, frozenset[str]]]:
+    """Tar shards still to read, each with the ids of it already stored.
+
+    A shard is skipped unread when the ledger records it complete for the same selection
+    and the collection still holds exactly that many of its points; otherwise it is read
+    again and its stored ids are not encoded twice.
+    """
+    ledger = store.shard_ledger(collection)
+    plan: list[tuple[Shard, frozenset[str]]] = []
+    for shard in shards:
+        entry = ledger.get(shard.name)
+        stored = store.count(collection, {SHARD_KEY: shard.name})
+        if entry and entry.get("selection") == tags[shard.name] and entry["points"] == stored:
+            report.shards_skipped += 1
+            report.already_present += stored
+            report.total += stored
+            continue
+        ids: frozenset[str] = frozenset()
+        if stored:
+            pages = store.scan_payloads(collection, [ID_KEY], where={SHARD_KEY: shard.name})
+            ids = frozenset(p[ID_KEY] for page in pages for p in page)
+            report.already_present += len(ids)
+            report.total += len(ids)
+            logger.info("%s: %d points of %s stored, resuming it", collection, len(ids), shard.name)
+        plan.append((shard, ids))
+    return plan
+
+
+def _account_shard(
+    store: Store,
+    collection: str,
+    part: ExtractedPartition,
+    skip: frozenset[str],
+    tags: dict[str, str | None],
+    report: LoadReport,
+) -> None:
+    """Count what reading a tar shard skipped; record it in the ledger once complete.
+
+    A damaged shard (truncated, unreadable) is counted and named but never recorded, so
+    the next run reads it again (a re-downloaded file then completes it).
+    """
+    shard, read = part.shard, part.report
+    assert shard is not None and read is not None
+    report.skipped_members += sum(read.skipped.values())
+    report.not_selected += read.not_selected
+    if read.error is not None:
+        report.shard_errors[shard] = read.error
+        logger.warning("shard %s ended early: %s", shard, read.error)
+        return
+    if not store.collection_exists(collection):
+        return  # nothing decodable yet anywhere: no collection to record in
+    entry = {
+        "points": len(skip) + len(part.ids),
+        "samples": read.samples,
+        "failures": len(part.failures),
+        "skipped": sum(read.skipped.values()),
+        "not_selected": read.not_selected,
+        "selection": tags[shard],
+    }
+    store.record_shards(collection, {shard: entry})
 
 
 def _worker_upload(store: Store, collection: str, upload: Upload) -> WorkerUpload | None:
@@ -183,7 +304,7 @@ def list_versions(store: Store, alias: str) -> list[tuple[int, str]]:
 
 
 def load_versioned(
-    records: Sequence[Record],
+    records: Sequence[Record] | DatasetSource,
     store: Store,
     alias: str,
     options: ExtractionOptions,
@@ -192,6 +313,7 @@ def load_versioned(
     progress: ProgressCallback | None = None,
     upload: Upload = "auto",
     keep: int | None = None,
+    shard_progress: ProgressCallback | None = None,
 ) -> VersionedLoad:
     """Zero-downtime reload: load into a new ``<alias>-v<N>``, then swap ``alias`` to it.
 
@@ -219,8 +341,9 @@ def load_versioned(
     else:
         target, resumed = version_name(alias, (versions[-1][0] if versions else 0) + 1), False
     report = load_collection(
-        records, store, target, options, metadata=metadata, progress=progress, upload=upload
-    )
+        records, store, target, options, metadata=metadata, progress=progress, upload=upload,
+        shard_progress=shard_progress,
+    )  # fmt: skip
     store.set_alias(alias, target)
     dropped: list[str] = []
     if keep is not None:

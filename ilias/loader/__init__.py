@@ -17,10 +17,12 @@ from ilias.loader.datasets import (
 from ilias.loader.gpr1200 import Gpr1200Dataset, is_gpr1200_layout, load_gpr1200
 from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
 from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
+from ilias.loader.sources import RecordChunk, Shard, TarShard, selection_tag
 from ilias.loader.uned import UNED_TEST_SPLITS, UnedDataset, UnedSplits, is_uned_layout, load_uned
 from ilias.loader.webdataset import (
     ShardReport,
     expand_shards,
+    is_shard_spec,
     read_selection,
     read_shard,
     sample_key,
@@ -36,8 +38,11 @@ __all__ = [
     "DecodeFailure",
     "Gpr1200Dataset",
     "Record",
+    "RecordChunk",
     "Role",
+    "Shard",
     "ShardReport",
+    "TarShard",
     "TextQuery",
     "UnedDataset",
     "UnedSplits",
@@ -50,6 +55,7 @@ __all__ = [
     "instance_of",
     "is_gpr1200_layout",
     "is_ilias_layout",
+    "is_shard_spec",
     "is_uned_layout",
     "load_gpr1200",
     "load_uned",
@@ -61,5 +67,6 @@ __all__ = [
     "read_selection",
     "read_shard",
     "sample_key",
+    "selection_tag",
     "shard_name",
 ]

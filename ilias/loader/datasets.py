@@ -21,6 +21,8 @@ from pathlib import Path
 
 from ilias.errors import DatasetError
 from ilias.loader.records import Record, Role, TextQuery
+from ilias.loader.sources import Shard, TarShard, chunks, select_records
+from ilias.loader.webdataset import expand_shards, is_shard_spec, read_selection
 
 logger = logging.getLogger(__name__)
 
@@ -139,12 +141,18 @@ def read_ilias(root: Path | str, distractors: Path | str | None = None) -> Bench
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """What ``ilias load`` reads from one path: the database records, and the collection
-    metadata that lets later commands (``ilias eval``) find the dataset again."""
+    """What ``ilias load`` reads: records the driver knows (paths), tar shards the workers
+    read themselves, and the collection metadata that lets later commands (``ilias eval``)
+    find the dataset again."""
 
     records: list[Record]
     metadata: dict[str, str]
     benchmark: Benchmark | None = None  # set for the ILIAS layout: queries and ground truth
+    tar_shards: list[TarShard] = field(default_factory=list)
+
+    def shards(self, chunk_size: int) -> list[Shard]:
+        """Every unit of the load: chunks of the known records, then one per tar shard."""
+        return [*chunks(self.records, chunk_size), *self.tar_shards]
 
 
 def is_ilias_layout(path: Path | str) -> bool:
@@ -153,20 +161,48 @@ def is_ilias_layout(path: Path | str) -> bool:
     return path.is_dir() and any((p / "query").is_dir() for p in path.iterdir())
 
 
-def open_dataset(path: Path | str, distractors: Path | str | None = None) -> DatasetSource:
-    """The records to load from ``path``, detected from what it holds.
+def open_dataset(
+    path: Path | str, distractors: Path | str | None = None, select: Path | str | None = None
+) -> DatasetSource:
+    """What to load from ``path``, detected from what it holds.
 
-    An ILIAS-layout folder gives its positives (then ``distractors``) and remembers both
-    paths as ``dataset`` / ``distractors`` metadata; any other folder or list file gives a
-    plain image collection (``images`` metadata), which takes no distractors.
+    An ILIAS-layout folder gives its positives, then ``distractors`` (a folder or list file
+    of images, or WebDataset tar shards: a folder of ``.tar``, a glob, a brace pattern, a
+    URL), and remembers both as ``dataset`` / ``distractors`` metadata. Tar shards alone
+    give a plain collection read shard by shard; any other folder or list file gives a
+    plain image collection (``images`` metadata), which takes no distractors. ``select``
+    (a selection list, mini-ILIAS) keeps only the listed distractors (or images of a
+    plain shard collection).
     """
+    if select is not None:
+        read_selection(select)  # a missing or empty list fails here, before any work
+    selection = str(Path(select).expanduser().resolve()) if select is not None else None
+    if is_shard_spec(path) and not is_ilias_layout(path):
+        if distractors:
+            raise DatasetError(f"--distractors needs an ILIAS-layout dataset; {path} is not one")
+        shards = [TarShard(s, Role.IMAGE, selection) for s in expand_shards(str(path))]
+        return DatasetSource([], {"images": _spec_text(path)}, tar_shards=shards)
     path = Path(path)
     if is_ilias_layout(path):
+        if distractors is not None and is_shard_spec(distractors):
+            benchmark = read_ilias(path)
+            locations = expand_shards(str(distractors))
+            shards = [TarShard(s, Role.DISTRACTOR, selection) for s in locations]
+            metadata = ilias_metadata(path, distractors)
+            return DatasetSource(benchmark.database, metadata, benchmark, tar_shards=shards)
         benchmark = read_ilias(path, distractors)
-        return DatasetSource(benchmark.database, ilias_metadata(path, distractors), benchmark)
+        database = benchmark.database
+        if selection is not None:
+            positives = [r for r in database if r.payload.get("role") != Role.DISTRACTOR.value]
+            chosen = select_records(database[len(positives) :], selection)
+            database = positives + chosen
+        return DatasetSource(database, ilias_metadata(path, distractors), benchmark)
     if distractors:
         raise DatasetError(f"--distractors needs an ILIAS-layout dataset; {path} is not one")
-    return DatasetSource(read_images(path), {"images": str(path.resolve())})
+    records = read_images(path)
+    if selection is not None:
+        records = select_records(records, selection)
+    return DatasetSource(records, {"images": str(path.resolve())})
 
 
 def ilias_metadata(path: Path | str, distractors: Path | str | None = None) -> dict[str, str]:
@@ -174,8 +210,16 @@ def ilias_metadata(path: Path | str, distractors: Path | str | None = None) -> d
     queries again: the ``dataset`` folder and, where given, the ``distractors``."""
     metadata = {"dataset": str(Path(path).resolve())}
     if distractors:
-        metadata["distractors"] = str(Path(distractors).resolve())
+        metadata["distractors"] = _spec_text(distractors)
     return metadata
+
+
+def _spec_text(spec: Path | str) -> str:
+    """A local path resolved; a URL, brace pattern or glob as written."""
+    text = str(spec)
+    if "://" in text or any(ch in text for ch in "{*?["):
+        return text
+    return str(Path(text).expanduser().resolve())
 
 
 def benchmark_for_collection(

@@ -73,6 +73,18 @@ def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
     return [str(path)]
 
 
+def is_shard_spec(spec: str | Path) -> bool:
+    """Whether ``spec`` names tar shards rather than image files: a ``.tar`` path, a brace
+    pattern or glob of them, a URL, or a folder holding ``.tar`` files."""
+    text = str(spec)
+    if "://" in text or "{" in text or text.endswith(".tar"):
+        return True
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return any(p.suffix == ".tar" and p.is_file() for p in path.iterdir())
+    return False
+
+
 def shard_name(location: str) -> str:
     """The shard's file name, the first part of its samples' ids (``00000.tar``)."""
     return location.rstrip("/").rsplit("/", 1)[-1]

@@ -40,6 +40,7 @@ from ilias.indexing.store.schema import (
     ID_KEY,
     LOCAL_VECTOR,
     LOCAL_XY,
+    SELECTION_KEY,
     CollectionConfig,
     CollectionInfo,
     SnapshotInfo,
@@ -244,6 +245,57 @@ class Store:
         """The named payload keys of stored points, by dataset id (missing ids absent)."""
         found = self._retrieve(name, ids, vectors=(), payload=list(keys))
         return {i: dict(p.payload) for i, p in found.items()}
+
+    def scan_payloads(
+        self, name: str, keys: Sequence[str], where: Mapping[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The named payload keys of every point (matching ``where``: key -> exact value,
+        unchecked against the indexes), a page at a time, without vectors."""
+        target = self._target(name)
+        clauses = [Condition(key, value=value) for key, value in (where or {}).items()]
+        page = self.capabilities.retrieve_batch * 8
+        for points in self.engine.scroll(target, clauses, list(keys), page):
+            yield [dict(p.payload) for p in points]
+
+    def tag(self, name: str, tag: str, keep: Callable[[Mapping[str, Any]], bool]) -> int:
+        """Add ``tag`` to the ``selection`` payload of every point ``keep(payload)`` accepts
+        (the payload holds ``id``, ``role`` and ``selection``); returns how many carry it.
+
+        A selection is then an indexed payload filter (``selection=tag``) that any search
+        or evaluation applies inside the engine, however many points it keeps.
+        """
+        self._writable_config(name)
+        target = self._target(name)
+        tagged = 0
+        pending: dict[tuple[str, ...], list[str]] = {}
+        for payloads in self.scan_payloads(name, [ID_KEY, "role", SELECTION_KEY]):
+            for payload in payloads:
+                if not keep(payload):
+                    continue
+                tagged += 1
+                current = payload.get(SELECTION_KEY) or []
+                current = [current] if isinstance(current, str) else list(current)
+                if tag in current:
+                    continue
+                pending.setdefault(tuple(sorted({*current, tag})), []).append(
+                    point_id(payload[ID_KEY])
+                )
+        size = self.capabilities.upsert_batch
+        for selection, ids in pending.items():
+            for start in range(0, len(ids), size):
+                self.engine.set_payload(
+                    target, ids[start : start + size], {SELECTION_KEY: list(selection)}
+                )
+        return tagged
+
+    def shard_ledger(self, name: str) -> dict[str, dict[str, Any]]:
+        """The source shards a load recorded as completely stored: ``{shard: entry}``."""
+        return self.engine.read_ledger(self._target(name))
+
+    def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record shards as completely stored (after their points are written)."""
+        if entries:
+            self.engine.record_shards(self._target(name), entries)
 
     def finish_load(self, name: str) -> None:
         """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""

@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ _SCHEMA_TYPES = {
 _HIT_PAYLOAD = qe.PayloadSelector.Exclude([LOCAL_XY])
 _ALIASES = "aliases.json"
 _CONFIG = "collection.json"
+# The shard ledger: one JSON line per completely loaded source shard, appended and fsynced
+# by the one process that owns the collection; a line cut by a kill is ignored on reading.
+_LEDGER = "shards.jsonl"
 
 
 class EdgeEngine(Engine):
@@ -189,6 +192,52 @@ class EdgeEngine(Engine):
     def count(self, name: str, conditions: Sequence[Condition]) -> int:
         request = qe.CountRequest(exact=True, filter=_edge_filter(conditions))
         return int(self._shard(name).count(request))
+
+    def scroll(
+        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
+    ) -> Iterator[list[StoredPoint]]:
+        shard, offset = self._shard(name), None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=page,
+                    filter=_edge_filter(conditions),
+                    with_payload=qe.PayloadSelector.Include(list(payload)),
+                    with_vector=False,
+                )
+            )
+            yield [StoredPoint(str(r.id), {}, dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
+        self._shard(name).update(qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+
+    # -- the shard ledger ----------------------------------------------------------------
+    def read_ledger(self, name: str) -> dict[str, dict[str, Any]]:
+        path = self.root / name / _LEDGER
+        if not path.is_file():
+            return {}
+        ledger: dict[str, dict[str, Any]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a write cut by a kill
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("shard"), str):
+                ledger[entry.pop("shard")] = entry
+        return ledger
+
+    def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        path = self.root / name / _LEDGER
+        lines = "".join(json.dumps({**e, "shard": shard}) + "\n" for shard, e in entries.items())
+        with path.open("a", encoding="utf-8") as ledger:
+            if ledger.tell() and not path.read_bytes().endswith(b"\n"):
+                ledger.write("\n")  # end a line a kill cut, so the new entries parse
+            ledger.write(lines)
+            ledger.flush()
+            os.fsync(ledger.fileno())
 
     # -- aliases -----------------------------------------------------------------------
     def list_aliases(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ are finite float32 rows of the right size, filters are lists of ``Condition``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +169,25 @@ class Engine(ABC):
 
     @abstractmethod
     def count(self, name: str, conditions: Sequence[Condition]) -> int: ...
+
+    @abstractmethod
+    def scroll(
+        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
+    ) -> Iterator[list[StoredPoint]]:
+        """Every point matching ``conditions``, a page at a time, with those payload keys."""
+
+    @abstractmethod
+    def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
+        """Set these payload keys (others kept) on the points ``ids``."""
+
+    # -- the shard ledger of a collection (which source shards a load completed) --------
+    @abstractmethod
+    def read_ledger(self, name: str) -> dict[str, dict[str, Any]]:
+        """``{shard name: entry}`` for every shard recorded as completely loaded."""
+
+    @abstractmethod
+    def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add (or replace) ledger entries; durable when this returns."""
 
     # -- aliases -----------------------------------------------------------------------
     @abstractmethod

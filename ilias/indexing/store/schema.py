@@ -18,6 +18,8 @@ GLOBAL_VECTOR = "global"
 LOCAL_VECTOR = "local"  # multivector of local descriptors (MAX_SIM), for re-ranking
 LOCAL_XY = "local_xy"  # payload: patch centres of the local descriptors, [x0, y0, x1, ...]
 ID_KEY = "id"  # payload: the dataset id of the point (written by every upsert)
+SHARD_KEY = "shard"  # payload: the source shard a point was read from (tar shards)
+SELECTION_KEY = "selection"  # payload: names of the selections that keep the point
 
 
 def point_id(dataset_id: str) -> str:
@@ -32,6 +34,8 @@ def default_payload_indexes() -> dict[str, str]:
         "role": "keyword",
         "scale": "float",
         "clutter": "integer",
+        "shard": "keyword",  # the source shard of a point (WebDataset): resume by shard
+        "selection": "keyword",  # the selections (mini-ILIAS...) a point belongs to
     }
 
 

@@ -32,11 +32,12 @@ ones are shared within a process (not across processes).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,7 @@ T = TypeVar("T")
 
 API_KEY_ENV = "QDRANT_API_KEY"
 METADATA_KEY = "ilias"
+LEDGER_KEY = "ilias_shards"  # the shard ledger: {shard name: entry}
 # Where the official Qdrant image keeps snapshots (storage.snapshots_path, /qdrant/snapshots).
 SERVER_SNAPSHOTS = "/qdrant/snapshots"
 _SCHEMA_TYPES = ("keyword", "integer", "float", "bool", "text")
@@ -407,6 +409,56 @@ class ServerEngine(Engine):
             collection=name,
         )
         return int(answer.count)
+
+    def scroll(
+        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
+    ) -> Iterator[list[StoredPoint]]:
+        offset: Any = None
+
+        def page_from(start: Any) -> Any:
+            return self.client.scroll(
+                collection_name=name,
+                scroll_filter=_filter(conditions),
+                limit=page,
+                offset=start,
+                with_payload=list(payload),
+                with_vectors=False,
+            )
+
+        while True:
+            records, offset = self._call(
+                functools.partial(page_from, offset),
+                f"reading the points of {name!r}",
+                collection=name,
+            )
+            yield [StoredPoint(str(r.id), {}, dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
+        self._call(
+            lambda: self.client.set_payload(
+                collection_name=name, payload=dict(payload), points=list(ids), wait=True
+            ),
+            f"tagging {len(ids)} points of {name!r}",
+            collection=name,
+        )
+
+    # -- the shard ledger: collection metadata, next to the ilias config ------------------
+    def read_ledger(self, name: str) -> dict[str, dict[str, Any]]:
+        details = self._call(lambda: self.client.get_collection(name), f"reading {name!r}")
+        ledger = (details.config.metadata or {}).get(LEDGER_KEY) or {}
+        return {shard: dict(entry) for shard, entry in ledger.items()}
+
+    def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        # Qdrant merges metadata by top-level key, so the ledger is rewritten whole; only
+        # the load's driver writes it.
+        ledger = {**self.read_ledger(name), **{s: dict(e) for s, e in entries.items()}}
+        self._call(
+            lambda: self.client.update_collection(name, metadata={LEDGER_KEY: ledger}),
+            f"recording loaded shards of {name!r}",
+            collection=name,
+        )
 
     # -- aliases -----------------------------------------------------------------------
     def list_aliases(self) -> dict[str, str]:

@@ -1,0 +1,97 @@
+"""Sources as shards: the units a load is cut into, read by the worker that encodes them.
+
+A source is a list of shards; one shard is one Dask partition and one unit of resume.
+
+- ``TarShard``: one WebDataset ``.tar`` (a YFCC100M distractor shard of the reference). Only
+  its location travels to the worker, which streams the tar itself; the driver never
+  holds its records. A load records every completely stored tar shard in the collection's
+  shard ledger, so a rerun skips it without reading it.
+- ``RecordChunk``: a fixed-size chunk of records the driver already knows as paths (the
+  ILIAS core folder, an image folder, a list file). Resume is by id: ids already stored
+  are dropped before any pixel is decoded.
+
+A selection list (mini-ILIAS: sample keys, plain or ``.gz``) restricts distractors: a tar
+shard's worker reads the list once per process (cached by path) and keeps the listed keys,
+exactly as the reference's shortlist filter does; folder distractors are kept when their
+id, its part after ``<shard>.tar/``, or its file stem is listed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ilias.loader.records import Record, Role
+from ilias.loader.webdataset import ShardReport, read_selection, read_shard, shard_name
+
+
+@dataclass(frozen=True)
+class RecordChunk:
+    """Records known in the driver, encoded as one partition."""
+
+    name: str
+    records: tuple[Record, ...]
+
+    def read(self, report: ShardReport) -> Iterator[Record]:
+        report.samples = len(self.records)
+        return iter(self.records)
+
+
+@dataclass(frozen=True)
+class TarShard:
+    """One WebDataset tar, read where it is encoded; ``selection`` is a list file's path."""
+
+    location: str
+    role: Role = Role.DISTRACTOR
+    selection: str | None = None
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.location)
+
+    def read(self, report: ShardReport) -> Iterator[Record]:
+        keys = cached_selection(self.selection) if self.selection else None
+        return read_shard(self.location, report, selection=keys, role=self.role)
+
+
+Shard = RecordChunk | TarShard
+
+
+@functools.lru_cache(maxsize=4)
+def cached_selection(path: str) -> frozenset[str]:
+    """A selection list read once per process: every shard of a load shares it."""
+    return read_selection(path)
+
+
+def selection_tag(path: str | Path) -> str:
+    """A stable name for a selection list, from its keys (not its file name or order):
+    ``<file stem>-<8 hex digits>``, e.g. ``mini_ilias_yfcc-1a2b3c4d``."""
+    keys = read_selection(path)
+    digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:8]
+    stem = Path(path).name.split(".")[0] or "selection"
+    return f"{stem}-{digest}"
+
+
+def select_records(records: Sequence[Record], path: str | Path) -> list[Record]:
+    """Folder or list distractors kept by a selection list (see the module docstring)."""
+    keys = read_selection(path)
+    return [r for r in records if selected(r.id, keys)]
+
+
+def selected(dataset_id: str, keys: frozenset[str]) -> bool:
+    """Whether a distractor id is listed: by its sample key after ``.tar/`` (the
+    reference's rule), by the whole id, or by its file stem."""
+    key = dataset_id.rpartition(".tar/")[2]
+    stem = key.rpartition("/")[2].split(".")[0]
+    return key in keys or dataset_id in keys or stem in keys
+
+
+def chunks(records: Sequence[Record], size: int, prefix: str = "records") -> list[RecordChunk]:
+    """Fixed-size chunks of driver-known records (the last one shorter)."""
+    return [
+        RecordChunk(f"{prefix}:{start // size:05d}", tuple(records[start : start + size]))
+        for start in range(0, len(records), size)
+    ]
