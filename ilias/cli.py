@@ -246,6 +246,11 @@ def load(
             f"{len(report.shard_errors)} damaged; {report.skipped_members} members that are no "
             f"image skipped, {report.not_selected} samples not selected"
         )
+    if report.selection_listed:
+        console.print(
+            f"selection: {report.selection_found} of its {report.selection_listed} keys found "
+            "in these shards (the others are in shards not loaded, or in none)"
+        )
     for shard, reason in report.shard_errors.items():
         console.print(f"  [yellow]damaged shard[/] {shard}: {reason} (what it held is kept)")
     if report.uploaded_by_workers:

@@ -46,7 +46,7 @@ from ilias.eval.report import (
     write_per_query,
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
-from ilias.loader import Benchmark, Gpr1200Dataset, UnedDataset, ilias_metadata, read_ilias
+from ilias.loader import Benchmark, Gpr1200Dataset, UnedDataset, open_dataset, selection_tag
 from ilias.query import EXACT, evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
@@ -97,7 +97,8 @@ class _Run(_Section):
 class _Dataset(_Section):
     kind: str = "ilias"
     path: str = Field(min_length=1)
-    distractors: str | None = None
+    distractors: str | None = None  # images (folder, list) or tar shards (folder, glob, {a..b})
+    select: str | None = None  # a selection list (mini-ILIAS): load only those distractors
     taxonomy: str | None = None
     crop_queries: bool = False  # the reference extracts image queries whole by default
 
@@ -209,7 +210,7 @@ class RunConfig:
 
     name: str
     dataset: Path
-    distractors: Path | None
+    distractors: str | None  # a path, a shard pattern or a URL
     taxonomy: Path | None
     encoder: str
     resolution: int | None
@@ -236,6 +237,7 @@ class RunConfig:
     where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
     crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
     ames_weights: Path | None = None  # [rerank] ames_weights: the AMES checkpoint
+    select: Path | None = None  # [dataset] select: a selection list applied at load
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -304,7 +306,8 @@ def parse_run_config(
         name=name,
         kind=kind,
         dataset=dataset,
-        distractors=resolve(parsed.dataset.distractors),
+        distractors=_resolve_spec(parsed.dataset.distractors, base),
+        select=resolve(parsed.dataset.select),
         taxonomy=resolve(parsed.dataset.taxonomy),
         encoder=parsed.encoder.spec,
         resolution=parsed.encoder.resolution,
@@ -335,6 +338,14 @@ def parse_run_config(
         raw={section: dict(body) for section, body in data.items()},
         source=source,
     )
+
+
+def _resolve_spec(spec: str | None, base: Path) -> str | None:
+    """A distractor path or shard pattern relative to the config file; URLs as written."""
+    if spec is None or "://" in spec:
+        return spec
+    path = Path(spec).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def _resolve_store(spec: str, base: Path) -> str:
@@ -390,11 +401,13 @@ def _check_rerank(config: RunConfig) -> bool:
 
 
 def _collection_name(config: RunConfig, benchmark: Benchmark, spec: str) -> str:
-    """One collection per (dataset, encoder, resolution) unless the config names one."""
+    """One collection per (dataset, encoder, resolution, selection) unless the config
+    names one: a selected (mini) load never mixes with a full one."""
     if config.collection:
         return config.collection
     digest = hashlib.sha1(f"{spec}|{config.resolution}".encode()).hexdigest()[:8]
-    return f"{benchmark.name}-{digest}"
+    selection = f"-{selection_tag(config.select)}" if config.select else ""
+    return f"{benchmark.name}-{digest}{selection}"
 
 
 # ----------------------------------------------------------------------------- a run
@@ -427,15 +440,20 @@ def run_config(
     spec = encoder_spec(config)
     _check_output(config)
     taxonomy = read_taxonomy(config.taxonomy) if config.taxonomy else None
-    benchmark = read_ilias(config.dataset, config.distractors)
+    source = open_dataset(config.dataset, config.distractors, config.select)
+    benchmark = source.benchmark
+    assert benchmark is not None  # parse_run_config checked the ILIAS layout
+    # The ids inside tar shards are only known once read: check_ids cannot list them.
+    check_ids = config.check_ids and not source.tar_shards
+    if config.check_ids and source.tar_shards:
+        logger.info("%s: check_ids skipped: distractors come from tar shards", config.name)
     collection = _collection_name(config, benchmark, spec)
 
     report = _stage_reporter(progress)
     with open_store(config.store) as store:
         options = _extraction_options(config, spec, LocalConfig() if needs_local else None)
-        metadata = ilias_metadata(config.dataset, config.distractors)
         load = load_collection(
-            benchmark.database, store, collection, options, metadata=metadata,
+            source, store, collection, options, metadata=source.metadata,
             progress=report("extract"),
         )  # fmt: skip
         info = store.info(collection)
@@ -452,7 +470,7 @@ def run_config(
             ames_weights=str(config.ames_weights) if config.ames_weights else None,
             breakdowns=config.breakdowns,
             taxonomy=taxonomy,
-            check_database=config.check_ids,
+            check_database=check_ids,
             progress=progress,
         )
     timings = {"load_extract_s": load.extract_seconds, "load_index_s": load.index_seconds}
@@ -490,11 +508,12 @@ def run_config(
             "name": benchmark.name,
             "path": config.dataset,
             "distractors": config.distractors,
+            "select": config.select,
             "taxonomy": config.taxonomy,
             "crop_queries": config.crop_queries,
             "image_queries": len(benchmark.image_queries),
             "text_queries": len(benchmark.text_queries),
-            "database": len(benchmark.database),
+            "database": info.points,  # positives + the distractors loaded (tar shards too)
             "positives": benchmark.n_positives,
         },
         "encoder": {

@@ -123,6 +123,8 @@ def test_create_sends_int8_deferred_indexing_sharding_and_payload_indexes():
         "role": models.PayloadSchemaType.KEYWORD,
         "scale": models.PayloadSchemaType.FLOAT,
         "clutter": models.PayloadSchemaType.INTEGER,
+        "shard": models.PayloadSchemaType.KEYWORD,
+        "selection": models.PayloadSchemaType.KEYWORD,
     }
     assert all(kw["wait"] is True for kw in sent.sent("create_payload_index"))
 

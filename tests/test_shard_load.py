@@ -3,13 +3,16 @@ shard (ledger), kill -9 inside a shard, damaged shards, selections at load and a
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import io
 import signal
 import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from typer.testing import CliRunner
 
 from ilias.cli import app
 from ilias.indexing import DEFAULT_ENCODER, EdgeStore, ExtractionOptions, load_collection
-from ilias.loader import open_dataset, read_ilias
+from ilias.loader import open_dataset, read_ilias, selection_tag
 from ilias.query import evaluate_collection
 from ilias.query.selection import apply_selection
 from ilias.types import SearchParams
@@ -166,6 +169,7 @@ def test_selection_at_load_equals_selection_as_a_filter(tiny_ilias, shards, tmp_
     with EdgeStore(tmp_path / "store") as store:
         selected = load_collection(open_dataset(core, pattern(shards), mini), store, "mini", SYNC)
         assert selected.loaded == 9 + 3 and selected.not_selected == 9
+        assert (selected.selection_found, selected.selection_listed) == (3, 4)  # 9999: none
         assert store.shard_ledger("mini")["00000.tar"]["selection"].startswith("mini-")
         full = load_collection(open_dataset(core, pattern(shards)), store, "full", SYNC)
         assert full.loaded == 9 + 12
@@ -225,3 +229,49 @@ def test_cli_loads_shards_with_a_selection_then_evaluates_a_selection(tiny_ilias
     assert "2 of its 2 distractors in c, 11 points searched" in scored.output
     missing = runner.invoke(app, [*load, "--select", str(tmp_path / "none.txt"), *base])
     assert missing.exit_code == 1 and "none.txt: no such selection file" in str(missing.exception)
+
+
+def test_a_scripted_run_loads_shards_with_a_selection(tiny_ilias, shards, tmp_path):
+    from ilias.eval.report import read_metrics
+    from ilias.runs import run_config
+
+    (tmp_path / "mini.txt").write_text("0002\n2003\n")
+    config = tmp_path / "mini.toml"
+    config.write_text(
+        f"""
+[dataset]
+path = "{tiny_ilias / "core"}"
+distractors = "yfcc100m/{{00000..00002}}.tar"
+select = "mini.txt"
+[encoder]
+spec = "{DEFAULT_ENCODER}"
+resolution = 224
+[extraction]
+scheduler = "sync"
+[store]
+spec = "edge:qdrant"
+[output]
+plots = false
+"""
+    )
+    metrics = read_metrics(run_config(config))
+    assert metrics["dataset"]["select"] == str(tmp_path / "mini.txt")
+    assert metrics["store"]["points"] == metrics["dataset"]["database"] == 9 + 2
+    assert metrics["store"]["collection"].endswith(selection_tag(tmp_path / "mini.txt"))
+
+
+def test_a_load_from_shard_urls_on_a_loopback_server(shards, tmp_path):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{{00000..00002}}.tar"
+        with EdgeStore(tmp_path / "store") as store:
+            report = load_collection(open_dataset(url), store, "c", SYNC)
+            assert (report.loaded, report.shards, report.shards_skipped) == (12, 3, 0)
+            assert store.retrieve_vectors("c", ["00002.tar/2003"])  # the reference's ids
+            again = load_collection(open_dataset(url), store, "c", SYNC)
+            assert (again.shards_skipped, again.loaded) == (3, 0)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -123,7 +123,7 @@ def test_filters_mean_what_they_say_or_are_refused(store):
     assert store.count("c", {"scale": 1}) == 0  # an int on a float field too (no point at 1.0)
     refused = {
         "colour": "cannot filter c on 'colour': not an indexed field (fields: clutter, id, "
-        "instance, role, scale)",
+        "instance, role, scale, selection, shard)",
         "role_range": "filter on 'role': a range needs a number field, role is keyword",
         "clutter_text": "filter on 'clutter': 'many' is not a number (clutter is integer)",
         "clutter_half": "filter on 'clutter': clutter holds whole numbers, not 2.5",

@@ -35,7 +35,7 @@ from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
 from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
 from ilias.loader import FILE_STAMP, DatasetSource, DecodeFailure, Record, file_stamp
-from ilias.loader.sources import Shard, TarShard, chunks, selection_tag
+from ilias.loader.sources import Shard, TarShard, cached_selection, chunks, selection_tag
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class LoadReport:
     shard_errors: dict[str, str] = field(default_factory=dict)  # damaged shard -> why
     skipped_members: int = 0  # tar members that are no image sample
     not_selected: int = 0  # samples left out by the selection list
+    selection_listed: int = 0  # keys in the selection list (0: no selection)
+    selection_found: int = 0  # listed samples found in the shards of this load
 
     @property
     def images_per_s(self) -> float:
@@ -106,6 +108,8 @@ def load_collection(
     existed = store.collection_exists(collection)
     plan: list[tuple[Shard, frozenset[str]]] = []
     tags = _selection_tags(source.tar_shards)
+    selections = {s.selection for s in source.tar_shards if s.selection}
+    report.selection_listed = sum(len(cached_selection(path)) for path in selections)
     if existed:
         options = _compatible_options(store, collection, options)
         present = _unchanged(store, collection, known, report)
@@ -214,6 +218,7 @@ def _tar_plan(
             report.shards_skipped += 1
             report.already_present += stored
             report.total += stored
+            report.selection_found += entry.get("samples", 0) if tags[shard.name] else 0
             continue
         ids: frozenset[str] = frozenset()
         if stored:
@@ -243,6 +248,7 @@ def _account_shard(
     assert shard is not None and read is not None
     report.skipped_members += sum(read.skipped.values())
     report.not_selected += read.not_selected
+    report.selection_found += read.samples if tags[shard] else 0
     if read.error is not None:
         report.shard_errors[shard] = read.error
         logger.warning("shard %s ended early: %s", shard, read.error)
