@@ -28,6 +28,7 @@ from ilias.errors import StoreError
 from ilias.indexing.extract import ExtractionOptions, WorkerUpload, extract
 from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
+from ilias.indexing.store.layout import check_storage
 from ilias.loader import FILE_STAMP, DecodeFailure, Record, file_stamp
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def load_collection(
     metadata: dict | None = None,
     progress: ProgressCallback | None = None,
     upload: Upload = "auto",
+    storage: str | None = None,
 ) -> LoadReport:
     """Extract and store ``records`` into ``collection``, skipping ids already there.
 
@@ -72,8 +74,11 @@ def load_collection(
     for Edge); ``"workers"`` has the Dask workers upsert their own partitions (a Qdrant
     server: they must reach it and have ``QDRANT_API_KEY``); ``"auto"`` picks workers
     whenever the store is shared across processes. ``collection`` may be an alias: the
-    points go to the collection it points to.
+    points go to the collection it points to. ``storage``: the layout of a collection this
+    load creates (``ram``, ``disk``, ``compact``, or ``auto`` to pick by the number of
+    records; None: the store's default); an existing collection keeps its own.
     """
+    check_storage(storage)
     report = LoadReport(collection=collection, total=len(records))
     _check_unique_ids(records)
     records = [_stamped(r) for r in records]
@@ -102,7 +107,13 @@ def load_collection(
             }
             if options.local is not None:
                 meta["local"] = options.local.to_dict()
-            config = CollectionConfig(dim=dim, metadata=meta, local_dim=local_dim)
+            config = CollectionConfig(
+                dim=dim,
+                metadata=meta,
+                local_dim=local_dim,
+                storage=storage,
+                expected_points=report.total,  # the size "auto" and segment sizing go by
+            )
             store.create_collection(collection, config)
 
     started = time.perf_counter()
@@ -192,6 +203,7 @@ def load_versioned(
     progress: ProgressCallback | None = None,
     upload: Upload = "auto",
     keep: int | None = None,
+    storage: str | None = None,
 ) -> VersionedLoad:
     """Zero-downtime reload: load into a new ``<alias>-v<N>``, then swap ``alias`` to it.
 
@@ -200,6 +212,7 @@ def load_versioned(
     it was; running it again resumes the unfinished version (the newest one the alias never
     pointed to) instead of starting another. ``keep``: how many versions to keep, the new
     one included (``2`` keeps one to roll back to with ``store.set_alias``); None keeps all.
+    ``storage``: the layout of the new version (see ``load_collection``).
     """
     if keep is not None and keep < 1:
         raise StoreError(f"keep={keep}: keep at least the version just loaded (1)")
@@ -219,7 +232,14 @@ def load_versioned(
     else:
         target, resumed = version_name(alias, (versions[-1][0] if versions else 0) + 1), False
     report = load_collection(
-        records, store, target, options, metadata=metadata, progress=progress, upload=upload
+        records,
+        store,
+        target,
+        options,
+        metadata=metadata,
+        progress=progress,
+        upload=upload,
+        storage=storage,
     )
     store.set_alias(alias, target)
     dropped: list[str] = []
