@@ -375,7 +375,7 @@ def applied_layout(shard_dir: Path) -> StorageLayout | None:
     if indexed:
         options = [(v["index"].get("options") or {}) for v, _ in indexed]
         hnsw = one([o.get("memory") == "cold" or o.get("on_disk") is True for o in options])
-    payload = one([_PAYLOAD_ON_DISK.get((p or {}).get("type")) for _, p in segments])
+    payload = one([_PAYLOAD_ON_DISK.get(str((p or {}).get("type"))) for _, p in segments])
     return StorageLayout(
         originals=originals if isinstance(originals, str) else None,
         originals_on_disk=on_disk if isinstance(on_disk, bool) else None,
