@@ -44,8 +44,10 @@ DEFAULT_PRESET = "ram"  # what a collection stored without a storage setting has
 # the rest is for the page cache over the on-disk parts, the encoder and the driver.
 RAM_SHARE = 0.5
 # Per point, besides vectors and graph: the id tracker (point id <-> internal offset,
-# version), the keyword index of the dataset id and the other payload indexes. Measured on
-# Edge at 200k points with the default payload indexes (bench/scale.py: about 150-250 B).
+# version), the keyword index of the dataset id and the other payload indexes. With it the
+# derived resident bytes per point at d = 512 (2,948 / 900 / 772 for ram / disk / compact)
+# match what opening an Edge collection makes resident, measured between 50k and 200k
+# points by bench/scale.py (about 2,870 / 870 / 800 B per point, plus ~0.1 GB fixed).
 POINT_OVERHEAD = 256
 # Below this many bytes of originals a collection stays in the engine's default segment
 # layout; above it, segments are sized (``segment_plan``).
@@ -169,8 +171,9 @@ def resolve_storage(
 
     | dim | ram up to | disk up to | compact up to | per point resident: ram / disk / compact |
     |---|---|---|---|---|
-    | 512 | 4.3M | 14.3M | 16.4M | 2,948 / 900 / 772 B |
-    | 1024 | 2.3M | 9.3M | 10.3M | 5,508 / 1,412 / 1,284 B |
+    | 512 | 4.3M | 14.0M | 16.4M | 2,948 / 900 / 772 B |
+    | 768 | 3.0M | 10.9M | 12.3M | 4,228 / 1,156 / 1,028 B |
+    | 1024 | 2.3M | 9.0M | 9.8M | 5,508 / 1,412 / 1,284 B |
 
     so 5M x 1024 (mini-ILIAS) resolves to ``disk`` and 100M x 1024 to ``compact`` (with
     the warning). For a server store the client's RAM is only a stand-in for the server's:
