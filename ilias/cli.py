@@ -73,6 +73,15 @@ UploadOption = Annotated[
 CollectionOption = Annotated[
     str, typer.Option("--collection", "-c", envvar="ILIAS_COLLECTION", help="Collection name.")
 ]
+StorageOption = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="Layout of a new collection: ram (float32 originals in RAM), disk (originals on "
+        "disk, int8 and HNSW in RAM), compact (float16 originals and HNSW on disk), or auto "
+        "(by its size and this machine's RAM).",
+    ),
+]
 ExactOption = Annotated[bool, typer.Option("--exact", help="Exact search instead of HNSW.")]
 EfOption = Annotated[int | None, typer.Option("--hnsw-ef", help="HNSW ef at search time.")]
 OversamplingOption = Annotated[
@@ -175,6 +184,7 @@ def load(
         typer.Option(help="With --versioned: versions to keep, the new one included."),
     ] = None,
     upload: UploadOption = "auto",
+    storage: StorageOption = "auto",
     local: Annotated[
         bool,
         typer.Option(
@@ -191,8 +201,10 @@ def load(
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+    from ilias.indexing.store.layout import check_storage
     from ilias.loader import open_dataset
 
+    check_storage(storage, "--storage")
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
     source = open_dataset(dataset, distractors, select)
@@ -225,12 +237,13 @@ def load(
             swap = load_versioned(
                 source, backend, collection, options, metadata=metadata, progress=progress,
                 upload=cast("Upload", upload), keep=keep, shard_progress=shard_progress,
+                storage=storage,
             )  # fmt: skip
             report = swap.report
         else:
             report = load_collection(
                 source, backend, collection, options, metadata=metadata, progress=progress,
-                upload=cast("Upload", upload), shard_progress=shard_progress,
+                upload=cast("Upload", upload), shard_progress=shard_progress, storage=storage,
             )  # fmt: skip
         info = backend.info(collection)
     console.print(
@@ -283,15 +296,19 @@ def import_features_command(
     ] = None,
     store: StoreOption = _defaults.store,
     collection: CollectionOption = _defaults.collection,
+    storage: StorageOption = "auto",
 ) -> None:
     """Load features extracted by the ILIAS reference code into a collection (resumable)."""
     from ilias.indexing import import_features
+    from ilias.indexing.store.layout import check_storage
 
+    check_storage(storage, "--storage")
     with _open_store(store) as backend, _progress() as bar:
         task = bar.add_task("files", total=len(files))
         report = import_features(
             files, backend, collection, encoder=encoder, resolution=resolution,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            storage=storage,
         )  # fmt: skip
         points = backend.count(collection)
     console.print(
@@ -741,13 +758,15 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     if not names:
         return f"no collections in {backend.location}"
     from ilias.indexing.store import aliases_by_collection
+    from ilias.indexing.store.layout import LAYOUTS
 
     aliases = aliases_by_collection(backend.list_aliases())
     columns = (
         "collection", "aliases", "points", "indexed", "status", "shards x replicas",
-        "quantization", "dim", "local", "encoder", "res",
+        "quantization", "storage", "dim", "local", "encoder", "res",
     )  # fmt: skip
     rows = []
+    placements = []  # where the parts live, as the engine reports it: under the table
     for name in names:
         try:
             details = backend.info(name)
@@ -755,7 +774,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             config = backend.collection_config(name)
             rows.append((
                 name, ", ".join(aliases.get(name, [])) or "-", "?", "?",
-                "in use by another process", "-", "-", str(config.dim),
+                "in use by another process", "-", "-", config.storage or "-", str(config.dim),
                 str(config.local_dim or "-"), str(config.metadata.get("encoder")),
                 str(config.metadata.get("resolution")),
             ))  # fmt: skip
@@ -768,15 +787,25 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             if details.shards or details.replicas
             else "-"
         )
+        storage = config.storage or "-"  # another tool's collection: no preset
+        if details.layout is not None:
+            if storage in LAYOUTS and not details.layout.matches(storage):
+                storage += " (engine differs)"
+            placements.append(f"{name}: {details.layout.describe()}")
         rows.append((
             name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
-            str(details.indexed_vectors), details.status or "-", layout, quant,
+            str(details.indexed_vectors), details.status or "-", layout, quant, storage,
             str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder")),
             str(meta.get("resolution")),
         ))  # fmt: skip
     # Columns the engine has nothing for (shards on Edge, aliases never set) stay out.
     shown = [i for i in range(len(columns)) if any(row[i] != "-" for row in rows)]
-    table = Table(title=f"ilias {__version__} - {backend.location}")
+    caption = "storage as the engine reports it (?: not reported)\n" + "\n".join(placements)
+    table = Table(
+        title=f"ilias {__version__} - {backend.location}",
+        caption=caption if placements else None,
+        caption_justify="left",
+    )
     for i in shown:
         table.add_column(columns[i], overflow="fold")
     for row in rows:

@@ -545,3 +545,28 @@ def test_snapshot_calls_resolve_aliases_and_pick_the_source(tmp_path):
     )
     with pytest.raises(StoreError, match="is an alias"):
         store.restore_snapshot("live", "c-1.snapshot")
+
+
+def test_create_sends_the_storage_layout_and_segment_sizing():
+    """compact: float16 originals, HNSW and payload on disk, int8 pinned in RAM; a large
+    collection gets two segments capped at half its originals. A preset named in the config
+    wins over the spec's on_disk=true, which is only the default."""
+    store, sent = _recorded(on_disk=True)
+    store.create_collection(
+        "big", CollectionConfig(dim=1024, storage="compact", expected_points=5_000_000)
+    )
+    store.create_collection("small", CollectionConfig(dim=32, storage="ram"))
+    big, small = sent.sent("create_collection")
+    vector = big["vectors_config"]["global"]
+    assert (vector.on_disk, vector.datatype) == (True, models.Datatype.FLOAT16)
+    assert big["hnsw_config"].on_disk is True and big["on_disk_payload"] is True
+    assert big["quantization_config"].scalar.always_ram is True
+    assert big["optimizers_config"].default_segment_number == 2
+    assert big["optimizers_config"].max_segment_size == 5_500_000  # KB: 2.5M x 2 KB x 1.1
+    assert big["optimizers_config"].indexing_threshold == 0
+    vector = small["vectors_config"]["global"]
+    assert (vector.on_disk, vector.datatype) == (False, None)
+    assert small["hnsw_config"].on_disk is False and small["on_disk_payload"] is False
+    assert small["optimizers_config"].default_segment_number is None
+    assert store.collection_config("big").storage == "compact"
+    assert store.info("big").layout.originals == "float16"

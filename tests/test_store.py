@@ -10,6 +10,8 @@ single-owner lock) live in test_server_store.py and at the end of this file.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,8 @@ from ilias.indexing.store import (
     open_store,
     point_id,
 )
+from ilias.indexing.store.layout import LAYOUTS, PRESETS, StorageLayout, check_storage
+from ilias.indexing.store.server import ServerOptions
 from ilias.types import LocalFeatures
 
 pytestmark = pytest.mark.filterwarnings(
@@ -390,3 +394,122 @@ def test_an_edge_ledger_line_cut_by_a_kill_is_ignored_and_ended(tmp_path):
         assert store.shard_ledger("c") == {"00000.tar": {"points": 4}}
         store.record_shards("c", {"00001.tar": {"points": 2}})
         assert store.shard_ledger("c") == {"00000.tar": {"points": 4}, "00001.tar": {"points": 2}}
+
+
+# -- storage layouts: one switch, both engines ------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_storage_preset_is_kept_and_reported_as_applied(store, preset):
+    """The preset is stored with the collection, read back by a fresh handle, and the engine
+    reports it where it tells: Edge from its segment files (every part), qdrant-client's
+    in-process engine from the vector params it keeps (originals only)."""
+    store.create_collection("c", CollectionConfig(dim=16, storage=preset))
+    store.upsert("c", [f"p{i}" for i in range(50)], unit_vectors(50, 16), [{}] * 50)
+    store.finish_load("c")
+    store.refresh()
+    assert store.collection_config("c").storage == preset
+    info = store.info("c")
+    want = LAYOUTS[preset]
+    assert info.config.storage == preset and info.layout is not None
+    assert (info.layout.originals, info.layout.originals_on_disk) == (
+        want.originals,
+        want.originals_on_disk,
+    )
+    assert info.layout.matches(preset)
+    assert not any(info.layout.matches(other) for other in PRESETS if other != preset)
+    if isinstance(store, EdgeStore):  # Edge says where every part lives
+        assert info.layout.hnsw_on_disk is want.hnsw_on_disk
+        assert info.layout.payload_on_disk is True  # Edge memory-maps payload in every preset
+    else:  # the in-process engine keeps no graph and does not echo the payload flag
+        assert info.layout.hnsw_on_disk is None
+
+
+def test_auto_storage_is_resolved_at_creation_and_never_stored(store):
+    store.create_collection("small", CollectionConfig(dim=16, storage="auto", expected_points=50))
+    assert store.collection_config("small").storage == "ram"
+    # 10^9 x 1024 needs ~1.3 TB resident even as compact: more than any machine here.
+    huge = CollectionConfig(dim=1024, storage="auto", expected_points=10**9, payload_indexes={})
+    store.create_collection("huge", huge)
+    store.refresh()
+    assert store.collection_config("huge").storage == "compact"
+    assert store.collection_config("huge").expected_points == 10**9
+    # Without a size hint, auto is the store's default.
+    store.create_collection("unsized", CollectionConfig(dim=16, storage="auto"))
+    assert store.collection_config("unsized").storage == "ram"
+
+
+def test_bad_storage_names_are_one_line():
+    with pytest.raises(StoreError) as raised:
+        CollectionConfig(dim=4, storage="ssd")
+    assert str(raised.value) == "storage 'ssd': use auto, ram, disk, compact"
+    with pytest.raises(StoreError, match="--storage 'fast'"):
+        check_storage("fast", "--storage")
+
+
+def test_a_config_stored_before_the_switch_reads_as_ram(tmp_path):
+    """Collections created before storage existed were created with today's ram layout."""
+    with EdgeStore(tmp_path) as store:
+        fill(store, n=20)
+    path = tmp_path / "c" / "collection.json"
+    stored = json.loads(path.read_text())
+    del stored["storage"], stored["expected_points"]
+    path.write_text(json.dumps(stored))
+    with EdgeStore(tmp_path) as store:
+        assert store.collection_config("c").storage == "ram"
+        assert store.info("c").layout == StorageLayout("float32", False, False, True)
+
+
+def test_server_on_disk_spec_is_the_default_and_the_floor_of_auto():
+    store = ServerStore.memory(options=ServerOptions(on_disk=True))
+    store.create_collection("plain", CollectionConfig(dim=8))
+    store.create_collection("auto", CollectionConfig(dim=8, storage="auto", expected_points=10))
+    store.create_collection("asked", CollectionConfig(dim=8, storage="ram"))
+    assert [store.collection_config(n).storage for n in ("plain", "auto", "asked")] == [
+        "disk",
+        "disk",
+        "ram",
+    ]
+    assert store.info("plain").layout.originals_on_disk is True
+    assert store.info("asked").layout.originals_on_disk is False
+
+
+def test_exact_rankings_are_the_same_on_every_layout(tmp_path):
+    """The evaluation's exact path (``exact``, ``ignore_quantization``) scores the originals:
+    on "disk" exactly the float32 of "ram"; on "compact" float16 copies, so scores move by
+    at most float16 rounding and ids differ only where two true scores are that close."""
+    n, dim, k = 3000, 64, 100
+    rng = np.random.default_rng(5)  # clustered: many near neighbours, as in bench/vectors.py
+    centres = rng.standard_normal((15, dim)).astype(np.float32)
+    data = centres[rng.integers(0, 15, n + 20)] + 0.9 * rng.standard_normal((n + 20, dim))
+    data = (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+    base, queries = data[:n], data[n:]
+    ids = [f"v{i}" for i in range(n)]
+    exact = SearchParams(exact=True, ignore_quantization=True)
+    found = {}
+    with EdgeStore(tmp_path) as store:
+        for preset in PRESETS:
+            store.create_collection(preset, CollectionConfig(dim=dim, storage=preset))
+            store.upsert(preset, ids, base, [{}] * n)
+            store.finish_load(preset)
+            found[preset] = store.search(preset, queries, k, params=exact)
+        stored = store.retrieve_vectors("compact", ids[:5])
+    truth = queries @ base.T
+    for q, row in zip(truth, found["ram"], strict=True):  # the true float32 top k
+        np.testing.assert_allclose([h.score for h in row], np.sort(q)[::-1][:k], atol=1e-5)
+    for a, b in zip(found["ram"], found["disk"], strict=True):
+        assert [(h.id, h.score) for h in a] == [(h.id, h.score) for h in b]
+    # float16 really is stored (a float32 store would give these bits back unchanged) ...
+    for i, vector in stored.items():
+        assert np.array_equal(vector, vector.astype(np.float16).astype(np.float32))
+        assert not np.array_equal(vector, base[int(i[1:])])
+    # ... and costs at most float16 rounding: |q.(x - x16)| <= 2^-11 for unit vectors.
+    tolerance = 2.0**-10
+    swapped = 0
+    for q, row_ram, row_compact in zip(truth, found["ram"], found["compact"], strict=True):
+        for hit_ram, hit_compact in zip(row_ram, row_compact, strict=True):
+            assert abs(hit_compact.score - q[int(hit_compact.id[1:])]) <= tolerance
+            if hit_ram.id != hit_compact.id:
+                swapped += 1
+                assert abs(q[int(hit_ram.id[1:])] - q[int(hit_compact.id[1:])]) <= 2 * tolerance
+    assert swapped < 0.05 * k * len(queries)

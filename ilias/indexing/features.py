@@ -24,6 +24,7 @@ import numpy as np
 from ilias import __version__
 from ilias.errors import DatasetError
 from ilias.indexing.store import CollectionConfig, Store
+from ilias.indexing.store.layout import check_storage
 from ilias.loader.records import Role
 
 
@@ -126,6 +127,7 @@ def import_features(
     resolution: int | None = None,
     batch: int = 4096,
     progress: Callable[[int, int], None] | None = None,
+    storage: str | None = None,
 ) -> ImportReport:
     """Load reference feature files into ``collection`` (created from the first file).
 
@@ -134,7 +136,12 @@ def import_features(
     checked before anything from that file is written. Ids already stored are skipped, so
     an interrupted import resumes. Queries' features (``<instance>/query/...``) are not
     database points and are refused: import the database files.
+
+    ``storage``: the layout of the collection if this import creates it (``ram``, ``disk``,
+    ``compact``, or ``auto`` to pick by the rows of all the files; None: the store's
+    default).
     """
+    check_storage(storage)
     report = ImportReport(collection)
     for number, path in enumerate(paths, start=1):
         found = read_features(path)
@@ -151,7 +158,13 @@ def import_features(
                 "ilias_version": __version__,
                 "features": str(found.path),
             }
-            store.create_collection(collection, CollectionConfig(dim=found.dim, metadata=metadata))
+            config = CollectionConfig(
+                dim=found.dim,
+                metadata=metadata,
+                storage=storage,
+                expected_points=count_rows(paths),
+            )
+            store.create_collection(collection, config)
         dim = store.collection_config(collection).dim
         if found.dim != dim:
             raise DatasetError(
@@ -173,6 +186,22 @@ def import_features(
     if store.collection_exists(collection):
         store.finish_load(collection)
     return report
+
+
+def count_rows(paths: Sequence[Path | str]) -> int:
+    """Rows in all the feature files, from their headers (no features read): the size
+    hint of ``storage="auto"``. A file that cannot be read counts 0 here; reading it for
+    the import names the fault."""
+    import h5py
+
+    total = 0
+    for path in paths:
+        try:
+            with h5py.File(Path(path).expanduser(), "r") as found:
+                total += int(found["features"].shape[0])
+        except (OSError, KeyError, IndexError, TypeError, ValueError):
+            continue
+    return total
 
 
 def _payload(dataset_id: str) -> dict[str, Any]:

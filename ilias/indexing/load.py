@@ -33,6 +33,7 @@ from ilias.indexing.extract import (
 )
 from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
+from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
 from ilias.loader import FILE_STAMP, DatasetSource, DecodeFailure, Record, file_stamp
 from ilias.loader.sources import Shard, TarShard, cached_selection, chunks, selection_tag
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int | None], None]  # (done, total; None: not known yet)
 Upload = Literal["auto", "driver", "workers"]
+YFCC_SHARD_SIZE = 100_000  # images per YFCC100M shard of the reference (a size estimate)
 
 
 @dataclass
@@ -84,6 +86,7 @@ def load_collection(
     progress: ProgressCallback | None = None,
     upload: Upload = "auto",
     shard_progress: ProgressCallback | None = None,
+    storage: str | None = None,
 ) -> LoadReport:
     """Extract and store ``records`` (or a whole source) into ``collection``, skipping
     what is already there.
@@ -98,7 +101,11 @@ def load_collection(
     ``QDRANT_API_KEY``); ``"auto"`` picks workers whenever the store is shared across
     processes. ``collection`` may be an alias: the points go to the collection it points
     to. ``progress(images done, images total)``; ``shard_progress(partitions done, total)``.
+    ``storage``: the layout of a collection this load creates (``ram``, ``disk``,
+    ``compact``, or ``auto`` to pick by the number of records; None: the store's default);
+    an existing collection keeps its own.
     """
+    check_storage(storage)
     source = records if isinstance(records, DatasetSource) else DatasetSource(list(records), {})
     known = source.records
     report = LoadReport(collection=collection, total=len(known), shards=len(source.tar_shards))
@@ -131,6 +138,11 @@ def load_collection(
     if shard_progress:
         shard_progress(0, len(plan))
 
+    # What "auto" sizes the collection for: tar shards are only counted once read, so each
+    # counts as the reference's 100K images, or the selection's size where it is smaller.
+    unread = sum(isinstance(shard, TarShard) for shard, _ in plan) * YFCC_SHARD_SIZE
+    expected = report.total + min(unread, report.selection_listed or unread)
+
     def create(dim: int, resolution: int, local_dim: int | None = None) -> None:
         if not store.collection_exists(collection):
             meta = {
@@ -141,7 +153,13 @@ def load_collection(
             }
             if options.local is not None:
                 meta["local"] = options.local.to_dict()
-            config = CollectionConfig(dim=dim, metadata=meta, local_dim=local_dim)
+            config = CollectionConfig(
+                dim=dim,
+                metadata=meta,
+                local_dim=local_dim,
+                storage=storage,
+                expected_points=expected,  # the size "auto" and segment sizing go by
+            )
             store.create_collection(collection, config)
 
     started = time.perf_counter()
@@ -320,6 +338,7 @@ def load_versioned(
     upload: Upload = "auto",
     keep: int | None = None,
     shard_progress: ProgressCallback | None = None,
+    storage: str | None = None,
 ) -> VersionedLoad:
     """Zero-downtime reload: load into a new ``<alias>-v<N>``, then swap ``alias`` to it.
 
@@ -328,6 +347,7 @@ def load_versioned(
     it was; running it again resumes the unfinished version (the newest one the alias never
     pointed to) instead of starting another. ``keep``: how many versions to keep, the new
     one included (``2`` keeps one to roll back to with ``store.set_alias``); None keeps all.
+    ``storage``: the layout of the new version (see ``load_collection``).
     """
     if keep is not None and keep < 1:
         raise StoreError(f"keep={keep}: keep at least the version just loaded (1)")
@@ -348,7 +368,7 @@ def load_versioned(
         target, resumed = version_name(alias, (versions[-1][0] if versions else 0) + 1), False
     report = load_collection(
         records, store, target, options, metadata=metadata, progress=progress, upload=upload,
-        shard_progress=shard_progress,
+        shard_progress=shard_progress, storage=storage,
     )  # fmt: skip
     store.set_alias(alias, target)
     dropped: list[str] = []

@@ -35,6 +35,7 @@ from ilias.indexing.store.engine import (
     StoredPoint,
     VectorQuery,
 )
+from ilias.indexing.store.layout import resolve_storage
 from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
     ID_KEY,
@@ -93,7 +94,13 @@ class Store:
         return name in self.list_aliases() or self.engine.has_collection(name)
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
-        """Create with int8 quantization and payload indexes; indexing waits for ``finish_load``."""
+        """Create with int8 quantization and payload indexes; indexing waits for ``finish_load``.
+
+        ``config.storage`` is resolved here, once, for every engine: None becomes the
+        engine's default preset and ``auto`` a preset chosen from ``expected_points`` x
+        ``dim`` and this machine's RAM (``resolve_storage``); the collection keeps the
+        preset it got.
+        """
         check_name(name)
         if name in self.list_aliases():
             raise StoreError(
@@ -103,6 +110,14 @@ class Store:
         if self.engine.has_collection(name):
             raise StoreError(f"collection {name!r} already exists in {self.location}")
         self._configs.pop(name, None)
+        storage = resolve_storage(
+            config.storage,
+            dim=config.dim,
+            expected_points=config.expected_points,
+            default=self.engine.default_storage(),
+            m=config.hnsw_m,
+        )
+        config = dataclasses.replace(config, storage=storage)
         self.engine.create_collection(name, config)
         self._configs[name] = config
 
@@ -121,7 +136,9 @@ class Store:
         target = self._target(name)
         config = self.collection_config(name)
         found = self.engine.info(target, config)
-        return CollectionInfo(name=name, config=config, **dataclasses.asdict(found))
+        # Shallow: asdict would turn the nested layout into a dict.
+        reported = {f.name: getattr(found, f.name) for f in dataclasses.fields(found)}
+        return CollectionInfo(name=name, config=config, **reported)
 
     def drop(self, name: str) -> None:
         """Drop a collection and the aliases that point to it (as Qdrant does)."""

@@ -43,6 +43,7 @@ from ilias.indexing.store.engine import (
     VectorQuery,
     missing_collection,
 )
+from ilias.indexing.store.layout import LAYOUTS, StorageLayout, segment_plan
 from ilias.indexing.store.schema import GLOBAL_VECTOR, LOCAL_VECTOR, LOCAL_XY, CollectionConfig
 from ilias.types import SearchParams
 
@@ -127,6 +128,7 @@ class EdgeEngine(Engine):
             segments=found.segments_count,
             location=str(self.root / name),
             quantization=f"int8 q={config.quantile} ram" if config.quantization else None,
+            layout=applied_layout(self.root / name / "shard"),
         )
 
     def build_index(self, name: str, config: CollectionConfig) -> None:
@@ -332,33 +334,102 @@ class EdgeStore(Store):
 
 
 def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
+    """The shard config of a collection whose ``storage`` is a preset (never ``auto``).
+
+    Placement uses Edge's ``Memory``: ``Cached`` (preloaded into the page cache: "in RAM"),
+    ``Cold`` (memory-mapped, read on demand: "on disk"), ``Pinned`` (held in RAM, never
+    evicted) for the int8 copies every HNSW step scores.
+    """
+    layout = LAYOUTS[config.storage or "ram"]
     quantization = (
         qe.ScalarQuantizationConfig(
-            type=qe.ScalarType.Int8, quantile=config.quantile, always_ram=True
+            type=qe.ScalarType.Int8, quantile=config.quantile, memory=qe.Memory.Pinned
         )
         if config.quantization
         else None
     )
-    vectors = {GLOBAL_VECTOR: qe.EdgeVectorParams(size=config.dim, distance=qe.Distance.Cosine)}
+    originals = qe.Memory.Cold if layout.originals_on_disk else qe.Memory.Cached
+    datatype = qe.VectorStorageDatatype.Float16 if layout.originals == "float16" else None
+    vectors = {
+        GLOBAL_VECTOR: qe.EdgeVectorParams(
+            size=config.dim, distance=qe.Distance.Cosine, memory=originals, datatype=datatype
+        )
+    }
     if config.local_dim:
         # Only ever re-scored, never searched: no HNSW graph (m=0); int8 copies in RAM keep
-        # 100 descriptors per image affordable, and re-scoring reads the float originals.
+        # 100 descriptors per image affordable, and re-scoring reads the originals, which
+        # follow the collection's layout (on disk, float16 with "compact").
         vectors[LOCAL_VECTOR] = qe.EdgeVectorParams(
             size=config.local_dim,
             distance=qe.Distance.Cosine,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
             quantization_config=quantization,
+            memory=originals,
+            datatype=datatype,
         )
+    plan = segment_plan(config.storage or "ram", config.dim, config.expected_points)
     return qe.EdgeConfig(
         vectors=vectors,
         hnsw_config=qe.HnswIndexConfig(
-            m=config.hnsw_m, ef_construct=config.hnsw_ef_construct, full_scan_threshold=10_000
+            m=config.hnsw_m,
+            ef_construct=config.hnsw_ef_construct,
+            full_scan_threshold=10_000,
+            memory=qe.Memory.Cold if layout.hnsw_on_disk else qe.Memory.Cached,
         ),
         quantization_config=quantization,
+        # Edge memory-maps payload by default (Cold); "compact" says so explicitly.
+        payload_memory=qe.Memory.Cold if layout.payload_on_disk else None,
         # Index every segment at build_index, however small: a demo-sized collection is
-        # searched through the same HNSW + int8 path as a 100M one.
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        # searched through the same HNSW + int8 path as a 100M one. Segment sizing: see
+        # segment_plan (None: Edge's defaults).
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=1,
+            default_segment_number=plan.number,
+            max_segment_size=plan.max_size_kb,
+        ),
+    )
+
+
+# Edge's segment files name where each part lives: vector storage types with "InRam" are
+# preloaded into RAM (page cache), the others are memory-mapped on demand; payload storage
+# "in_ram_mmap" is preloaded, "mmap" is read on demand.
+_PAYLOAD_ON_DISK = {"mmap": True, "on_disk": True, "in_ram_mmap": False, "in_memory": False}
+
+
+def applied_layout(shard_dir: Path) -> StorageLayout | None:
+    """Where Edge says the ``global`` vector's parts live, read from its segments' own
+    ``segment.json`` (the indexed segments once built; before that, the appendable one).
+
+    A part the segments disagree on, or do not describe (HNSW before the build), is None.
+    """
+    found = []
+    for path in sorted((shard_dir / "segments").glob("*/segment.json")):
+        try:
+            config = json.loads(path.read_text())["config"]
+            found.append((config["vector_data"][GLOBAL_VECTOR], config.get("payload_storage_type")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a segment being written or removed right now
+    if not found:
+        return None
+    indexed = [f for f in found if (f[0].get("index") or {}).get("type") == "hnsw"]
+    segments = indexed or found
+
+    def one(values: list[object]) -> object:
+        return values[0] if len(set(values)) == 1 else None
+
+    originals = one([v.get("datatype") or "float32" for v, _ in segments])
+    on_disk = one([not str(v.get("storage_type", "")).startswith("InRam") for v, _ in segments])
+    hnsw = None
+    if indexed:
+        options = [(v["index"].get("options") or {}) for v, _ in indexed]
+        hnsw = one([o.get("memory") == "cold" or o.get("on_disk") is True for o in options])
+    payload = one([_PAYLOAD_ON_DISK.get(str((p or {}).get("type"))) for _, p in segments])
+    return StorageLayout(
+        originals=originals if isinstance(originals, str) else None,
+        originals_on_disk=on_disk if isinstance(on_disk, bool) else None,
+        hnsw_on_disk=hnsw if isinstance(hnsw, bool) else None,
+        payload_on_disk=payload if isinstance(payload, bool) else None,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ilias.errors import StoreError
+from ilias.indexing.store.layout import DEFAULT_PRESET, StorageLayout
 from ilias.indexing.store.schema import CollectionConfig, SnapshotInfo
 from ilias.types import Range, SearchParams
 
@@ -111,6 +112,7 @@ class EngineInfo:
     status: str | None = None
     shards: int | None = None
     replicas: int | None = None
+    layout: StorageLayout | None = None
 
 
 class Engine(ABC):
@@ -128,8 +130,14 @@ class Engine(ABC):
 
     @abstractmethod
     def create_collection(self, name: str, config: CollectionConfig) -> None:
-        """Create with the config's vectors, int8 quantization and payload indexes, keep the
-        config with the collection, and defer indexing until ``build_index``."""
+        """Create with the config's vectors, int8 quantization, storage layout (a preset:
+        the store resolved ``auto`` and None) and payload indexes, keep the config with the
+        collection, and defer indexing until ``build_index``."""
+
+    def default_storage(self) -> str:
+        """The preset a collection gets when its config names none (and the floor of
+        ``auto``): ``ram``, unless the store was opened to keep originals on disk."""
+        return DEFAULT_PRESET
 
     @abstractmethod
     def read_config(self, name: str) -> CollectionConfig:

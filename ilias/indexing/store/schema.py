@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ilias.errors import StoreError
+from ilias.indexing.store.layout import DEFAULT_PRESET, StorageLayout, check_storage
+
 # Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
 # re-running a load overwrites the same points instead of adding copies.
 POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b0e-4f43-9a3e-1f1a5c0d2b7e")
@@ -46,6 +49,12 @@ class CollectionConfig:
     ``managed`` is False for a collection another tool made (no ilias config stored with
     it): it can be searched by vector, its point ids are its own, and nothing records
     which encoder made its vectors.
+
+    ``storage`` is where the parts live (``layout.py``: ``ram``, ``disk``, ``compact``, or
+    ``auto`` to pick one from ``expected_points`` x ``dim`` at creation); None is the
+    store's default. The stored config always names the preset that was applied, and a
+    config stored before this setting existed reads as ``ram`` (what it was created with).
+    ``expected_points`` is the size hint ``auto`` and segment sizing use.
     """
 
     dim: int
@@ -57,10 +66,19 @@ class CollectionConfig:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     local_dim: int | None = None  # local descriptors stored as a MAX_SIM multivector
     managed: bool = True
+    storage: str | None = None  # ram / disk / compact / auto; None: the store's default
+    expected_points: int | None = None  # size hint for storage="auto" and segment sizing
+
+    def __post_init__(self) -> None:
+        check_storage(self.storage)
+        if self.expected_points is not None and self.expected_points < 0:
+            raise StoreError(f"expected_points = {self.expected_points}: give a count >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
+            "storage": self.storage,
+            "expected_points": self.expected_points,
             "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
             "distance": "cosine",
             "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
@@ -83,6 +101,9 @@ class CollectionConfig:
             payload_indexes=dict(data["payload_indexes"]),
             metadata=dict(data.get("metadata", {})),
             local_dim=int(data["local"]["dim"]) if data.get("local") else None,
+            # Stored before the switch existed: created with today's "ram" layout.
+            storage=data.get("storage") or DEFAULT_PRESET,
+            expected_points=data.get("expected_points"),
         )
 
 
@@ -107,6 +128,7 @@ class CollectionInfo:
     status: str | None = None
     shards: int | None = None
     replicas: int | None = None
+    layout: StorageLayout | None = None
 
 
 @dataclass(frozen=True)

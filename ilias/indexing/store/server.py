@@ -5,9 +5,11 @@ server adds, and this class exposes through one spec string (``open_store``):
 
 - sharding and replication (``shards``, ``replicas``, ``write_consistency``), decided when a
   collection is created;
-- int8 scalar quantization (quantile 0.99, quantized vectors always in RAM) with the float32
-  originals optionally on disk (``on_disk=true``): at 100M vectors the originals are the
-  memory bill, and int8 search only reads them to rescore the shortlist;
+- int8 scalar quantization (quantile 0.99, quantized vectors always in RAM) with the
+  originals where the collection's storage preset puts them (``layout.py``: ``disk`` keeps
+  float32 on disk, ``compact`` float16 on disk with HNSW and payload on disk too);
+  ``on_disk=true`` in the spec makes ``disk`` the default: at 100M vectors the originals
+  are the memory bill, and int8 search only reads them to rescore the shortlist;
 - bulk upload in parallel batches (``batch``, ``parallel``) with indexing deferred:
   collections are created with ``indexing_threshold=0`` so the optimizer does not rebuild
   HNSW while points stream in; ``finish_load`` turns it back on (``indexing_threshold``,
@@ -56,6 +58,7 @@ from ilias.indexing.store.engine import (
     VectorQuery,
     missing_collection,
 )
+from ilias.indexing.store.layout import LAYOUTS, StorageLayout, segment_plan
 from ilias.indexing.store.retry import RetryPolicy, call_with_retry
 from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
@@ -102,8 +105,8 @@ class ServerOptions:
     shards: int | None = None  # shard_number at creation (server default: one per node)
     replicas: int | None = None  # replication_factor at creation
     write_consistency: int | None = None  # write_consistency_factor at creation
-    on_disk: bool = False  # float32 originals on disk (mmap); int8 copies stay in RAM
-    payload_on_disk: bool = False  # payload on disk; indexed fields stay in RAM
+    on_disk: bool = False  # default storage "disk" (originals mmap), unless a config names one
+    payload_on_disk: bool = False  # payload on disk (always with "compact"); indexes stay in RAM
     batch: int = 256  # points per upsert request
     parallel: int = 4  # upsert requests in flight
     indexing_threshold: int = 20_000  # KB per segment before HNSW is built, after the load
@@ -214,10 +217,16 @@ class ServerEngine(Engine):
         found = self._call(lambda: self.client.collection_exists(name), f"a lookup of {name!r}")
         return bool(found)
 
+    def default_storage(self) -> str:
+        """``on_disk=true`` in the store spec makes ``disk`` the default (and the floor of
+        ``auto``); a collection config that names a preset wins over it."""
+        return "disk" if self.options.on_disk else "ram"
+
     def create_collection(self, name: str, config: CollectionConfig) -> None:
         from qdrant_client import models
 
         opts = self.options
+        layout = LAYOUTS[config.storage or self.default_storage()]
         quantization = (
             models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(
@@ -227,9 +236,15 @@ class ServerEngine(Engine):
             if config.quantization
             else None
         )
+        # The long-standing flags (on_disk, always_ram, on_disk_payload), which every server
+        # that qdrant-client 1.20 talks to understands, rather than the newer ``memory``.
+        datatype = models.Datatype.FLOAT16 if layout.originals == "float16" else None
         vectors_config = {
             GLOBAL_VECTOR: models.VectorParams(
-                size=config.dim, distance=models.Distance.COSINE, on_disk=opts.on_disk
+                size=config.dim,
+                distance=models.Distance.COSINE,
+                on_disk=layout.originals_on_disk,
+                datatype=datatype,
             )
         }
         if config.local_dim:
@@ -237,25 +252,42 @@ class ServerEngine(Engine):
             vectors_config[LOCAL_VECTOR] = models.VectorParams(
                 size=config.local_dim,
                 distance=models.Distance.COSINE,
-                on_disk=opts.on_disk,
+                on_disk=layout.originals_on_disk,
+                datatype=datatype,
                 multivector_config=models.MultiVectorConfig(
                     comparator=models.MultiVectorComparator.MAX_SIM
                 ),
                 hnsw_config=models.HnswConfigDiff(m=0),
             )
+        plan = segment_plan(
+            config.storage or self.default_storage(),
+            config.dim,
+            config.expected_points,
+            shards=opts.shards or 1,
+        )
+        payload_on_disk = (
+            opts.payload_on_disk if layout.payload_on_disk is None else layout.payload_on_disk
+        )
         create = dict(
             collection_name=name,
             vectors_config=vectors_config,
             shard_number=opts.shards,
             replication_factor=opts.replicas,
             write_consistency_factor=opts.write_consistency,
-            on_disk_payload=opts.payload_on_disk,
+            on_disk_payload=payload_on_disk,
             hnsw_config=models.HnswConfigDiff(
-                m=config.hnsw_m, ef_construct=config.hnsw_ef_construct
+                m=config.hnsw_m,
+                ef_construct=config.hnsw_ef_construct,
+                on_disk=layout.hnsw_on_disk,
             ),
             # Deferred indexing: no HNSW is built while the load streams points in;
-            # build_index re-enables it and the server indexes everything once.
-            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0),
+            # build_index re-enables it and the server indexes everything once. Segment
+            # sizing by the expected size: see segment_plan.
+            optimizers_config=models.OptimizersConfigDiff(
+                indexing_threshold=0,
+                default_segment_number=plan.number,
+                max_segment_size=plan.max_size_kb,
+            ),
             quantization_config=quantization,
             metadata={METADATA_KEY: config.to_dict()},
             timeout=opts.timeout,
@@ -297,6 +329,7 @@ class ServerEngine(Engine):
             status=getattr(details.status, "value", str(details.status)),
             shards=params.shard_number,
             replicas=params.replication_factor,
+            layout=_reported_layout(details.config),
         )
 
     def build_index(self, name: str, config: CollectionConfig) -> None:
@@ -824,6 +857,35 @@ def _describe_quantization(config: Any) -> str | None:
         placement = "ram" if scalar.always_ram else "disk"
         return f"{kind} q={scalar.quantile} {placement}"
     return type(config).__name__.replace("Quantization", "").lower() or "yes"
+
+
+def _reported_layout(config: Any) -> StorageLayout:
+    """Where the server's collection config says the ``global`` vector's parts live.
+
+    A flag the server leaves unset is its default (in RAM) for the originals, and not
+    reported (None) for HNSW and payload: qdrant-client's in-process engine echoes the
+    vector params it was given but drops the HNSW and payload flags (it keeps no graph).
+    """
+    vectors = config.params.vectors
+    params = vectors.get(GLOBAL_VECTOR) if isinstance(vectors, dict) else None
+    if params is None:
+        return StorageLayout(None, None, None, None)
+    datatype = getattr(params.datatype, "value", params.datatype) or "float32"
+    payload = getattr(config.params, "payload", None)
+    hnsw = config.hnsw_config
+    return StorageLayout(
+        originals=str(datatype),
+        originals_on_disk=bool(_on_disk(params.on_disk, params.memory)),
+        hnsw_on_disk=_on_disk(getattr(hnsw, "on_disk", None), getattr(hnsw, "memory", None)),
+        payload_on_disk=_on_disk(config.params.on_disk_payload, getattr(payload, "memory", None)),
+    )
+
+
+def _on_disk(flag: bool | None, memory: Any) -> bool | None:
+    """A part's placement from the old flag or the newer ``memory`` (cold: on disk)."""
+    if memory is not None:
+        return str(getattr(memory, "value", memory)) == "cold"
+    return flag
 
 
 def _is_not_found(error: BaseException | None) -> bool:
