@@ -159,14 +159,29 @@ class EdgeEngine(Engine):
         vectors: Sequence[str],
         payload: Sequence[str] | bool,
     ) -> list[StoredPoint]:
-        selector: Any = (
-            qe.PayloadSelector.Include(list(payload)) if not isinstance(payload, bool) else payload
+        records = self._shard(name).retrieve(
+            list(ids), _payload_selector(payload), list(vectors) or False
         )
-        records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
-        return [
-            StoredPoint(str(r.id), _named(r.vector) if vectors else {}, dict(r.payload or {}))
-            for r in records
-        ]
+        return _stored(records, bool(vectors))
+
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            with_payload=_payload_selector(payload),
+            with_vector=list(vectors) or False,
+        )
+        records, following = self._shard(name).scroll(request)
+        if following is not None and not isinstance(following, int | str):
+            following = str(following)  # a UUID: the engine takes it back as text
+        return _stored(records, bool(vectors)), following
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         requests = [
@@ -311,6 +326,19 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
         # searched through the same HNSW + int8 path as a 100M one.
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
     )
+
+
+def _payload_selector(payload: Sequence[str] | bool) -> Any:
+    """All of the payload, none of it, or the named keys."""
+    return payload if isinstance(payload, bool) else qe.PayloadSelector.Include(list(payload))
+
+
+def _stored(records: Sequence[Any], with_vectors: bool) -> list[StoredPoint]:
+    """Edge records (of a retrieve or a scroll) as the engine-neutral points."""
+    return [
+        StoredPoint(str(r.id), _named(r.vector) if with_vectors else {}, dict(r.payload or {}))
+        for r in records
+    ]
 
 
 def _named(vector: Any) -> dict[str, Any]:

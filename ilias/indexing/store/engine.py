@@ -164,6 +164,18 @@ class Engine(ABC):
         """The points among ``ids`` that exist, with the named vectors and payload keys."""
 
     @abstractmethod
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        """One page of every point, in the engine's point-id order, from ``offset`` (None:
+        the first); the offset of the next page, None after the last."""
+
+    @abstractmethod
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         """One batch of queries; hits carry the payload without the ``local_xy`` key."""
 

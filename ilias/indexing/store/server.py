@@ -362,14 +362,29 @@ class ServerEngine(Engine):
             f"reading {len(ids)} points of {name!r}",
             collection=name,
         )
-        return [
-            StoredPoint(
-                str(r.id),
-                dict(r.vector) if isinstance(r.vector, dict) else {},
-                dict(r.payload or {}),
-            )
-            for r in records
-        ]
+        return _stored(records)
+
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        records, following = self._call(
+            lambda: self.client.scroll(
+                collection_name=name,
+                offset=offset,
+                limit=limit,
+                with_payload=payload if isinstance(payload, bool) else list(payload),
+                with_vectors=list(vectors) or False,
+                timeout=self.options.timeout,
+            ),
+            f"reading {limit} points of {name!r} from {offset}",
+            collection=name,
+        )
+        return _stored(records), following
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         from qdrant_client import models
@@ -709,6 +724,16 @@ def open_server(spec: str) -> ServerStore:
     options = ServerOptions.from_query(parts.query)
     url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return ServerStore(url, options)
+
+
+def _stored(records: Sequence[Any]) -> list[StoredPoint]:
+    """qdrant-client records (of a retrieve or a scroll) as the engine-neutral points."""
+    return [
+        StoredPoint(
+            str(r.id), dict(r.vector) if isinstance(r.vector, dict) else {}, dict(r.payload or {})
+        )
+        for r in records
+    ]
 
 
 def _filter(conditions: Sequence[Condition], point_ids: Sequence[str | int] | None = None) -> Any:
