@@ -139,11 +139,12 @@ def _quiet_cluster_logs(record: logging.LogRecord) -> bool:
 @app.command()
 def load(
     dataset: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="ILIAS-layout folder, image folder, list file, or WebDataset tar shards."
+            help="ILIAS-layout folder, image folder, list file, or WebDataset tar shards "
+            "(with --features: the dataset whose payload the points get)."
         ),
-    ],
+    ] = None,
     distractors: Annotated[
         str | None,
         typer.Option(
@@ -158,6 +159,14 @@ def load(
             "--select",
             help="Selection list (mini-ILIAS: one sample key per line, plain or .gz): load "
             "only the listed distractors.",
+        ),
+    ] = None,
+    features: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--features",
+            help="Load reference HDF5 feature files (index + features; a file, folder or "
+            "glob; repeatable) instead of extracting; --encoder names the model that made them.",
         ),
     ] = None,
     store: StoreOption = _defaults.store,
@@ -205,6 +214,15 @@ def load(
     from ilias.loader import open_dataset
 
     check_storage(storage, "--storage")
+    if features:
+        if versioned or local or select:
+            raise IliasError(
+                "--features loads the files as they are: drop --versioned / --local / --select"
+            )
+        return _load_features(features, dataset, distractors, store, collection, encoder,
+                              resolution, storage)  # fmt: skip
+    if dataset is None:
+        raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
     source = open_dataset(dataset, distractors, select)
@@ -284,37 +302,44 @@ def load(
         console.print(f"  [yellow]skipped[/] {failure.id}: {failure.reason}")
 
 
-@app.command("import-features")
-def import_features_command(
-    files: Annotated[list[Path], typer.Argument(help="Reference HDF5 files (index + features).")],
-    encoder: Annotated[
-        str,
-        typer.Option(help="The encoder spec the features were made with (queries use it too)."),
-    ],
-    resolution: Annotated[
-        int | None, typer.Option(help="The resolution they were extracted at.")
-    ] = None,
-    store: StoreOption = _defaults.store,
-    collection: CollectionOption = _defaults.collection,
-    storage: StorageOption = "auto",
+def _load_features(
+    files: list[str],
+    dataset: str | None,
+    distractors: str | None,
+    store: str,
+    collection: str,
+    encoder: str,
+    resolution: int | None,
+    storage: str,
 ) -> None:
-    """Load features extracted by the ILIAS reference code into a collection (resumable)."""
-    from ilias.indexing import import_features
-    from ilias.indexing.store.layout import check_storage
+    """``ilias load [DATASET] --features FILE...``: reference HDF5 features into a
+    collection, each point with the payload an image load of DATASET would give it."""
+    from ilias.indexing import expand_feature_paths, import_features
+    from ilias.loader import open_dataset
 
-    check_storage(storage, "--storage")
+    if distractors and dataset is None:
+        raise IliasError("--distractors needs the dataset folder: ilias load DATASET ...")
+    paths = expand_feature_paths(files)
+    source = open_dataset(dataset, distractors) if dataset is not None else None
     with _open_store(store) as backend, _progress() as bar:
-        task = bar.add_task("files", total=len(files))
+        task = bar.add_task("features", total=None)
         report = import_features(
-            files, backend, collection, encoder=encoder, resolution=resolution,
+            paths, backend, collection, encoder=encoder, resolution=resolution,
+            records=source.records if source else (),
+            metadata=source.metadata if source else None,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             storage=storage,
         )  # fmt: skip
-        points = backend.count(collection)
+        points = backend.count(collection) if backend.collection_exists(collection) else 0
     console.print(
-        f"[bold]{collection}[/]: {report.loaded} imported, {report.already_present} already "
-        f"present, from {len(report.files)} files; {points} points"
+        f"[bold]{collection}[/]: {report.loaded} loaded, {report.already_present} already "
+        f"present, from {len(report.files)} feature files; {points} points"
     )
+    if report.query_files:
+        console.print(
+            f"skipped {len(report.query_files)} query files (queries are encoded at evaluation "
+            f"time): {', '.join(Path(f).name for f in report.query_files)}"
+        )
 
 
 @app.command()
@@ -811,6 +836,58 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     return table
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the HDF5 files.")],
+    dataset: Annotated[
+        Path | None,
+        typer.Argument(
+            help="ILIAS-layout folder whose queries to write (default: the collection's own)."
+        ),
+    ] = None,
+    store: StoreOption = _defaults.store,
+    collection: CollectionOption = _defaults.collection,
+    queries: Annotated[
+        list[str] | None,
+        typer.Option(help="Query kinds to encode and write: image, text (default: both)."),
+    ] = None,
+    fp32: Annotated[
+        bool, typer.Option("--fp32", help="Write float32 rows (the reference writes float16).")
+    ] = False,
+    per_file: Annotated[int, typer.Option(help="Rows per distractor file.")] = 1_000_000,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the files of an earlier export in --out.")
+    ] = False,
+) -> None:
+    """Write a collection as the ILIAS reference's feature files (its knn_search reads them)."""
+    from ilias.loader import read_ilias
+    from ilias.query import export_features
+
+    with _open_store(store) as backend, _progress() as bar:
+        done = export_features(
+            backend, collection, out, read_ilias(dataset) if dataset else None,
+            kinds=queries or ("image", "text"), fp16=not fp32, per_file=per_file,
+            overwrite=overwrite, progress=_staged(bar),
+        )  # fmt: skip
+    db = done.database
+    written = [
+        f"{db.positives} positives",
+        f"{db.distractors} distractors in {len(db.distractor_files)} files",
+        *(f"{n} {kind} queries" for kind, n in done.queries.items()),
+    ]
+    console.print(f"[bold]{collection}[/] -> {out}: {', '.join(written)}")
+    for kind, reason in done.skipped.items():
+        console.print(f"  no {kind} queries: {reason}")
+    if done.query_files:
+        kind = next(iter(done.query_files))
+        console.print(
+            "reference search: python knn_search/search.py "
+            + " ".join(done.search_arguments(kind))
+            + " --use_gpu false --save_dir SIMILARITIES",
+            soft_wrap=True,  # one line, to copy
+        )
 
 
 @app.command()

@@ -133,11 +133,11 @@ def test_load_creates_the_layout_asked_sized_by_the_records(tiny_ilias, tmp_path
 # -- the CLI ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["load", "import-features"])
-def test_a_bad_storage_is_one_line_naming_the_option(tmp_path, command):
-    args = [command, str(tmp_path), "--storage", "ssd", "--store", f"edge:{tmp_path / 'q'}"]
-    if command == "import-features":
-        args += ["--encoder", "timm:x"]
+@pytest.mark.parametrize("features", [False, True])
+def test_a_bad_storage_is_one_line_naming_the_option(tmp_path, features):
+    args = ["load", str(tmp_path), "--storage", "ssd", "--store", f"edge:{tmp_path / 'q'}"]
+    if features:
+        args += ["--features", str(tmp_path / "f.hdf5"), "--encoder", "timm:x"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert str(result.exception) == "--storage 'ssd': use auto, ram, disk, compact"
@@ -167,7 +167,7 @@ def test_collections_and_info_show_the_storage_and_where_parts_live(tmp_path, mo
 def test_the_cli_imports_with_the_storage_asked(tmp_path):
     path = write_features(tmp_path / "dis.hdf5", [f"00000.tar/{i}" for i in range(3)], unit(3, 8))
     spec = f"edge:{tmp_path / 'q'}"
-    args = ["import-features", str(path), "--encoder", "timm:x", "--store", spec, "-c", "c"]
+    args = ["load", "--features", str(path), "--encoder", "timm:x", "--store", spec, "-c", "c"]
     assert runner.invoke(app, [*args, "--storage", "disk"]).exit_code == 0
     assert runner.invoke(app, [*args[:-2], "-c", "d"]).exit_code == 0  # default: auto
     with EdgeStore(tmp_path / "q") as store:

@@ -95,6 +95,27 @@ def test_hit_ids_find_their_stored_vectors(store):
     np.testing.assert_allclose(stored[ids[7]], x[7], atol=1e-6)
 
 
+def test_scroll_reads_every_stored_point_once_page_by_page(store):
+    """Exports read the whole collection through scroll: each point exactly once, its
+    stored float32 original and the payload keys asked for, in pages of the given size."""
+    ids, x = fill(store, n=130)
+    pages = list(store.scroll("c", ["role"], batch=32))
+    assert [len(p.ids) for p in pages] == [32, 32, 32, 32, 2]
+    seen = [i for page in pages for i in page.ids]
+    assert sorted(seen) == sorted(ids)
+    rows = {i: row for page in pages for i, row in zip(page.ids, page.vectors, strict=True)}
+    for n in (0, 64, 129):
+        assert rows[ids[n]].dtype == np.float32
+        np.testing.assert_allclose(rows[ids[n]], x[n], atol=1e-6)
+    roles = {i: p["role"] for page in pages for i, p in zip(page.ids, page.payloads, strict=True)}
+    assert roles[ids[1]] == "positive" and roles[ids[2]] == "distractor"
+    assert set(pages[0].payloads[0]) <= {"id", "role"}  # only the keys asked for
+    store.create_collection("empty", CollectionConfig(dim=32, metadata={}))
+    assert list(store.scroll("empty")) == []
+    with pytest.raises(StoreError, match="no collection 'gone'"):
+        list(store.scroll("gone"))
+
+
 def test_reupsert_is_idempotent_and_existing_ids_are_exact(store):
     ids, x = fill(store)
     store.upsert("c", ids[:100], x[:100], [{} for _ in range(100)])

@@ -19,9 +19,10 @@ from ilias.indexing import (
     SearchParams,
     build_encoder,
     load_collection,
+    read_features,
 )
 from ilias.loader import read_ilias
-from ilias.query import QueryImage, Retriever, query_images_of, run_queries
+from ilias.query import QueryImage, Retriever, export_features, query_images_of, run_queries
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -161,6 +162,22 @@ def test_text_and_hybrid_benchmark_runs(clip_collection):
         assert [h.id for h in hybrid_run.rankings[query.id]] == ranked
         expected_ap = _ap_by_hand(ranked, bench.positives_for(query.id), 1000)
         assert hybrid_run.scores.per_query_ap[query.id] == pytest.approx(expected_ap, abs=1e-9)
+
+
+def test_export_writes_text_queries_encoded_by_the_collections_text_tower(
+    clip_collection, tmp_path
+):
+    """A vision-language collection exports both query files the reference's search takes:
+    the T*.txt queries (sorted ids, the whole text) through the collection's text tower."""
+    bench, store, retriever = clip_collection
+    done = export_features(store, "clip", tmp_path, bench, fp16=False)
+    assert done.queries == {"image": 3, "text": 3} and done.skipped == {}
+    texts = read_features(tmp_path / "features_text_queries.hdf5")
+    by_id = {q.id: q.text for q in bench.text_queries}
+    assert texts.ids == sorted(by_id)
+    expected = retriever.encoder.encode_texts([by_id[i] for i in texts.ids])
+    np.testing.assert_allclose(texts.features, expected, atol=1e-6)
+    assert done.search_arguments("text")[:2] == ["--query_hdf5", str(texts.path)]
 
 
 def test_encoders_without_text_tower_say_which_have_one(encoder):

@@ -17,8 +17,12 @@ from .extract import (
     load_image_for as load_image_for,
 )
 from .features import (
+    DatabaseExport as DatabaseExport,
     FeatureFile as FeatureFile,
     ImportReport as ImportReport,
+    expand_feature_paths as expand_feature_paths,
+    export_database as export_database,
+    feature_file_name as feature_file_name,
     import_features as import_features,
     read_features as read_features,
     write_features as write_features,

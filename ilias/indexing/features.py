@@ -1,20 +1,34 @@
 """Features in the ILIAS reference's HDF5 form, in and out of collections.
 
-The reference's extraction writes one HDF5 file per part (queries, positives, and the
-distractors split over many files), each with an ``index`` dataset of ASCII ids and a
-``features`` dataset of one row per id, float16 by default (``feature_extraction/
-extract.py``, read back by ``knn_search/src/utils.py``). ``write_features`` writes that
-form, ``read_features`` reads it (checked: an HDF5 file, both datasets, equal lengths,
-finite rows), and ``import_features`` loads such files into a collection, so features a
-user already extracted with the reference code are searched and evaluated by ilias
-without extracting again. Ids keep the reference's form (``<instance>/pos/P000.jpg``,
-``<shard>.tar/<key>``), so the collection's points, similarity files and the reference's
-id lists agree.
+The reference's extraction (``feature_extraction/extract.py``) writes one HDF5 file per
+part of the benchmark, named ``<name>_<part>.hdf5`` (``name`` defaults to ``features``):
+``features_image_queries.hdf5``, ``features_text_queries.hdf5``,
+``features_positives.hdf5``, and the distractors split over numbered files
+``features_distractors_00000.hdf5``, ``..._00001.hdf5`` (a fixed number of tar shards
+each). Every file holds an ``index`` dataset of ASCII ids and a ``features`` dataset of one
+row per id, float16 by default; queries and positives are sorted by id. Its kNN search
+(``knn_search/search.py``) reads a query file, the positives file and ``--total_distractors``
+distractor files from the template ``features_distractors_{idx}.hdf5``, positives first.
+
+Here: ``write_features`` / ``read_features`` for one file; ``import_features`` loads
+files into a collection (what ``ilias load --features`` runs), streaming each file in
+large chunks and taking the payload from the dataset's own records where given, so the
+points equal those of an image load of the same data; ``export_database`` writes a
+collection's stored vectors back out as the positives file and numbered distractor files
+(``ilias export``; the queries, which need the encoder, are added by
+``ilias.query.export_features``).
+
+Ids keep the reference's form (``<instance>/pos/P000.jpg``, ``<shard>.tar/<key>``), so
+points, similarity files and the reference's id lists agree. Non-ASCII characters, which
+an ASCII ``index`` cannot hold, are escaped as the reference escapes them (``é`` ->
+``#U00e9``, ``東`` -> ``#U6771``, beyond U+FFFF ``\\\\U0001f600``) and unescaped on reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import glob
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +36,76 @@ from typing import Any
 import numpy as np
 
 from ilias import __version__
-from ilias.errors import DatasetError
+from ilias.errors import DatasetError, StoreError, VectorValidationError
 from ilias.indexing.store import CollectionConfig, Store
 from ilias.indexing.store.layout import check_storage
-from ilias.loader.records import Role
+from ilias.loader.records import Record, Role
+
+FEATURES_NAME = "features"  # the reference's --hdf5_name default
+PARTS = ("image_queries", "text_queries", "positives", "distractors")
+DISTRACTORS_PER_FILE = 1_000_000  # the reference: 10 tar shards of 100K images per file
+CHUNK_ROWS = 16_384  # rows read, converted and upserted at once by an import
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def feature_file_name(part: str, number: int | None = None, name: str = FEATURES_NAME) -> str:
+    """The reference's file name of one part: ``features_positives.hdf5``; distractor
+    files are numbered, ``features_distractors_00003.hdf5`` (``number`` 3)."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}: one of {', '.join(PARTS)}")
+    return f"{name}_{part}.hdf5" if number is None else f"{name}_{part}_{number:05d}.hdf5"
+
+
+# ------------------------------------------------------------------------- ids
+
+
+def encode_id(dataset_id: str) -> str:
+    """An id as the reference writes it into the ASCII ``index``: non-ASCII characters
+    escaped (``#U00e9``, ``#U6771``; beyond U+FFFF two backslashes, ``U`` and 8 digits)."""
+    if dataset_id.isascii():
+        return dataset_id
+    out = []
+    for char in dataset_id:
+        code = ord(char)
+        if code < 0x80:
+            out.append(char)
+        elif code <= 0xFFFF:
+            out.append(f"#U{code:04x}")
+        else:
+            out.append(f"\\\\U{code:08x}")
+    return "".join(out)
+
+
+_ESCAPED = re.compile(r"#U([0-9a-f]{4})|\\\\U([0-9a-f]{8})")
+
+
+def decode_id(stored: str) -> str:
+    """The dataset id an ``index`` entry stands for (undoes ``encode_id``; ``#U`` followed
+    by the code of an ASCII character is not an escape and stays as it is)."""
+    if "U" not in stored:
+        return stored
+
+    def unescape(match: re.Match[str]) -> str:
+        code = int(match.group(1) or match.group(2), 16)
+        return chr(code) if code >= 0x80 else match.group(0)
+
+    return _ESCAPED.sub(unescape, stored)
+
+
+def role_of(dataset_id: str) -> tuple[Role, str | None]:
+    """The role (and instance) an ILIAS-form id names: ``x/pos/..`` a positive of ``x``,
+    ``x/query/..`` a query of ``x`` (image or text), anything else (``00000.tar/<key>``)
+    a distractor."""
+    parts = dataset_id.split("/")
+    if len(parts) >= 3 and parts[1] == "pos":
+        return Role.POSITIVE, parts[0]
+    if len(parts) >= 3 and parts[1] == "query":
+        return Role.QUERY, parts[0]
+    return Role.DISTRACTOR, None
+
+
+# ------------------------------------------------------------------------- one file
 
 
 @dataclass(frozen=True)
@@ -39,6 +119,16 @@ class FeatureFile:
     @property
     def dim(self) -> int:
         return int(self.features.shape[1])
+
+
+@dataclass(frozen=True)
+class FeatureHeader:
+    """What a feature file holds, read without its rows: checked before anything is loaded."""
+
+    path: Path
+    rows: int
+    dim: int
+    dtype: np.dtype
 
 
 def write_features(
@@ -58,7 +148,9 @@ def write_features(
     if array.ndim != 2 or len(array) != len(ids):
         raise DatasetError(f"{path}: {len(ids)} ids for features of shape {array.shape}")
     with h5py.File(path, "w") as out:
-        out.create_dataset("index", data=list(ids), dtype=h5py.string_dtype(encoding="ascii"))
+        out.create_dataset(
+            "index", data=[encode_id(i) for i in ids], dtype=h5py.string_dtype("ascii")
+        )
         out.create_dataset(
             "features",
             data=array,
@@ -69,8 +161,9 @@ def write_features(
     return path
 
 
-def read_features(path: Path | str) -> FeatureFile:
-    """Read one reference feature file; every fault is one line naming the file."""
+def inspect_features(path: Path | str) -> FeatureHeader:
+    """Check one reference feature file from its metadata alone; every fault is one line
+    naming the file (missing, not HDF5, a dataset missing, lengths that differ)."""
     import h5py
 
     path = Path(path).expanduser()
@@ -85,27 +178,64 @@ def read_features(path: Path | str) -> FeatureFile:
                 f"{path}: no {' or '.join(repr(m) for m in missing)} dataset; a reference "
                 "feature file holds 'index' (ids) and 'features' (one row per id)"
             )
-        ids = [i.decode("ascii") if isinstance(i, bytes) else str(i) for i in found["index"][:]]
-        features = np.asarray(found["features"][:], dtype=np.float32)
-    if features.ndim != 2 or len(features) != len(ids):
-        raise DatasetError(
-            f"{path}: 'index' holds {len(ids)} ids but 'features' has shape "
-            f"{features.shape}; the file is incomplete or not from the reference's extraction"
-        )
+        index, features = found["index"], found["features"]
+        if len(index.shape) != 1 or h5py.check_string_dtype(index.dtype) is None:
+            raise DatasetError(f"{path}: 'index' is not a list of string ids")
+        if len(features.shape) != 2 or len(features) != len(index):
+            raise DatasetError(
+                f"{path}: 'index' holds {len(index)} ids but 'features' has shape "
+                f"{features.shape}; the file is incomplete or not from the reference's "
+                "extraction"
+            )
+        return FeatureHeader(path, int(features.shape[0]), int(features.shape[1]), features.dtype)
+
+
+def read_feature_ids(path: Path | str) -> list[str]:
+    """The dataset ids of a feature file, in row order (escapes undone); repeated ids are
+    refused, naming the file."""
+    import h5py
+
+    path = Path(path).expanduser()
+    with h5py.File(path, "r") as found:
+        ids = [decode_id(i) for i in found["index"].asstr()[:].tolist()]
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{path}: 'index' repeats ids; each id must appear once")
-    return FeatureFile(path, ids, features)
+    return ids
 
 
-def role_of(dataset_id: str) -> tuple[Role, str | None]:
-    """The role (and instance) an ILIAS-form id names: ``x/pos/..`` a positive of ``x``,
-    ``x/query/..`` a query of ``x``, anything else (``00000.tar/<key>``) a distractor."""
-    parts = dataset_id.split("/")
-    if len(parts) >= 3 and parts[1] == "pos":
-        return Role.POSITIVE, parts[0]
-    if len(parts) >= 3 and parts[1] == "query":
-        return Role.QUERY, parts[0]
-    return Role.DISTRACTOR, None
+def read_features(path: Path | str) -> FeatureFile:
+    """Read one reference feature file whole; every fault is one line naming the file."""
+    import h5py
+
+    header = inspect_features(path)
+    ids = read_feature_ids(header.path)
+    with h5py.File(header.path, "r") as found:
+        features = np.asarray(found["features"][:], dtype=np.float32)
+    return FeatureFile(header.path, ids, features)
+
+
+def expand_feature_paths(patterns: Sequence[Path | str]) -> list[Path]:
+    """Files from what a user typed: a file, a folder (its ``*.hdf5`` / ``*.h5``), or a
+    glob the shell did not expand (``'feats/features_distractors_*.hdf5'``); each pattern's
+    matches sorted, duplicates dropped. A pattern that matches nothing is one line."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix in (".hdf5", ".h5"))
+            if not matches:
+                raise DatasetError(f"{path}: a folder with no .hdf5 feature files")
+        elif path.exists() or not glob.has_magic(str(pattern)):
+            matches = [path]  # a missing plain path is named when it is inspected
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path)))
+            if not matches:
+                raise DatasetError(f"{pattern}: no feature files match this pattern")
+        found.extend(p for p in matches if p not in found)
+    return found
+
+
+# ------------------------------------------------------------------------- import
 
 
 @dataclass
@@ -116,6 +246,7 @@ class ImportReport:
     files: list[str] = field(default_factory=list)
     loaded: int = 0
     already_present: int = 0
+    query_files: list[str] = field(default_factory=list)  # skipped: queries are not points
 
 
 def import_features(
@@ -125,88 +256,277 @@ def import_features(
     *,
     encoder: str,
     resolution: int | None = None,
-    batch: int = 4096,
-    progress: Callable[[int, int], None] | None = None,
+    records: Sequence[Record] = (),
+    metadata: Mapping[str, Any] | None = None,
+    chunk: int = CHUNK_ROWS,
+    progress: ProgressCallback | None = None,
     storage: str | None = None,
 ) -> ImportReport:
-    """Load reference feature files into ``collection`` (created from the first file).
+    """Load reference feature files into ``collection`` (created on the first database row).
 
     ``encoder`` is the spec that made the features (recorded, so image and text queries
-    are embedded the same way); every file must have the collection's dimension, which is
-    checked before anything from that file is written. Ids already stored are skipped, so
-    an interrupted import resumes. Queries' features (``<instance>/query/...``) are not
-    database points and are refused: import the database files.
+    are embedded the same way). ``records`` are the dataset's own records (what
+    ``open_dataset`` gives an image load): a point whose id is among them gets its payload
+    (instance, role, path, bbox, scale, clutter), so the collection is the one an image
+    load would build, minus ``file_stamp`` (no file was read). Ids not among them get
+    what the id says (``role_of``); a positive id the given dataset lacks is refused (the
+    files belong to another dataset). ``metadata`` is recorded with the collection
+    (``ilias_metadata`` of the dataset, so ``ilias eval`` finds its queries).
 
-    ``storage``: the layout of the collection if this import creates it (``ram``, ``disk``,
-    ``compact``, or ``auto`` to pick by the rows of all the files; None: the store's
-    default).
+    Every file is checked before anything is written (present, HDF5, both datasets of one
+    length, the collection's dimension, unique ids, queries apart, positives the dataset
+    has); a fault is one line naming the file and leaves the collection as it was. Rows
+    that are not finite are found while loading: the error names the file and the ids.
+    Query files (every id ``<instance>/query/...``) are skipped and listed: queries are
+    embedded at evaluation time. Ids already stored are skipped, so an interrupted import
+    resumes. Rows stream in chunks of ``chunk`` (float16 -> float32 once per chunk);
+    ``progress(done, total)`` counts rows. ``storage``: the layout of the collection if
+    this import creates it (``ram``, ``disk``, ``compact``, or ``auto`` to pick by the
+    rows of the database files; None: the store's default).
     """
     check_storage(storage)
-    report = ImportReport(collection)
-    for number, path in enumerate(paths, start=1):
-        found = read_features(path)
-        queries = [i for i in found.ids if role_of(i)[0] is Role.QUERY]
-        if queries:
-            raise DatasetError(
-                f"{found.path}: holds query features ({queries[0]}, ...); import the "
-                "database files (positives, distractors) into a collection"
+    headers = [inspect_features(path) for path in paths]
+    exists = store.collection_exists(collection)
+    if exists:
+        recorded = store.collection_config(collection).metadata.get("encoder")
+        if recorded != encoder:
+            raise StoreError(
+                f"collection {collection!r} holds descriptors of {recorded}, not {encoder}; "
+                "load these features into a new collection (--collection NAME)"
             )
+    dim = store.collection_config(collection).dim if exists else None
+    for header in headers:
+        if dim is None:
+            dim = header.dim
+        elif header.dim != dim:
+            holder = f"{collection!r} holds" if exists else f"{headers[0].path} has"
+            raise DatasetError(
+                f"{header.path}: {header.dim}-d features, but {holder} {dim}-d vectors; "
+                "one collection holds the features of one encoder"
+            )
+    known = {record.id: record.payload for record in records}
+    holds_queries = [_holds_queries(header.path, known) for header in headers]
+    database = [h for h, queries in zip(headers, holds_queries, strict=True) if not queries]
+    report = ImportReport(collection)
+    report.query_files = [str(h.path) for h, q in zip(headers, holds_queries, strict=True) if q]
+    total, done = sum(h.rows for h in database), 0
+    may_hold = exists and store.count(collection) > 0  # else no id can be stored yet
+    for header in database:
+        ids = read_feature_ids(header.path)
         if not store.collection_exists(collection):
-            metadata: dict[str, Any] = {
+            meta: dict[str, Any] = {
                 "encoder": encoder,
                 "resolution": resolution,
                 "ilias_version": __version__,
-                "features": str(found.path),
+                "features": sorted({str(h.path.parent.resolve()) for h in headers}),
+                **(metadata or {}),
             }
             config = CollectionConfig(
-                dim=found.dim,
-                metadata=metadata,
-                storage=storage,
-                expected_points=count_rows(paths),
+                dim=header.dim, metadata=meta, storage=storage, expected_points=total
             )
             store.create_collection(collection, config)
-        dim = store.collection_config(collection).dim
-        if found.dim != dim:
-            raise DatasetError(
-                f"{found.path}: {found.dim}-d features, but {collection!r} holds {dim}-d "
-                "vectors; import it into a collection of its own encoder"
-            )
-        present = store.existing_ids(collection, found.ids)
+        present = store.existing_ids(collection, ids) if may_hold else set()
         report.already_present += len(present)
-        keep = [n for n, i in enumerate(found.ids) if i not in present]
-        for start in range(0, len(keep), batch):
-            rows = keep[start : start + batch]
-            ids = [found.ids[n] for n in rows]
-            payloads = [_payload(i) for i in ids]
-            store.upsert(collection, ids, found.features[rows], payloads)
-            report.loaded += len(rows)
-        report.files.append(str(found.path))
+        payloads = [known.get(i) or _payload(i, *role_of(i)) for i in ids]
+        for start, rows in _chunks(header.path, chunk):
+            end = start + len(rows)
+            chunk_ids, chunk_payloads = ids[start:end], payloads[start:end]
+            if present:
+                keep = [n for n, i in enumerate(chunk_ids) if i not in present]
+                chunk_ids, rows = [chunk_ids[n] for n in keep], rows[keep]
+                chunk_payloads = [chunk_payloads[n] for n in keep]
+            try:
+                store.upsert(collection, chunk_ids, rows, chunk_payloads)
+            except VectorValidationError as error:
+                raise DatasetError(f"{header.path}: {error}") from error
+            report.loaded += len(chunk_ids)
+            if progress:
+                progress(done + end, total)
+        done += header.rows
+        report.files.append(str(header.path))
         if progress:
-            progress(number, len(paths))
+            progress(done, total)
     if store.collection_exists(collection):
         store.finish_load(collection)
     return report
 
 
-def count_rows(paths: Sequence[Path | str]) -> int:
-    """Rows in all the feature files, from their headers (no features read): the size
-    hint of ``storage="auto"``. A file that cannot be read counts 0 here; reading it for
-    the import names the fault."""
+def _holds_queries(path: Path, known: Mapping[str, Any]) -> bool:
+    """Whether a file holds queries (every id ``<instance>/query/...``) rather than database
+    points; a file that mixes both, repeats ids, or (with the dataset ``known``) holds a
+    positive the dataset lacks, is refused naming the file. Ids only, before any write."""
+    ids = read_feature_ids(path)
+    roles = [role_of(i)[0] for i in ids]
+    queries = roles.count(Role.QUERY)
+    if queries and queries < len(ids):
+        first = ids[roles.index(Role.QUERY)]
+        raise DatasetError(
+            f"{path}: mixes query ids ({first}, ...) with database ids; queries and the "
+            "database come in separate files"
+        )
+    if known:
+        lost = next((i for i, r in zip(ids, roles, strict=True)
+                     if r is Role.POSITIVE and i not in known), None)  # fmt: skip
+        if lost is not None:
+            raise DatasetError(
+                f"{path}: {lost} is not in the dataset given; pass the dataset these "
+                "features were extracted from"
+            )
+    return bool(ids) and queries == len(ids)
+
+
+def _chunks(path: Path, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, float32 rows)`` of a file's features, ``rows`` at a time: one HDF5
+    read and one conversion per chunk, never the whole file in memory."""
     import h5py
 
-    total = 0
-    for path in paths:
-        try:
-            with h5py.File(Path(path).expanduser(), "r") as found:
-                total += int(found["features"].shape[0])
-        except (OSError, KeyError, IndexError, TypeError, ValueError):
-            continue
-    return total
+    with h5py.File(path, "r") as found:
+        features = found["features"]
+        for start in range(0, len(features), rows):
+            yield start, np.asarray(features[start : start + rows], dtype=np.float32)
 
 
-def _payload(dataset_id: str) -> dict[str, Any]:
-    role, instance = role_of(dataset_id)
+def _payload(dataset_id: str, role: Role, instance: str | None) -> dict[str, Any]:
+    """What an id alone says of its point (``role_of``), for ids the dataset lacks."""
     payload: dict[str, Any] = {"id": dataset_id, "role": role.value}
     if instance is not None:
         payload["instance"] = instance
     return payload
+
+
+# ------------------------------------------------------------------------- export
+
+
+@dataclass
+class DatabaseExport:
+    """The files ``export_database`` wrote: the positives file, then the distractor files."""
+
+    positives_file: Path
+    distractor_files: list[Path]
+    positives: int
+    distractors: int
+
+
+def export_database(
+    store: Store,
+    collection: str,
+    folder: Path | str,
+    *,
+    name: str = FEATURES_NAME,
+    per_file: int = DISTRACTORS_PER_FILE,
+    fp16: bool = True,
+    overwrite: bool = False,
+    batch: int = 4096,
+    progress: ProgressCallback | None = None,
+) -> DatabaseExport:
+    """Write a collection's stored vectors in the reference's layout under ``folder``.
+
+    Points whose payload role is ``positive`` go to ``<name>_positives.hdf5``, sorted by
+    id as the reference writes them; every other point (distractors, and the images of a
+    plain collection) to ``<name>_distractors_00000.hdf5``, ``_00001``, ... of at most
+    ``per_file`` rows each, in the store's point order. The positives file is written even
+    when empty: the reference's search always reads one. The stored float32 originals are
+    read page by page (``Store.scroll``) and written as float16 unless ``fp16=False``;
+    memory holds one page and the positives.
+
+    The reference's files of ``name`` already in ``folder`` (an earlier export) are
+    refused, naming one, unless ``overwrite``: then they are deleted first, so no stale
+    distractor file of a larger export is left beside the new ones.
+    """
+    if per_file < 1:
+        raise DatasetError(f"per_file={per_file}: a distractor file holds at least one row")
+    folder = Path(folder)
+    dim = store.collection_config(collection).dim  # a missing collection: before any write
+    clear_export_folder(folder, name, overwrite)
+    total = store.count(collection)
+    dtype = np.float16 if fp16 else np.float32
+    positive_ids: list[str] = []
+    positive_rows: list[np.ndarray] = []
+    writer: _AppendingFile | None = None
+    written: list[Path] = []
+    distractors = done = 0
+    try:
+        for page in store.scroll(collection, ["role"], batch=batch):
+            is_positive = np.array(
+                [p.get("role") == Role.POSITIVE for p in page.payloads], dtype=bool
+            )
+            if is_positive.any():
+                positive_ids += [i for i, yes in zip(page.ids, is_positive, strict=True) if yes]
+                positive_rows.append(page.vectors[is_positive])
+            rest = np.flatnonzero(~is_positive)
+            while len(rest):
+                if writer is None or writer.rows == per_file:
+                    if writer is not None:
+                        writer.close()
+                    written.append(folder / feature_file_name("distractors", len(written), name))
+                    writer = _AppendingFile(written[-1], dim, dtype)
+                take = rest[: per_file - writer.rows]
+                writer.append([page.ids[n] for n in take], page.vectors[take])
+                distractors += len(take)
+                rest = rest[len(take) :]
+            done += len(page.ids)
+            if progress:
+                progress(done, total)
+    finally:
+        if writer is not None:
+            writer.close()
+    order = sorted(range(len(positive_ids)), key=positive_ids.__getitem__)
+    rows = np.concatenate(positive_rows) if positive_rows else np.zeros((0, dim), np.float32)
+    positives_file = write_features(
+        folder / feature_file_name("positives", name=name),
+        [positive_ids[n] for n in order],
+        rows[order],
+        fp16=fp16,
+    )
+    return DatabaseExport(positives_file, written, len(positive_ids), distractors)
+
+
+def clear_export_folder(folder: Path, name: str = FEATURES_NAME, overwrite: bool = False) -> None:
+    """Make ``folder`` ready for an export: created if missing; the reference-layout files
+    of ``name`` an earlier export left there are refused (one line naming one of them), or
+    with ``overwrite`` deleted, so no stale distractor file outlives a smaller export."""
+    pattern = re.compile(
+        rf"{re.escape(name)}_(image_queries|text_queries|positives|distractors_\d{{5}})\.hdf5"
+    )
+    earlier = (
+        sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+    )
+    if earlier and not overwrite:
+        more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
+        raise DatasetError(
+            f"{folder} already holds {earlier[0].name}{more} from an earlier export; choose "
+            "another folder or pass --overwrite to replace them"
+        )
+    for path in earlier:
+        path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+class _AppendingFile:
+    """One reference feature file written in appends (its datasets grow), so a distractor
+    file of a million rows never has to be in memory at once."""
+
+    def __init__(self, path: Path, dim: int, dtype: type[np.floating]):
+        import h5py
+
+        self.rows = 0
+        self._file = h5py.File(path, "w")
+        self._index = self._file.create_dataset(
+            "index", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("ascii"),
+            chunks=(8192,),
+        )  # fmt: skip
+        self._features = self._file.create_dataset(
+            "features", shape=(0, dim), maxshape=(None, dim), dtype=dtype,
+            chunks=(max(1, 2**20 // (dim * np.dtype(dtype).itemsize)), dim),
+        )  # fmt: skip
+
+    def append(self, ids: Sequence[str], rows: np.ndarray) -> None:
+        end = self.rows + len(ids)
+        self._index.resize((end,))
+        self._features.resize((end, self._features.shape[1]))
+        self._index[self.rows : end] = [encode_id(i) for i in ids]
+        self._features[self.rows : end] = rows.astype(self._features.dtype)
+        self.rows = end
+
+    def close(self) -> None:
+        self._file.close()

@@ -12,6 +12,10 @@ from .evaluation import (
     run_queries as run_queries,
     skip_reason as skip_reason,
 )
+from .export import (
+    FeatureExport as FeatureExport,
+    export_features as export_features,
+)
 from .protocols import (
     ProtocolRun as ProtocolRun,
     evaluate_gpr1200 as evaluate_gpr1200,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ilias.errors import StoreError
 from ilias.indexing.store.base import (
     Collection,
+    PointPage,
     Store,
     aliases_by_collection,
     check_k,
@@ -91,6 +92,7 @@ __all__ = [
     "Engine",
     "Filter",
     "Hit",
+    "PointPage",
     "Range",
     "RetryPolicy",
     "SearchParams",

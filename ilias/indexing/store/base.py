@@ -270,9 +270,12 @@ class Store:
         unchecked against the indexes), a page at a time, without vectors."""
         target = self._target(name)
         clauses = [Condition(key, value=value) for key, value in (where or {}).items()]
-        page = self.capabilities.retrieve_batch * 8
-        for points in self.engine.scroll(target, clauses, list(keys), page):
+        page, offset = self.capabilities.retrieve_batch * 8, None
+        while True:
+            points, offset = self.engine.scroll(target, offset, page, (), list(keys), clauses)
             yield [dict(p.payload) for p in points]
+            if offset is None:
+                return
 
     def tag(self, name: str, tag: str, keep: Callable[[Mapping[str, Any]], bool]) -> int:
         """Add ``tag`` to the ``selection`` payload of every point ``keep(payload)`` accepts
@@ -329,6 +332,30 @@ class Store:
             for i, p in found.items()
             if p.vectors.get(GLOBAL_VECTOR) is not None
         }
+
+    def scroll(
+        self, name: str, keys: Sequence[str] = (), *, batch: int | None = None
+    ) -> Iterator[PointPage]:
+        """Every point of the collection, page by page: dataset ids, stored ``global``
+        vectors (float32 rows) and the named payload keys.
+
+        What exports and copies read: the stored originals in the engine's point-id order
+        (not the dataset's), ``batch`` points per engine call (default: the engine's
+        retrieve batch), so memory stays one page however large the collection.
+        """
+        target = self._target(name)
+        managed = self.collection_config(name).managed
+        size = batch or self.capabilities.retrieve_batch
+        wanted = [ID_KEY, *keys] if managed else list(keys)
+        offset: str | int | None = None
+        while True:
+            points, offset = self.engine.scroll(target, offset, size, (GLOBAL_VECTOR,), wanted)
+            if points:
+                rows = np.asarray([p.vectors[GLOBAL_VECTOR] for p in points], dtype=np.float32)
+                ids = [str(p.payload[ID_KEY]) if managed else p.id for p in points]
+                yield PointPage(ids, rows, [dict(p.payload) for p in points])
+            if offset is None:
+                return
 
     def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
         """Stored local descriptors and patch centres by dataset id."""
@@ -509,6 +536,16 @@ class Store:
             return
         with ThreadPoolExecutor(parallel, thread_name_prefix="qdrant") as pool:
             yield from pool.map(fn, items)
+
+
+@dataclass(frozen=True)
+class PointPage:
+    """One page of ``Store.scroll``: dataset ids, their ``global`` vectors (float32 rows,
+    in id order) and the payload keys asked for."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)

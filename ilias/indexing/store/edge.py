@@ -164,14 +164,31 @@ class EdgeEngine(Engine):
         vectors: Sequence[str],
         payload: Sequence[str] | bool,
     ) -> list[StoredPoint]:
-        selector: Any = (
-            qe.PayloadSelector.Include(list(payload)) if not isinstance(payload, bool) else payload
+        records = self._shard(name).retrieve(
+            list(ids), _payload_selector(payload), list(vectors) or False
         )
-        records = self._shard(name).retrieve(list(ids), selector, list(vectors) or False)
-        return [
-            StoredPoint(str(r.id), _named(r.vector) if vectors else {}, dict(r.payload or {}))
-            for r in records
-        ]
+        return _stored(records, bool(vectors))
+
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+        conditions: Sequence[Condition] = (),
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=_edge_filter(conditions),
+            with_payload=_payload_selector(payload),
+            with_vector=list(vectors) or False,
+        )
+        records, following = self._shard(name).scroll(request)
+        if following is not None and not isinstance(following, int | str):
+            following = str(following)  # a UUID: the engine takes it back as text
+        return _stored(records, bool(vectors)), following
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         requests = [
@@ -194,24 +211,6 @@ class EdgeEngine(Engine):
     def count(self, name: str, conditions: Sequence[Condition]) -> int:
         request = qe.CountRequest(exact=True, filter=_edge_filter(conditions))
         return int(self._shard(name).count(request))
-
-    def scroll(
-        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
-    ) -> Iterator[list[StoredPoint]]:
-        shard, offset = self._shard(name), None
-        while True:
-            records, offset = shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset,
-                    limit=page,
-                    filter=_edge_filter(conditions),
-                    with_payload=qe.PayloadSelector.Include(list(payload)),
-                    with_vector=False,
-                )
-            )
-            yield [StoredPoint(str(r.id), {}, dict(r.payload or {})) for r in records]
-            if offset is None:
-                return
 
     def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
         self._shard(name).update(qe.UpdateOperation.set_payload(list(ids), dict(payload)))
@@ -431,6 +430,19 @@ def applied_layout(shard_dir: Path) -> StorageLayout | None:
         hnsw_on_disk=hnsw if isinstance(hnsw, bool) else None,
         payload_on_disk=payload if isinstance(payload, bool) else None,
     )
+
+
+def _payload_selector(payload: Sequence[str] | bool) -> Any:
+    """All of the payload, none of it, or the named keys."""
+    return payload if isinstance(payload, bool) else qe.PayloadSelector.Include(list(payload))
+
+
+def _stored(records: Sequence[Any], with_vectors: bool) -> list[StoredPoint]:
+    """Edge records (of a retrieve or a scroll) as the engine-neutral points."""
+    return [
+        StoredPoint(str(r.id), _named(r.vector) if with_vectors else {}, dict(r.payload or {}))
+        for r in records
+    ]
 
 
 def _named(vector: Any) -> dict[str, Any]:

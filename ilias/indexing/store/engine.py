@@ -15,7 +15,7 @@ are finite float32 rows of the right size, filters are lists of ``Condition``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,17 +172,25 @@ class Engine(ABC):
         """The points among ``ids`` that exist, with the named vectors and payload keys."""
 
     @abstractmethod
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+        conditions: Sequence[Condition] = (),
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        """One page of every point (matching ``conditions``), in the engine's point-id
+        order, from ``offset`` (None: the first); the offset of the next page, None after
+        the last."""
+
+    @abstractmethod
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         """One batch of queries; hits carry the payload without the ``local_xy`` key."""
 
     @abstractmethod
     def count(self, name: str, conditions: Sequence[Condition]) -> int: ...
-
-    @abstractmethod
-    def scroll(
-        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
-    ) -> Iterator[list[StoredPoint]]:
-        """Every point matching ``conditions``, a page at a time, with those payload keys."""
 
     @abstractmethod
     def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:

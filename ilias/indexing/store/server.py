@@ -34,12 +34,11 @@ ones are shared within a process (not across processes).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -397,14 +396,31 @@ class ServerEngine(Engine):
             f"reading {len(ids)} points of {name!r}",
             collection=name,
         )
-        return [
-            StoredPoint(
-                str(r.id),
-                dict(r.vector) if isinstance(r.vector, dict) else {},
-                dict(r.payload or {}),
-            )
-            for r in records
-        ]
+        return _stored(records)
+
+    def scroll(
+        self,
+        name: str,
+        offset: str | int | None,
+        limit: int,
+        vectors: Sequence[str],
+        payload: Sequence[str] | bool,
+        conditions: Sequence[Condition] = (),
+    ) -> tuple[list[StoredPoint], str | int | None]:
+        records, following = self._call(
+            lambda: self.client.scroll(
+                collection_name=name,
+                scroll_filter=_filter(conditions),
+                offset=offset,
+                limit=limit,
+                with_payload=payload if isinstance(payload, bool) else list(payload),
+                with_vectors=list(vectors) or False,
+                timeout=self.options.timeout,
+            ),
+            f"reading {limit} points of {name!r} from {offset}",
+            collection=name,
+        )
+        return _stored(records), following
 
     def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
         from qdrant_client import models
@@ -442,31 +458,6 @@ class ServerEngine(Engine):
             collection=name,
         )
         return int(answer.count)
-
-    def scroll(
-        self, name: str, conditions: Sequence[Condition], payload: Sequence[str], page: int
-    ) -> Iterator[list[StoredPoint]]:
-        offset: Any = None
-
-        def page_from(start: Any) -> Any:
-            return self.client.scroll(
-                collection_name=name,
-                scroll_filter=_filter(conditions),
-                limit=page,
-                offset=start,
-                with_payload=list(payload),
-                with_vectors=False,
-            )
-
-        while True:
-            records, offset = self._call(
-                functools.partial(page_from, offset),
-                f"reading the points of {name!r}",
-                collection=name,
-            )
-            yield [StoredPoint(str(r.id), {}, dict(r.payload or {})) for r in records]
-            if offset is None:
-                return
 
     def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
         self._call(
@@ -794,6 +785,16 @@ def open_server(spec: str) -> ServerStore:
     options = ServerOptions.from_query(parts.query)
     url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return ServerStore(url, options)
+
+
+def _stored(records: Sequence[Any]) -> list[StoredPoint]:
+    """qdrant-client records (of a retrieve or a scroll) as the engine-neutral points."""
+    return [
+        StoredPoint(
+            str(r.id), dict(r.vector) if isinstance(r.vector, dict) else {}, dict(r.payload or {})
+        )
+        for r in records
+    ]
 
 
 def _filter(conditions: Sequence[Condition], point_ids: Sequence[str | int] | None = None) -> Any:
