@@ -269,7 +269,8 @@ def test_globs_and_folders_name_the_files(tmp_path):
     )
     neither = CliRunner().invoke(app, base)
     assert (
-        str(neither.exception) == "pass a dataset (folder or list file) or --features FILE to load"
+        str(neither.exception)
+        == "pass a dataset (folder, list file, shards) or --features FILE to load"
     )
 
 
