@@ -12,6 +12,16 @@ from .evaluation import (
     run_queries as run_queries,
     skip_reason as skip_reason,
 )
+from .mining import (
+    DEFAULT_TEMPLATES as DEFAULT_TEMPLATES,
+    MiningResult as MiningResult,
+    Prompt as Prompt,
+    class_names as class_names,
+    make_prompts as make_prompts,
+    mine_distractors as mine_distractors,
+    write_mining_stats as write_mining_stats,
+    write_selection as write_selection,
+)
 from .protocols import (
     ProtocolRun as ProtocolRun,
     evaluate_gpr1200 as evaluate_gpr1200,
