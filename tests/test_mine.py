@@ -390,4 +390,4 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "records no ILIAS dataset folder" in refused("-c", "cnn")
     assert "no such taxonomy file" in refused("-c", "cnn", "--taxonomy", str(tmp_path / "no"))
     assert "--top 0" in refused("-c", "cnn", "--classes", str(classes), "--top", "0")
-    assert "missing" in refused("-c", "missing", "--classes", str(classes))
+    assert "no collection 'missing'" in refused("-c", "missing", "--classes", str(classes))
