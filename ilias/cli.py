@@ -700,6 +700,123 @@ def eval_uned(
 
 
 @app.command()
+def mine(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="The selection list to write (.gz compresses); ilias load --select reads it."
+        ),
+    ],
+    top: Annotated[int, typer.Option(help="Distractors to keep (mini-ILIAS keeps 5000000).")],
+    collection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collection",
+            "-c",
+            help="A collection of the distractors, embedded by a vision-language encoder; repeat "
+            "with the same distractors in other encoders' collections to ensemble them.",
+        ),
+    ] = None,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Taxonomy JSON (the ILIAS repository's misc/taxonomy.json) or a dataset folder "
+            "holding one; default: the ILIAS folder the first collection was loaded from.",
+        ),
+    ] = None,
+    classes: Annotated[
+        Path | None, typer.Option(help="Class names, one per line, instead of a taxonomy.")
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prompt templates, one per line with {} for the class name "
+            "(default: eight of CLIP's ImageNet templates)."
+        ),
+    ] = None,
+    per_prompt: Annotated[
+        int | None,
+        typer.Option(
+            help="Distractors each prompt retrieves (default: 2 x top / classes, "
+            "at least 1000, at most all)."
+        ),
+    ] = None,
+    stats: Annotated[
+        Path | None,
+        typer.Option(help="Per-prompt statistics JSON (default: NAME.stats.json beside --out)."),
+    ] = None,
+    role: Annotated[
+        str, typer.Option(help="Points to rank: distractor, or image in a plain collection.")
+    ] = "distractor",
+    approximate: Annotated[
+        bool,
+        typer.Option(
+            "--approximate",
+            help="HNSW over int8 instead of an exact scan (faster; no certificate of exactness).",
+        ),
+    ] = False,
+    store: StoreOption = _defaults.store,
+) -> None:
+    """Hard distractors: rank a collection's distractors by their highest text-to-image
+    similarity to category prompts (several encoders ensembled by mean rank) and write the
+    top N as a selection list, with per-prompt statistics."""
+    from ilias.query.mining import (
+        DEFAULT_TEMPLATES,
+        class_names,
+        make_prompts,
+        mine_distractors,
+        read_templates,
+        stats_path_for,
+        write_mining_stats,
+        write_selection,
+    )
+
+    collections = collection or [_defaults.collection]
+    with _open_store(store) as backend:
+        dataset = backend.collection_config(collections[0]).metadata.get("dataset")
+        names, source = class_names(taxonomy, classes, dataset)
+        chosen = read_templates(templates) if templates else list(DEFAULT_TEMPLATES)
+        prompts = make_prompts(names, chosen)
+        console.print(
+            f"{len(prompts)} prompts: {len(names)} class names from {source} x "
+            f"{len(chosen)} templates"
+        )
+        with _progress() as bar:
+            result = mine_distractors(
+                backend, collections, prompts, top, per_prompt, role=role,
+                exact=not approximate, progress=_staged(bar),
+            )  # fmt: skip
+    written = write_selection(out, result.ids)
+    stats_file = write_mining_stats(stats or stats_path_for(out), result)
+    for summary in result.encoders:
+        certain = (
+            f", ranking exact for its first {summary.complete}"
+            if summary.complete is not None
+            else ""
+        )
+        console.print(
+            f"{summary.collection} ({summary.encoder}): {summary.distractors} {role} points, "
+            f"top {summary.per_prompt} per prompt, {summary.candidates} candidates{certain}"
+        )
+    console.print(
+        f"kept [bold]{len(result.ids)}[/] of {result.candidates} candidates -> {written}; "
+        f"statistics -> {stats_file}"
+    )
+    if result.short:
+        console.print(
+            f"[yellow]only {len(result.ids)} candidates for --top {top}: all were written; "
+            "raise --per-prompt to retrieve more[/]"
+        )
+    for summary in result.encoders:
+        if summary.complete is not None and summary.complete < len(result.ids):
+            console.print(
+                f"[yellow]{summary.collection}: only its first {summary.complete} candidates "
+                f"are certainly ranked exactly, fewer than the {len(result.ids)} kept; raise "
+                "--per-prompt for an exact ranking[/]"
+            )
+
+
+@app.command()
 def info(
     store: StoreOption = _defaults.store,
     collection: Annotated[

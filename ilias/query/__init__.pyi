@@ -16,6 +16,16 @@ from .export import (
     FeatureExport as FeatureExport,
     export_features as export_features,
 )
+from .mining import (
+    DEFAULT_TEMPLATES as DEFAULT_TEMPLATES,
+    MiningResult as MiningResult,
+    Prompt as Prompt,
+    class_names as class_names,
+    make_prompts as make_prompts,
+    mine_distractors as mine_distractors,
+    write_mining_stats as write_mining_stats,
+    write_selection as write_selection,
+)
 from .protocols import (
     ProtocolRun as ProtocolRun,
     evaluate_gpr1200 as evaluate_gpr1200,
