@@ -5,7 +5,10 @@ holds local descriptors (EfficientNet-Lite0 stride-16 features, 112-d: top 100 p
 image, 600 per query, by token norm), then scores every setting on the same collection in
 one run, with the oracle and the per-query time of each stage.
 
-Run:  python bench/rerank.py [--workers 2]
+Image queries are whole images, as the reference extracts them; ``--crop-queries`` crops
+them to their boxes first (global and local descriptors alike).
+
+Run:  python bench/rerank.py [--workers 2] [--crop-queries]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=data_home() / "demo")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--crop-queries", action="store_true", help="crop queries to their box")
     args = parser.parse_args()
 
     store = EdgeStore(args.workdir / "qdrant")
@@ -50,13 +54,17 @@ def main() -> None:
     if report.loaded:
         print(f"loaded {report.loaded} images with local descriptors in "
               f"{report.extract_seconds:.0f} s")  # fmt: skip
-    print(f"{len(bench.image_queries)} image queries, {len(bench.database)} database images "
+    form = "cropped to their box" if args.crop_queries else "whole"
+    print(f"{len(bench.image_queries)} image queries ({form}), "
+          f"{len(bench.database)} database images "
           "(demo benchmark: generated from real images, not ILIAS)\n")  # fmt: skip
     print(f"{'setting':22s} {'mAP@1k':>7s} {'oracle':>7s}   per-query ms by stage")
     base = None
     ratios: list[str] = []
     for name, steps in SETTINGS:
-        run = evaluate_collection(store, collection, bench, rerank=steps).run("image")
+        run = evaluate_collection(
+            store, collection, bench, rerank=steps, crop_queries=args.crop_queries
+        ).run("image")
         per_query = {s: 1000 * t / run.n_queries for s, t in run.stage_seconds.items()}
         stages = ", ".join(f"{s} {t:.1f}" for s, t in per_query.items()) or (
             f"global {1000 * run.search_seconds / run.n_queries:.1f}"
