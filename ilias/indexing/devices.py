@@ -22,8 +22,8 @@ drive workers that have one).
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ilias.errors import DeviceError
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 WORKER_DEVICE_ENV = "ILIAS_WORKER_DEVICE"
+LOCAL_DEVICES_ENV = "ILIAS_LOCAL_DEVICES"
 _DEVICE = re.compile(r"^(auto|cpu|cuda)$|^cuda:(\d+)$")
 
 
@@ -127,23 +128,32 @@ def local_worker_devices(
 
 def worker_device(requested: str, pinned: str | None = None) -> str:
     """The device one worker process uses: its pinned GPU when the run asked for ``cuda`` or
-    ``auto`` and the worker has one (``ILIAS_WORKER_DEVICE``, set by the local cluster for
-    worker i, or by whoever started a remote worker); otherwise what the run asked for.
+    ``auto`` and the worker has one (``pinned_device``); otherwise what the run asked for.
     ``cpu`` and an explicit ``cuda:N`` always win."""
     if pinned and requested in ("auto", "cuda"):
         return pinned
     return requested
 
 
-def pinned_device() -> str | None:
-    """This process's pinned device (``ILIAS_WORKER_DEVICE``), checked; None when unset."""
-    value = os.environ.get(WORKER_DEVICE_ENV) or None
-    if value is not None:
+def pinned_device(environ: Mapping[str, str], worker_name: object) -> str | None:
+    """The device a worker process is pinned to, from its environment, or None.
+
+    ``ILIAS_WORKER_DEVICE`` names it outright (whoever starts a remote worker may set it).
+    Workers of ilias's local cluster share one list, ``ILIAS_LOCAL_DEVICES`` (set by
+    ``local_cluster``), and worker ``i`` (LocalCluster names its workers 0, 1, ...; a
+    restarted worker keeps its name) takes entry ``i`` modulo its length.
+    """
+    explicit = environ.get(WORKER_DEVICE_ENV)
+    if explicit:
         try:
-            check_device(value)
+            return check_device(explicit)
         except DeviceError:
             raise DeviceError(
-                f"{WORKER_DEVICE_ENV}={value!r} on a Dask worker is not a device: "
+                f"{WORKER_DEVICE_ENV}={explicit!r} on a Dask worker is not a device: "
                 f"use {DEVICE_CHOICES}"
             ) from None
-    return value
+    plan = environ.get(LOCAL_DEVICES_ENV)
+    if plan and isinstance(worker_name, int):
+        devices = plan.split(",")
+        return devices[worker_name % len(devices)]
+    return None
