@@ -401,3 +401,44 @@ def test_extraction_uses_the_draft_and_maps_local_patches_to_full_size_pixels(tm
     order = np.lexsort(xy_full.T), np.lexsort(xy_drafted.T)
     np.testing.assert_allclose(xy_drafted[order[1]], xy_full[order[0]], atol=1e-3)
     assert xy_full[:, 0].max() > 2800  # original pixels, not the 1500 px draft's
+
+
+# ------------------------------------------------------------------ command line and run files
+
+
+def test_the_command_line_and_run_files_refuse_a_bad_device_in_one_line(tiny_ilias, tmp_path):
+    from typer.testing import CliRunner
+
+    from ilias.cli import app
+    from ilias.runs import RunConfigError, parse_run_config
+
+    runner = CliRunner()
+    load = ["load", str(tiny_ilias / "core"), "--store", f"edge:{tmp_path}", "-c", "x"]
+    for flags, start in (
+        (["--device", "gpu"], "--device 'gpu' is not known"),
+        (["--precision", "fp8"], "--precision 'fp8' is not known"),
+        (["--decode-threads", "0"], "--decode-threads 0"),
+    ):
+        result = runner.invoke(app, [*load, *flags])
+        assert isinstance(result.exception, IliasError), result.output
+        assert str(result.exception).startswith(start) and "\n" not in str(result.exception)
+    if NO_GPU:
+        result = runner.invoke(app, [*load, "--device", "cuda"])  # the local scheduler
+        assert isinstance(result.exception, DeviceError)
+        assert str(result.exception).startswith("--device cuda: no CUDA GPU is visible")
+    assert not list(tmp_path.glob("**/segments"))  # refused before anything was stored
+
+    run = {
+        "dataset": {"path": str(tiny_ilias / "core")},
+        "encoder": {"spec": DEFAULT_ENCODER},
+        "store": {"spec": f"edge:{tmp_path}"},
+    }
+    parsed = parse_run_config(
+        {**run, "extraction": {"device": "cuda:1", "precision": "bf16", "draft": False}},
+        base=tmp_path,
+    )
+    assert (parsed.device, parsed.precision, parsed.draft) == ("cuda:1", "bf16", False)
+    with pytest.raises(RunConfigError, match=r"\[extraction\] device 'gpu' is not known"):
+        parse_run_config({**run, "extraction": {"device": "gpu"}}, base=tmp_path)
+    with pytest.raises(RunConfigError, match=r"\[extraction\] precision 'half' is not known"):
+        parse_run_config({**run, "extraction": {"precision": "half"}}, base=tmp_path)
