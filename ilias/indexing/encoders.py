@@ -141,7 +141,7 @@ class Encoder(ABC):
         """Resolve ``device`` / ``precision`` (before any weights load, so a bad one costs
         nothing) and make a GPU the current CUDA device, so pinned buffers and kernels
         stay on it instead of opening a context on GPU 0 as well."""
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = resolve_device(str(device))  # a torch.device is checked the same way
         self.precision = resolve_precision(precision, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -331,7 +331,9 @@ class TimmEncoder(Encoder):
             ) from error
         # channels_last lets oneDNN pick its fast convolution kernels: 1.6x images/s for
         # EfficientNet-Lite0 on 2 CPU cores, same outputs (tests/test_encoders.py).
-        self.model = self.model.eval().to(device=self.device, memory_format=torch.channels_last)
+        self.model = _on_device(
+            self.model.eval().to(memory_format=torch.channels_last), self.device
+        )
         cfg = self.model.pretrained_cfg
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(3, 1, 1)
         self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(3, 1, 1)
@@ -405,6 +407,12 @@ def _create_timm_model(name: str, kwargs: dict) -> Any:  # a timm model: pretrai
         return timm.create_model(name, pretrained=True, dynamic_img_size=True, **kwargs)
     except TypeError:
         return timm.create_model(name, pretrained=True, **kwargs)
+
+
+def _on_device(model: Any, device: torch.device) -> Any:  # a torch module
+    """The model moved to ``device``; left where it was built (the CPU) for the CPU, so a
+    model built elsewhere (the meta device, for shape checks) is not copied."""
+    return model if device.type == "cpu" else model.to(device)
 
 
 def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -545,7 +553,8 @@ class TextTower:
             model = open_clip.create_model(name, pretrained=pretrained)
         except (RuntimeError, OSError, ValueError) as error:
             raise EncoderSpecError(f"cannot load the text tower {name}: {error}") from error
-        return cls(model.eval().to(device), open_clip.get_tokenizer(name), device, precision)
+        model = _on_device(model.eval(), device)
+        return cls(model, open_clip.get_tokenizer(name), device, precision)
 
     @property
     def dim(self) -> int:
@@ -589,7 +598,7 @@ class OpenClipEncoder(Encoder):
             )
         except RuntimeError as error:
             raise EncoderSpecError(f"open_clip cannot create {self.spec!r}: {error}") from error
-        self.model = model.eval().to(self.device)
+        self.model = _on_device(model.eval(), self.device)
         self.text_tower = TextTower(
             self.model, open_clip.get_tokenizer(spec.name), self.device, self.precision
         )
