@@ -66,12 +66,8 @@ def decode_rate(records: list[Record], encoder, threads: int, draft: bool) -> fl
         return encoder.preprocess(decode_image(record.id, record.source, draft_to=target))
 
     began = time.perf_counter()
-    if threads == 1:
-        for record in records:
-            one(record)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, records))
+    with ThreadPoolExecutor(threads) as pool:  # as the workers do, one thread included
+        list(pool.map(one, records))
     return len(records) / (time.perf_counter() - began)
 
 
