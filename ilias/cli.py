@@ -105,6 +105,20 @@ WorkersOption = Annotated[int | None, typer.Option(help="Dask worker processes."
 SchedulerOption = Annotated[
     str, typer.Option(help="local (worker processes on this machine), sync, or tcp://host:8786")
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the encoder runs: auto (default: a CUDA GPU if torch sees one, one local "
+        "worker per GPU; else the CPU), cpu, cuda or cuda:N."
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (default: fp16 autocast on CUDA, as the reference; fp32 on the CPU), "
+        "fp32, fp16 or bf16."
+    ),
+]
 WhereOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -207,6 +221,20 @@ def load(
         Path | None,
         typer.Option(help="Learned patch scorer (weight, bias) choosing the kept patches."),
     ] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
+    decode_threads: Annotated[
+        int | None,
+        typer.Option(help="Decoding threads per worker (default: 1 on the CPU, up to 8 per GPU)."),
+    ] = None,
+    draft: Annotated[
+        bool,
+        typer.Option(
+            "--draft/--no-draft",
+            help="Decode JPEGs over 4x the resolution at 1/2 or 1/4 size (several times "
+            "faster); --no-draft decodes every pixel, as the reference does.",
+        ),
+    ] = True,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing import ExtractionOptions, load_collection, load_versioned
@@ -233,6 +261,10 @@ def load(
         batch_size=batch_size,
         scheduler=scheduler,
         n_workers=workers,
+        device=device or "auto",
+        precision=precision or "auto",
+        decode_threads=decode_threads,
+        draft=draft,
         local=LocalConfig(
             top_k_database=local_top_k,
             detector=str(local_detector.resolve()) if local_detector else None,
@@ -440,16 +472,21 @@ def eval_run(
     scheduler: Annotated[
         str | None, typer.Option(help="Override [extraction] scheduler: local, sync, tcp://...")
     ] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
-    """Scripted run: load if needed, query, score, write the results folder and plots."""
+    """Scripted run: load if needed, query, score, write the results folder and plots.
+
+    --device / --precision override the file's [extraction] device / precision."""
     from ilias.eval.report import read_metrics
     from ilias.runs import run_config
 
     with _progress() as bar:
         progress = _staged(bar)
         folder = run_config(
-            config, overwrite=overwrite or None, scheduler=scheduler, progress=progress
-        )
+            config, overwrite=overwrite or None, scheduler=scheduler, progress=progress,
+            device=device, precision=precision,
+        )  # fmt: skip
     metrics = read_metrics(folder)
     if "gpr1200" in metrics:
         scores = metrics["gpr1200"]
@@ -577,6 +614,8 @@ def evaluate(
             "payload filter inside Qdrant (tags the collection once).",
         ),
     ] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Run the dataset's queries against the collection: mAP@k and oracle@k."""
     from ilias.loader import benchmark_for_collection
@@ -609,7 +648,7 @@ def evaluate(
                 backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
                 filter=search_filter, params=params, rerank=rerank or (),
                 ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
-                crop_queries=crop_queries,
+                crop_queries=crop_queries, device=device or "auto", precision=precision or "auto",
             )  # fmt: skip
     run = evaluation.run(queries)
     _print_scores(run, f"{benchmark.name} ({queries})", collection)
@@ -632,7 +671,12 @@ def _protocol_run(kind: str, dataset: Path, options: dict) -> None:
         "store": {"spec": options["store"]},
         "output": {"dir": str(options["output"] or Path("runs") / kind)},
     }
-    for section, key in (("encoder", "resolution"), ("extraction", "workers")):
+    for section, key in (
+        ("encoder", "resolution"),
+        ("extraction", "workers"),
+        ("extraction", "device"),
+        ("extraction", "precision"),
+    ):
         if options[key] is not None:
             data[section][key] = options[key]
     if options["collection"]:
@@ -678,6 +722,8 @@ def eval_gpr1200(
     scheduler: SchedulerOption = "local",
     workers: WorkersOption = None,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """GPR1200 end to end: load every image, rank all of them for each, mAP per subset."""
     _protocol_run("gpr1200", dataset, {**locals(), "name": None})
@@ -694,6 +740,8 @@ def eval_uned(
     scheduler: SchedulerOption = "local",
     workers: WorkersOption = None,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """UnED end to end: load every index split, search each domain's queries, R@1 and mMP@5."""
     _protocol_run("uned", dataset, {**locals(), "name": None})
@@ -846,6 +894,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = "local",
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Offline end to end: generate a benchmark from real photos, load, query, score."""
     from ilias.demo import run_demo
@@ -863,6 +913,8 @@ def demo(
             scheduler=scheduler,
             n_workers=workers,
             progress=progress,
+            device=device or "auto",
+            precision=precision or "auto",
         )
     bench, load_report, run = result.benchmark, result.load, result.run
     console.print(

@@ -36,3 +36,7 @@ class AdaptationError(IliasError):
 
 class ExtractionError(IliasError):
     """An extraction that cannot go on (its workers keep dying); stored points are kept."""
+
+
+class DeviceError(IliasError):
+    """A ``--device`` or ``--precision`` this machine cannot honour, or a misspelt one."""

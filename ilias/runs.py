@@ -46,6 +46,7 @@ from ilias.eval.report import (
     write_per_query,
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
+from ilias.indexing.devices import check_device, check_precision
 from ilias.loader import Benchmark, Gpr1200Dataset, UnedDataset, open_dataset, selection_tag
 from ilias.query import EXACT, evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
@@ -113,6 +114,10 @@ class _Extraction(_Section):
     scheduler: str = "local"
     workers: int | None = None
     batch_size: int = 16
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (ilias.indexing.devices)
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16, bf16
+    decode_threads: int | None = None
+    draft: bool = True  # large JPEGs decoded at reduced size (ilias.loader.images)
 
 
 class _Store(_Section):
@@ -238,6 +243,10 @@ class RunConfig:
     crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
     ames_weights: Path | None = None  # [rerank] ames_weights: the AMES checkpoint
     select: Path | None = None  # [dataset] select: a selection list applied at load
+    device: str = "auto"  # [extraction] device: where database and queries are encoded
+    precision: str = "auto"  # [extraction] precision
+    decode_threads: int | None = None  # [extraction] decode_threads: per worker
+    draft: bool = True  # [extraction] draft: reduced-size decoding of large JPEGs
 
 
 def load_run_config(path: Path | str) -> RunConfig:
@@ -301,6 +310,14 @@ def parse_run_config(
         parse_where(search.where)
     except IliasError as error:
         raise RunConfigError(f"{origin}: [search] where: {error}") from None
+    extraction = parsed.extraction
+    try:
+        check_device(extraction.device)
+        check_precision(extraction.precision)
+    except IliasError as error:
+        raise RunConfigError(f"{origin}: [extraction] {str(error).lstrip('-')}") from None
+    if extraction.decode_threads is not None and extraction.decode_threads < 1:
+        raise RunConfigError(f"{origin}: [extraction] decode_threads must be at least 1")
     output = resolve(parsed.output.dir) or (base / "runs" / name).resolve()
     return RunConfig(
         name=name,
@@ -317,6 +334,10 @@ def parse_run_config(
         scheduler=parsed.extraction.scheduler,
         workers=parsed.extraction.workers,
         batch_size=parsed.extraction.batch_size,
+        device=extraction.device,
+        precision=extraction.precision,
+        decode_threads=extraction.decode_threads,
+        draft=extraction.draft,
         search=EXACT
         if search.exact
         else SearchParams(
@@ -419,14 +440,16 @@ def run_config(
     overwrite: bool | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Path:
     """Run a run description; returns the results folder.
 
-    ``overwrite`` and ``scheduler`` override the file's ``[output] overwrite`` and
-    ``[extraction] scheduler`` (a CLI flag, a test). Errors a user can fix raise
-    ``IliasError`` before any expensive step where they can be seen early. The queries
-    and scores come from ``ilias.query.evaluate_collection``; this function adds the
-    load before and the results folder after.
+    ``overwrite``, ``scheduler``, ``device`` and ``precision`` override the file's
+    ``[output] overwrite`` and ``[extraction]`` keys (a CLI flag, a test). Errors a user
+    can fix raise ``IliasError`` before any expensive step where they can be seen early.
+    The queries and scores come from ``ilias.query.evaluate_collection``; this function adds
+    the load before and the results folder after.
     """
     started = time.perf_counter()
     config = path if isinstance(path, RunConfig) else load_run_config(path)
@@ -434,6 +457,10 @@ def run_config(
         config = dataclasses.replace(config, overwrite=overwrite)
     if scheduler is not None:
         config = dataclasses.replace(config, scheduler=scheduler)
+    if device is not None:
+        config = dataclasses.replace(config, device=check_device(device))
+    if precision is not None:
+        config = dataclasses.replace(config, precision=check_precision(precision))
     if config.kind != "ilias":
         return _run_protocol(config, progress, started)
     needs_local = _check_rerank(config)
@@ -472,6 +499,8 @@ def run_config(
             taxonomy=taxonomy,
             check_database=check_ids,
             progress=progress,
+            device=config.device,
+            precision=config.precision,
         )
     timings = {"load_extract_s": load.extract_seconds, "load_index_s": load.index_seconds}
     timings |= evaluation.timings
@@ -581,6 +610,10 @@ def _extraction_options(
         scheduler=config.scheduler,
         n_workers=config.workers,
         local=local,
+        device=config.device,
+        precision=config.precision,
+        decode_threads=config.decode_threads,
+        draft=config.draft,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ilias.config import DEFAULT_ENCODER
 from ilias.demo.generate import DemoBenchmark, build_demo_benchmark
 from ilias.indexing import ExtractionOptions, LoadReport, load_collection, open_store
+from ilias.indexing.devices import check_device, check_precision
 from ilias.loader import ilias_metadata, read_ilias
 from ilias.query import BenchmarkRun, Evaluation, evaluate_collection
 from ilias.types import SearchParams
@@ -52,13 +53,18 @@ def run_demo(
     n_workers: int | None = None,
     params: SearchParams | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> DemoResult:
     """Generate (or reuse) the demo benchmark, load it, then query and score it through
-    ``ilias.query.evaluate_collection``, the runner every evaluation uses."""
+    ``ilias.query.evaluate_collection``, the runner every evaluation uses. ``device`` /
+    ``precision``: where the images and queries are encoded (``ilias.indexing.devices``)."""
 
     def report(stage: str) -> Callable[[int, int | None], None] | None:
         return (lambda done, total: progress(stage, done, total or done)) if progress else None
 
+    check_device(device)  # before minutes of generation, not after
+    check_precision(precision)
     began = time.perf_counter()
     demo = build_demo_benchmark(
         workdir / "data",
@@ -79,14 +85,21 @@ def run_demo(
             meta = store.collection_config(collection).metadata
             if meta.get("encoder") != encoder:
                 store.drop(collection)
-        options = ExtractionOptions(encoder=encoder, scheduler=scheduler, n_workers=n_workers)
+        options = ExtractionOptions(
+            encoder=encoder,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            device=device,
+            precision=precision,
+        )
         metadata = ilias_metadata(demo.core_dir, demo.distractor_dir)
         load = load_collection(
             benchmark.database, store, collection, options, metadata=metadata,
             progress=report("extract"),
         )  # fmt: skip
         evaluation = evaluate_collection(
-            store, collection, benchmark, k=1000, params=params, progress=progress
-        )
+            store, collection, benchmark, k=1000, params=params, progress=progress,
+            device=device, precision=precision,
+        )  # fmt: skip
         location = str(store.info(collection).location)
     return DemoResult(demo, load, generate_seconds, location, collection, evaluation)

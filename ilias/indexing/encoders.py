@@ -10,10 +10,17 @@ Specs name their source explicitly, as timm's model names do::
 
 An ``Encoder`` carries its own preprocessing (the resolution rule included), so queries are
 always encoded exactly like the database they search.
+
+Encoders run on a device (``device="auto"``: the first CUDA GPU when there is one, else the
+CPU) in a precision (``precision="auto"``: fp16 autocast on CUDA, as the ILIAS reference
+extracts, and fp32 on the CPU, where fp16 autocast is slow); see ``ilias.indexing.devices``.
+Preprocessing always runs on the CPU (in the extraction workers' decode threads); batches
+move to the device, and every descriptor comes back as a float32 numpy array on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import logging
@@ -21,6 +28,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from PIL import Image
 
 from ilias.config import DEFAULT_ENCODER
 from ilias.errors import EncoderSpecError
+from ilias.indexing.devices import resolve_device, resolve_precision
 from ilias.indexing.local_features import (
     LocalConfig,
     LocalFeatures,
@@ -88,16 +97,59 @@ class EncoderSpec:
         return EncoderSpec(self.source, self.name, self.weights)
 
 
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+CPU = torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """``torch.autocast`` in fp16 / bf16 on ``device``; nothing for fp32 (the exact path)."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on ``device``: pinned and copied asynchronously to a GPU, so the copy can
+    overlap work already queued there; unchanged on the CPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """float32 numpy on the CPU from any device and dtype: what every descriptor leaves as
+    (``.numpy()`` alone fails on a CUDA tensor and would hand fp16 through)."""
+    return tensor.detach().float().cpu().numpy()
+
+
 class Encoder(ABC):
     """Image (and optionally text) tower with its preprocessing.
 
-    ``preprocess`` runs in the extraction workers next to decoding; ``encode_tensors``
-    runs the network. Both are needed separately so batches can be grouped by shape.
+    ``preprocess`` runs in the extraction workers next to decoding, on the CPU;
+    ``encode_tensors`` runs the network on ``device`` in ``precision``. Both are needed
+    separately so batches can be grouped by shape.
     """
 
     spec: str
     dim: int
     resolution: int
+    device: torch.device = CPU
+    precision: str = "fp32"  # resolved: fp32, fp16 or bf16
+
+    def _place(self, device: str | torch.device, precision: str) -> None:
+        """Resolve ``device`` / ``precision`` (before any weights load, so a bad one costs
+        nothing) and make a GPU the current CUDA device, so pinned buffers and kernels
+        stay on it instead of opening a context on GPU 0 as well."""
+        self.device = resolve_device(str(device))  # a torch.device is checked the same way
+        self.precision = resolve_precision(precision, self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        elif self.precision == "fp16":
+            logger.warning(
+                "fp16 autocast on the CPU is slow (about 10x fp32 here); bf16 or fp32 are "
+                "the CPU's precisions"
+            )
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -120,9 +172,10 @@ class Encoder(ABC):
 
     @torch.inference_mode()
     def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        """Forward one same-shape batch; returns L2-normalised float32 rows."""
-        features = self._forward_images(batch).float()
-        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+        """Forward one same-shape CPU batch on the device; L2-normalised float32 rows."""
+        with autocast(self.device, self.precision):
+            features = self._forward_images(to_device(batch, self.device))
+        return to_numpy(F.normalize(features.float(), dim=-1))
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Encode images of any sizes: grouped by preprocessed shape, returned in input order."""
@@ -175,12 +228,18 @@ class Encoder(ABC):
         ``original_sizes`` map patch centres back to the original images' pixels."""
         config = config or LocalConfig()
         detector = load_detector(config.detector) if config.detector else None
+        if detector is not None and self.device.type != "cpu":
+            detector = copy.deepcopy(detector).to(self.device)  # the cached one stays on the CPU
         out = np.empty((len(tensors), self.dim), dtype=np.float32)
         local: list[LocalFeatures | None] = [None] * len(tensors)
         for indices in group_by_shape([t.shape for t in tensors], batch_size):
             batch = torch.stack([tensors[i] for i in indices])
-            features, maps = self._forward_global_and_map(batch, config.layer)
-            out[indices] = F.normalize(features.float(), dim=-1).numpy()
+            with autocast(self.device, self.precision):
+                features, maps = self._forward_global_and_map(
+                    to_device(batch, self.device), config.layer
+                )
+            out[indices] = to_numpy(F.normalize(features.float(), dim=-1))
+            maps = maps.float()  # top-k selection and the detector run in float32
             stride_y = batch.shape[-2] / maps.shape[-2]
             stride_x = batch.shape[-1] / maps.shape[-1]
             for row, i in enumerate(indices):
@@ -240,9 +299,12 @@ class TimmEncoder(Encoder):
         resolution: int | None = None,
         *,
         projection: bool | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
     ):
         self.spec = str(spec)
         self.model_name = spec.name
+        self._place(device, precision)
         self._text_tower: TextTower | None = None
         keep = keeps_projection(spec.name) if projection is None else projection
         # timm drops ``None`` arguments: num_classes=None keeps the pretrained head.
@@ -269,7 +331,9 @@ class TimmEncoder(Encoder):
             ) from error
         # channels_last lets oneDNN pick its fast convolution kernels: 1.6x images/s for
         # EfficientNet-Lite0 on 2 CPU cores, same outputs (tests/test_encoders.py).
-        self.model = self.model.eval().to(memory_format=torch.channels_last)
+        self.model = _on_device(
+            self.model.eval().to(memory_format=torch.channels_last), self.device
+        )
         cfg = self.model.pretrained_cfg
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(3, 1, 1)
         self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(3, 1, 1)
@@ -288,7 +352,9 @@ class TimmEncoder(Encoder):
             return super().encode_texts(texts)
         if self._text_tower is None:
             tower_name, pretrained = TIMM_TEXT_TOWERS[self.model_name]
-            self._text_tower = TextTower.from_open_clip(tower_name, pretrained)
+            self._text_tower = TextTower.from_open_clip(
+                tower_name, pretrained, device=self.device, precision=self.precision
+            )
             if self._text_tower.dim != self.dim:
                 raise EncoderSpecError(
                     f"{tower_name} gives {self._text_tower.dim}-d text vectors but {self.spec} "
@@ -341,6 +407,12 @@ def _create_timm_model(name: str, kwargs: dict) -> Any:  # a timm model: pretrai
         return timm.create_model(name, pretrained=True, dynamic_img_size=True, **kwargs)
     except TypeError:
         return timm.create_model(name, pretrained=True, **kwargs)
+
+
+def _on_device(model: Any, device: torch.device) -> Any:  # a torch module
+    """The model moved to ``device``; left where it was built (the CPU) for the CPU, so a
+    model built elsewhere (the meta device, for shape checks) is not copied."""
+    return model if device.type == "cpu" else model.to(device)
 
 
 def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -454,19 +526,35 @@ TIMM_TEXT_TOWERS: dict[str, tuple[str, str | None]] = {
 class TextTower:
     """An open_clip text tower with its tokenizer: text -> unit vectors in the image space."""
 
-    def __init__(self, model: Any, tokenizer: Any):  # an open_clip model: encode_text
+    def __init__(
+        self,
+        model: Any,  # an open_clip model: encode_text
+        tokenizer: Any,
+        device: torch.device = CPU,
+        precision: str = "fp32",
+    ):
         self.model = model
         self.tokenizer = tokenizer
+        self.device = device
+        self.precision = precision
 
     @classmethod
-    def from_open_clip(cls, name: str, pretrained: str | None = None) -> TextTower:
+    def from_open_clip(
+        cls,
+        name: str,
+        pretrained: str | None = None,
+        *,
+        device: torch.device = CPU,
+        precision: str = "fp32",
+    ) -> TextTower:
         import open_clip
 
         try:
             model = open_clip.create_model(name, pretrained=pretrained)
         except (RuntimeError, OSError, ValueError) as error:
             raise EncoderSpecError(f"cannot load the text tower {name}: {error}") from error
-        return cls(model.eval(), open_clip.get_tokenizer(name))
+        model = _on_device(model.eval(), device)
+        return cls(model, open_clip.get_tokenizer(name), device, precision)
 
     @property
     def dim(self) -> int:
@@ -474,8 +562,10 @@ class TextTower:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        features = self.model.encode_text(self.tokenizer(list(texts))).float()
-        return F.normalize(features, dim=-1).numpy().astype(np.float32, copy=False)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with autocast(self.device, self.precision):
+            features = self.model.encode_text(tokens)
+        return to_numpy(F.normalize(features.float(), dim=-1))
 
 
 class OpenClipEncoder(Encoder):
@@ -489,19 +579,29 @@ class OpenClipEncoder(Encoder):
     ``RESIZE_PAD``); the reference evaluates those towers through timm instead.
     """
 
-    def __init__(self, spec: EncoderSpec, resolution: int | None = None):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        resolution: int | None = None,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ):
         import open_clip
         from open_clip.modified_resnet import ModifiedResNet
 
         self.spec = str(spec)
+        self._place(device, precision)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=spec.weights
             )
         except RuntimeError as error:
             raise EncoderSpecError(f"open_clip cannot create {self.spec!r}: {error}") from error
-        self.model = model.eval()
-        self.text_tower = TextTower(self.model, open_clip.get_tokenizer(spec.name))
+        self.model = _on_device(model.eval(), self.device)
+        self.text_tower = TextTower(
+            self.model, open_clip.get_tokenizer(spec.name), self.device, self.precision
+        )
         size = model.visual.image_size
         native = int(size[0] if isinstance(size, tuple | list) else size)
         self.pad_to_square = not isinstance(model.visual, ModifiedResNet)
@@ -518,7 +618,7 @@ class OpenClipEncoder(Encoder):
         self.mean = torch.tensor(normalize.mean).view(3, 1, 1)
         self.std = torch.tensor(normalize.std).view(3, 1, 1)
         with torch.inference_mode():
-            probe = torch.zeros(1, 3, native, native)
+            probe = torch.zeros(1, 3, native, native, device=self.device)
             self.dim = int(self.model.encode_image(probe).shape[-1])
 
     @property
@@ -569,19 +669,28 @@ def cache_dir() -> Path:
 
 
 def build_encoder(
-    spec: str, resolution: int | None = None, *, projection: bool | None = None
+    spec: str,
+    resolution: int | None = None,
+    *,
+    projection: bool | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
 ) -> Encoder:
     """Create an encoder from a spec string (see the module docstring).
 
     ``projection`` applies to timm specs: None keeps the CLIP / PE projection as the
     reference does, False drops it (the trunk's features), True keeps any pretrained head.
+    ``device`` / ``precision``: see ``ilias.indexing.devices`` (auto: CUDA in fp16 where
+    there is a GPU, else the CPU in fp32).
     """
     parsed = EncoderSpec.parse(spec)
     base_spec = parsed.without_adaptation()
     if parsed.source == "timm":
-        encoder: Encoder = TimmEncoder(base_spec, resolution, projection=projection)
+        encoder: Encoder = TimmEncoder(
+            base_spec, resolution, projection=projection, device=device, precision=precision
+        )
     else:
-        encoder = OpenClipEncoder(base_spec, resolution)
+        encoder = OpenClipEncoder(base_spec, resolution, device=device, precision=precision)
     if parsed.adaptation:
         encoder = AdaptedEncoder(encoder, parsed.adaptation)
     return encoder
@@ -594,7 +703,8 @@ class AdaptedEncoder(Encoder):
         from ilias.indexing.adaptation import load_adaptation
 
         self.base = base
-        self.layer = load_adaptation(layer_path)
+        self.device, self.precision = base.device, base.precision
+        self.layer = load_adaptation(layer_path).to(self.device)
         if self.layer.d_in != base.dim:
             raise EncoderSpecError(
                 f"adaptation layer {layer_path} takes {self.layer.d_in}-d input but "
@@ -611,25 +721,45 @@ class AdaptedEncoder(Encoder):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.base.preprocess(image)
 
+    def _adapt(self, features: torch.Tensor) -> torch.Tensor:
+        """The layer on the base encoder's unit-norm descriptors (what it was trained on), in
+        float32 even under autocast: a d x 512 product costs nothing next to the backbone."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.layer(F.normalize(features.float(), dim=-1))
+
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
-        # The layer was trained on the base encoder's unit-norm descriptors.
-        return self.layer(F.normalize(self.base._forward_images(batch).float(), dim=-1))
+        return self._adapt(self.base._forward_images(batch))
 
     def _forward_global_and_map(
         self, batch: torch.Tensor, layer: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         features, maps = self.base._forward_global_and_map(batch, layer)
-        return self.layer(F.normalize(features.float(), dim=-1)), maps
+        return self._adapt(features), maps
 
     def input_geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float, float]:
         return self.base.input_geometry(original_size)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.layer.apply_numpy(self.base.encode_texts(texts))
+        features = torch.from_numpy(self.base.encode_texts(texts)).to(self.device)
+        return to_numpy(self.layer(features))
+
+
+def cached_encoder(
+    spec: str, resolution: int | None = None, *, device: str = "auto", precision: str = "auto"
+) -> Encoder:
+    """One encoder per process, spec, resolution, device and precision: Dask workers build
+    the model once, not per task. ``auto`` is resolved first, so ``auto`` and the device it
+    means share one model; two precisions or two GPUs are two models."""
+    place = resolve_device(device)
+    return _cached_encoder(spec, resolution, str(place), resolve_precision(precision, place))
 
 
 @functools.lru_cache(maxsize=2)
-def cached_encoder(spec: str, resolution: int | None = None) -> Encoder:
-    """One encoder per process and spec: Dask workers build the model once, not per task."""
-    return build_encoder(spec, resolution)
+def _cached_encoder(spec: str, resolution: int | None, device: str, precision: str) -> Encoder:
+    return build_encoder(spec, resolution, device=device, precision=precision)
+
+
+# The cache's own controls, as on an lru_cache function (tests count models per worker).
+cached_encoder.cache_info = _cached_encoder.cache_info  # type: ignore[attr-defined]
+cached_encoder.cache_clear = _cached_encoder.cache_clear  # type: ignore[attr-defined]

@@ -114,9 +114,9 @@ def select_local(
         dim=1,
     )
     return LocalFeatures(
-        descriptors=chosen.numpy().astype(np.float32),
-        xy=xy.numpy().astype(np.float32),
-        weights=weights[order].numpy().astype(np.float32),
+        descriptors=chosen.cpu().numpy().astype(np.float32),  # from a GPU map too
+        xy=xy.cpu().numpy().astype(np.float32),
+        weights=weights[order].cpu().numpy().astype(np.float32),
     )
 
 

@@ -122,6 +122,8 @@ def evaluate_collection(
     progress: Progress | None = None,
     batch_size: int = 32,
     crop_queries: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> Evaluation:
     """Run the benchmark's queries of each kind against ``collection`` and score them once.
 
@@ -136,6 +138,7 @@ def evaluate_collection(
     ``params`` None is exact search (``EXACT``); anything else is approximate, and each
     kind's recall@k against exact is measured on up to ``RECALL_SAMPLE`` of its queries.
     ``crop_queries`` crops image queries to their boxes (the reference does not by default).
+    ``device`` / ``precision``: where the queries are encoded (``ilias.indexing.devices``).
     """
     from ilias.query.retriever import Retriever
 
@@ -148,7 +151,7 @@ def evaluate_collection(
         benchmark = benchmark_for_collection(store.collection_config(collection).metadata)
     steps = rerankers_for_collection(store, collection, rerank, ames_weights)
     params = params or EXACT
-    retriever = Retriever(store, collection, params=params)
+    retriever = Retriever(store, collection, params=params, device=device, precision=precision)
     ids = ilias_ids_of(benchmark)
 
     runs: dict[str, BenchmarkRun] = {}

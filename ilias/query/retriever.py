@@ -18,6 +18,7 @@ from PIL import Image
 
 from ilias.errors import DatasetError, IliasError, StoreError
 from ilias.indexing import Encoder, Store, cached_encoder, load_image_for, open_store
+from ilias.indexing.devices import check_device, check_precision
 from ilias.indexing.store import check_k
 from ilias.loader import DecodeFailure, Record, crop_to_box
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
@@ -45,12 +46,17 @@ class Retriever:
         *,
         encoder: Encoder | None = None,
         params: SearchParams | None = None,
+        device: str = "auto",
+        precision: str = "auto",
     ):
+        """``device`` / ``precision``: where the collection's encoder runs when it is built
+        here (``encoder`` None); see ``ilias.indexing.devices``."""
         self.store = open_store(store) if isinstance(store, str) else store
         self.collection = collection
         self.view = self.store.collection(collection)
         self.params = params or SearchParams()
         self._encoder = encoder
+        self._device, self._precision = check_device(device), check_precision(precision)
         config = self.view.config  # a clear error now for a missing collection
         if encoder is not None:
             self._check_encoder(encoder, config.dim)
@@ -68,9 +74,13 @@ class Retriever:
                     f"its {config.dim}-d vectors were made with: Retriever(..., encoder="
                     "build_encoder('timm:NAME')) or --encoder SPEC"
                 )
-            self._encoder = self._check_encoder(
-                cached_encoder(spec, config.metadata.get("resolution")), config.dim
+            built = cached_encoder(
+                spec,
+                config.metadata.get("resolution"),
+                device=self._device,
+                precision=self._precision,
             )
+            self._encoder = self._check_encoder(built, config.dim)
         return self._encoder
 
     def _check_encoder(self, encoder: Encoder, dim: int) -> Encoder:
