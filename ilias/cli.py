@@ -873,6 +873,7 @@ def info(
 ) -> None:
     """Settings in effect and the collections: points, index state, quantization, encoder."""
     from ilias.config import config_path
+    from ilias.query.selection import LEDGER_PREFIX
 
     console.print(
         f"ilias {__version__}; store {store}; default collection {_defaults.collection}; "
@@ -881,6 +882,16 @@ def info(
     with _open_store(store) as backend:
         names = [collection] if collection else backend.list_collections()
         console.print(_collections_table(backend, names))
+        for name in names:
+            if backend.collection_config(name).managed:
+                ledger = backend.shard_ledger(name)
+                shards = [s for s in ledger if not s.startswith(LEDGER_PREFIX)]
+                tags = [s.removeprefix(LEDGER_PREFIX) for s in ledger if s not in shards]
+                if shards or tags:
+                    console.print(
+                        f"{name}: {len(shards)} tar shards loaded completely"
+                        + (f"; selections tagged: {', '.join(tags)}" if tags else "")
+                    )
 
 
 @app.command()

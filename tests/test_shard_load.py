@@ -227,6 +227,8 @@ def test_cli_loads_shards_with_a_selection_then_evaluates_a_selection(tiny_ilias
     scored = runner.invoke(app, ["eval", "--select", str(mini), "-k", "10", *base])
     assert scored.exit_code == 0, scored.output
     assert "2 of its 2 distractors in c, 11 points searched" in scored.output
+    described = runner.invoke(app, ["info", *base])
+    assert "c: 3 tar shards loaded completely; selections tagged: mini-" in described.output
     missing = runner.invoke(app, [*load, "--select", str(tmp_path / "none.txt"), *base])
     assert missing.exit_code == 1 and "none.txt: no such selection file" in str(missing.exception)
 

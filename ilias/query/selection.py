@@ -25,7 +25,7 @@ from ilias.loader import Role, read_selection, selection_tag
 from ilias.loader.sources import selected
 
 SELECTION_FIELD = "selection"
-_LEDGER_PREFIX = "selection:"
+LEDGER_PREFIX = "selection:"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def apply_selection(store: Store, collection: str, path: str | Path) -> AppliedS
         )
     keys = read_selection(path)
     tag = selection_tag(path)
-    entry = store.shard_ledger(collection).get(_LEDGER_PREFIX + tag)
+    entry = store.shard_ledger(collection).get(LEDGER_PREFIX + tag)
     total = store.count(collection)
     if (
         entry
@@ -82,7 +82,7 @@ def apply_selection(store: Store, collection: str, path: str | Path) -> AppliedS
     store.record_shards(
         collection,
         {
-            _LEDGER_PREFIX + tag: {
+            LEDGER_PREFIX + tag: {
                 "points": points,
                 "distractors": distractors,
                 "collection_points": total,
