@@ -149,3 +149,14 @@ def test_a_shard_over_http_from_a_loopback_server(shards):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_key_set_holds_a_large_selection_as_hashes():
+    from ilias.loader.sources import KeySet
+
+    listed = frozenset(f"{i:08x}" for i in range(0, 200_000, 2))
+    keys = KeySet(listed)
+    assert len(keys) == len(listed) and keys._hashes.nbytes == 8 * len(listed)
+    assert all(k in keys for k in listed)
+    assert not any(f"{i:08x}" in keys for i in range(1, 200_000, 2))
+    assert 5 not in keys and "" not in keys

@@ -24,7 +24,7 @@ from __future__ import annotations
 import glob
 import gzip
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ class ShardReport:
 def read_shard(
     location: str,
     report: ShardReport | None = None,
-    selection: frozenset[str] | None = None,
+    selection: Container[str] | None = None,
     role: Role = Role.DISTRACTOR,
 ) -> Iterator[Record]:
     """The image samples of one shard as records (the image bytes as ``source``).
