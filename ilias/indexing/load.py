@@ -36,7 +36,7 @@ from ilias.indexing.store import CollectionConfig, Store
 from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
 from ilias.loader import FILE_STAMP, DatasetSource, DecodeFailure, Record, file_stamp
-from ilias.loader.sources import Shard, TarShard, cached_selection, chunks, selection_tag
+from ilias.loader.sources import Shard, TarShard, chunks, selection_tag, summarize_selection
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def load_collection(
     plan: list[tuple[Shard, frozenset[str]]] = []
     tags = _selection_tags(source.tar_shards)
     selections = {s.selection for s in source.tar_shards if s.selection}
-    report.selection_listed = sum(len(cached_selection(path)) for path in selections)
+    report.selection_listed = sum(summarize_selection(path).keys for path in selections)
     if existed:
         options = _compatible_options(store, collection, options)
         present = _unchanged(store, collection, known, report)
@@ -205,13 +205,7 @@ def load_collection(
 
 def _selection_tags(shards: Sequence[TarShard]) -> dict[str, str | None]:
     """Shard name -> the tag of the selection it is read with (None: every sample)."""
-    tags: dict[str, str | None] = {}
-    by_path: dict[str, str] = {}
-    for shard in shards:
-        if shard.selection and shard.selection not in by_path:
-            by_path[shard.selection] = selection_tag(shard.selection)
-        tags[shard.name] = by_path[shard.selection] if shard.selection else None
-    return tags
+    return {s.name: selection_tag(s.selection) if s.selection else None for s in shards}
 
 
 def _tar_plan(

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ilias.errors import DatasetError
 from ilias.loader.records import Record, Role, TextQuery
-from ilias.loader.sources import Shard, TarShard, chunks, select_records
-from ilias.loader.webdataset import expand_shards, is_shard_spec, read_selection
+from ilias.loader.sources import Shard, TarShard, chunks, select_records, summarize_selection
+from ilias.loader.webdataset import expand_shards, is_shard_spec
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def open_dataset(
     plain shard collection).
     """
     if select is not None:
-        read_selection(select)  # a missing or empty list fails here, before any work
+        summarize_selection(select)  # a missing or empty list fails here, before any work
     selection = str(Path(select).expanduser().resolve()) if select is not None else None
     if is_shard_spec(path) and not is_ilias_layout(path):
         if distractors:

@@ -86,16 +86,53 @@ def _hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-@functools.lru_cache(maxsize=4)
 def cached_selection(path: str) -> KeySet:
-    """A selection list read once per process (every shard of a load shares it)."""
+    """A selection list read once per process and file version (every shard of a load
+    shares it; a list rewritten in place is read again)."""
+    return _key_set(path, _stamp(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _key_set(path: str, stamp: tuple[int, int] | None) -> KeySet:
     return KeySet(read_selection(path))
+
+
+@dataclass(frozen=True)
+class SelectionSummary:
+    """What the driver needs of a selection list: its tag and how many keys it lists."""
+
+    tag: str
+    keys: int
+
+
+def summarize_selection(path: str | Path) -> SelectionSummary:
+    """The list's tag and size, from one read per file version (a missing or empty list
+    is the ``read_selection`` error)."""
+    return _summary(str(path), _stamp(str(path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _summary(path: str, stamp: tuple[int, int] | None) -> SelectionSummary:
+    keys = read_selection(path)
+    return SelectionSummary(tag_of(path, keys), len(keys))
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        found = Path(path).expanduser().stat()
+    except OSError:
+        return None  # read_selection names the missing file
+    return found.st_size, found.st_mtime_ns
 
 
 def selection_tag(path: str | Path) -> str:
     """A stable name for a selection list, from its keys (not its file name or order):
     ``<file stem>-<8 hex digits>``, e.g. ``mini_ilias_yfcc-1a2b3c4d``."""
-    keys = read_selection(path)
+    return summarize_selection(path).tag
+
+
+def tag_of(path: str | Path, keys: frozenset[str]) -> str:
+    """``selection_tag`` of keys already read from ``path``."""
     digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:8]
     stem = Path(path).name.split(".")[0] or "selection"
     return f"{stem}-{digest}"

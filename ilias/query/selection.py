@@ -21,8 +21,8 @@ from typing import Any
 
 from ilias.errors import DatasetError
 from ilias.indexing.store import Store
-from ilias.loader import Role, read_selection, selection_tag
-from ilias.loader.sources import selected
+from ilias.loader import Role, read_selection
+from ilias.loader.sources import selected, tag_of
 
 SELECTION_FIELD = "selection"
 LEDGER_PREFIX = "selection:"
@@ -53,7 +53,7 @@ def apply_selection(store: Store, collection: str, path: str | Path) -> AppliedS
             "it again into a new collection"
         )
     keys = read_selection(path)
-    tag = selection_tag(path)
+    tag = tag_of(path, keys)
     entry = store.shard_ledger(collection).get(LEDGER_PREFIX + tag)
     total = store.count(collection)
     if (
