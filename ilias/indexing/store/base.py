@@ -286,26 +286,23 @@ class Store:
         """
         self._writable_config(name)
         target = self._target(name)
+        size = self.capabilities.upsert_batch
         tagged = 0
-        pending: dict[tuple[str, ...], list[str]] = {}
+        # Written page by page: a 100M-point collection never has its ids in memory at once.
         for payloads in self.scan_payloads(name, [ID_KEY, "role", SELECTION_KEY]):
-            for payload in payloads:
-                if not keep(payload):
-                    continue
+            pending: dict[tuple[str, ...], list[str]] = {}  # new selection list -> points
+            for payload in filter(keep, payloads):
                 tagged += 1
                 current = payload.get(SELECTION_KEY) or []
                 current = [current] if isinstance(current, str) else list(current)
-                if tag in current:
-                    continue
-                pending.setdefault(tuple(sorted({*current, tag})), []).append(
-                    point_id(payload[ID_KEY])
-                )
-        size = self.capabilities.upsert_batch
-        for selection, ids in pending.items():
-            for start in range(0, len(ids), size):
-                self.engine.set_payload(
-                    target, ids[start : start + size], {SELECTION_KEY: list(selection)}
-                )
+                if tag not in current:
+                    selection = tuple(sorted({*current, tag}))
+                    pending.setdefault(selection, []).append(point_id(payload[ID_KEY]))
+            for selection, ids in pending.items():
+                for start in range(0, len(ids), size):
+                    self.engine.set_payload(
+                        target, ids[start : start + size], {SELECTION_KEY: list(selection)}
+                    )
         return tagged
 
     def shard_ledger(self, name: str) -> dict[str, dict[str, Any]]:

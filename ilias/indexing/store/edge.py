@@ -233,10 +233,12 @@ class EdgeEngine(Engine):
     def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         path = self.root / name / _LEDGER
         lines = "".join(json.dumps({**e, "shard": shard}) + "\n" for shard, e in entries.items())
-        with path.open("a", encoding="utf-8") as ledger:
-            if ledger.tell() and not path.read_bytes().endswith(b"\n"):
-                ledger.write("\n")  # end a line a kill cut, so the new entries parse
-            ledger.write(lines)
+        with path.open("a+b") as ledger:
+            if ledger.tell():  # append mode: at the end; a line a kill cut is ended first
+                ledger.seek(-1, os.SEEK_END)
+                if ledger.read(1) != b"\n":
+                    lines = "\n" + lines
+            ledger.write(lines.encode("utf-8"))
             ledger.flush()
             os.fsync(ledger.fileno())
 
