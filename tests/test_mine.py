@@ -14,7 +14,6 @@ import gzip
 import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data
+from tar_shards import write_shard
 from typer.testing import CliRunner
 
 from ilias import cli
@@ -96,13 +96,11 @@ def jpeg(index: int) -> bytes:
     return out.getvalue()
 
 
-def write_shard(path: Path, keys: list[str], first: int) -> None:
-    with tarfile.open(path, "w") as tar:
-        for offset, key in enumerate(keys):
-            for name, content in ((f"{key}.jpg", jpeg(first + offset)), (f"{key}.txt", b"c")):
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
+def write_image_shard(path: Path, keys: list[str], first: int) -> None:
+    members: list[tuple[str, bytes]] = []
+    for offset, key in enumerate(keys):
+        members += [(f"{key}.jpg", jpeg(first + offset)), (f"{key}.txt", b"c")]
+    write_shard(path, members)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +111,8 @@ def mined(tiny_ilias, tmp_path_factory):
     (root / "misc").mkdir()
     (root / "misc" / "taxonomy.json").write_text(json.dumps(TAXONOMY))  # as in the ILIAS repo
     (root / "yfcc").mkdir()
-    write_shard(root / "yfcc" / "00000.tar", [f"10{i:02d}" for i in range(8)], 0)
-    write_shard(root / "yfcc" / "00001.tar", [f"20{i:02d}" for i in range(8)], 8)
+    write_image_shard(root / "yfcc" / "00000.tar", [f"10{i:02d}" for i in range(8)], 0)
+    write_image_shard(root / "yfcc" / "00001.tar", [f"20{i:02d}" for i in range(8)], 8)
     (root / "clip").mkdir()
     specs = {name: tiny_clip(root / "clip", seed) for name, seed in (("a", 0), ("b", 1))}
     shards = f"{root / 'yfcc'}/{{00000..00001}}.tar"

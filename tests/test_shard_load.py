@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
+from tar_shards import write_shard
 from typer.testing import CliRunner
 
 from ilias.cli import app
@@ -46,15 +47,6 @@ def jpeg(array: np.ndarray, crop: int) -> bytes:
     out = io.BytesIO()
     image.crop((crop, crop, w - crop, h - crop)).resize((160, 120)).save(out, format="JPEG")
     return out.getvalue()
-
-
-def write_shard(path: Path, samples: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, content in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return path
 
 
 def shard_samples(index: int) -> list[tuple[str, bytes]]:

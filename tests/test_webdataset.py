@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from skimage import data
+from tar_shards import write_shard
 
 from ilias.errors import DatasetError
 from ilias.loader import (
@@ -35,15 +36,6 @@ def jpeg(array) -> bytes:
 
 
 PHOTOS = {"1001": data.astronaut(), "1002": data.coffee(), "1003": data.chelsea()}
-
-
-def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return path
 
 
 @pytest.fixture
