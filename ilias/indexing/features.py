@@ -39,6 +39,7 @@ from ilias import __version__
 from ilias.errors import DatasetError, StoreError, VectorValidationError
 from ilias.indexing.store import CollectionConfig, Store
 from ilias.indexing.store.layout import check_storage
+from ilias.indexing.store.search_index import check_index
 from ilias.loader.records import Record, Role
 
 FEATURES_NAME = "features"  # the reference's --hdf5_name default
@@ -261,6 +262,7 @@ def import_features(
     chunk: int = CHUNK_ROWS,
     progress: ProgressCallback | None = None,
     storage: str | None = None,
+    index: str | None = None,
 ) -> ImportReport:
     """Load reference feature files into ``collection`` (created on the first database row).
 
@@ -282,9 +284,11 @@ def import_features(
     resumes. Rows stream in chunks of ``chunk`` (float16 -> float32 once per chunk);
     ``progress(done, total)`` counts rows. ``storage``: the layout of the collection if
     this import creates it (``ram``, ``disk``, ``compact``, or ``auto`` to pick by the
-    rows of the database files; None: the store's default).
+    rows of the database files; None: the store's default); ``index`` likewise
+    (``hnsw``, ``scan``, ``auto``/None: by the rows).
     """
     check_storage(storage)
+    check_index(index)
     headers = [inspect_features(path) for path in paths]
     exists = store.collection_exists(collection)
     if exists:
@@ -322,7 +326,11 @@ def import_features(
                 **(metadata or {}),
             }
             config = CollectionConfig(
-                dim=header.dim, metadata=meta, storage=storage, expected_points=total
+                dim=header.dim,
+                metadata=meta,
+                storage=storage,
+                index=index,
+                expected_points=total,
             )
             store.create_collection(collection, config)
         present = store.existing_ids(collection, ids) if may_hold else set()

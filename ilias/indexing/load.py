@@ -35,6 +35,7 @@ from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
 from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
+from ilias.indexing.store.search_index import check_index
 from ilias.loader import FILE_STAMP, DatasetSource, DecodeFailure, Record, file_stamp
 from ilias.loader.sources import Shard, TarShard, chunks, selection_tag, summarize_selection
 
@@ -87,6 +88,7 @@ def load_collection(
     upload: Upload = "auto",
     shard_progress: ProgressCallback | None = None,
     storage: str | None = None,
+    index: str | None = None,
 ) -> LoadReport:
     """Extract and store ``records`` (or a whole source) into ``collection``, skipping
     what is already there.
@@ -103,9 +105,11 @@ def load_collection(
     to. ``progress(images done, images total)``; ``shard_progress(partitions done, total)``.
     ``storage``: the layout of a collection this load creates (``ram``, ``disk``,
     ``compact``, or ``auto`` to pick by the number of records; None: the store's default);
-    an existing collection keeps its own.
+    an existing collection keeps its own. ``index``: how a collection this load creates is
+    searched (``hnsw``, ``scan``, or ``auto``/None to pick by size: ``search_index``).
     """
     check_storage(storage)
+    check_index(index)
     source = records if isinstance(records, DatasetSource) else DatasetSource(list(records), {})
     known = source.records
     report = LoadReport(collection=collection, total=len(known), shards=len(source.tar_shards))
@@ -158,6 +162,7 @@ def load_collection(
                 metadata=meta,
                 local_dim=local_dim,
                 storage=storage,
+                index=index,
                 expected_points=expected,  # the size "auto" and segment sizing go by
             )
             store.create_collection(collection, config)
@@ -333,6 +338,7 @@ def load_versioned(
     keep: int | None = None,
     shard_progress: ProgressCallback | None = None,
     storage: str | None = None,
+    index: str | None = None,
 ) -> VersionedLoad:
     """Zero-downtime reload: load into a new ``<alias>-v<N>``, then swap ``alias`` to it.
 
@@ -341,7 +347,8 @@ def load_versioned(
     it was; running it again resumes the unfinished version (the newest one the alias never
     pointed to) instead of starting another. ``keep``: how many versions to keep, the new
     one included (``2`` keeps one to roll back to with ``store.set_alias``); None keeps all.
-    ``storage``: the layout of the new version (see ``load_collection``).
+    ``storage``, ``index``: the layout and index of the new version (see
+    ``load_collection``).
     """
     if keep is not None and keep < 1:
         raise StoreError(f"keep={keep}: keep at least the version just loaded (1)")
@@ -362,7 +369,7 @@ def load_versioned(
         target, resumed = version_name(alias, (versions[-1][0] if versions else 0) + 1), False
     report = load_collection(
         records, store, target, options, metadata=metadata, progress=progress, upload=upload,
-        shard_progress=shard_progress, storage=storage,
+        shard_progress=shard_progress, storage=storage, index=index,
     )  # fmt: skip
     store.set_alias(alias, target)
     dropped: list[str] = []

@@ -47,6 +47,7 @@ from ilias.indexing.store.schema import (
     SnapshotInfo,
     point_id,
 )
+from ilias.indexing.store.search_index import resolve_index
 from ilias.types import Filter, Hit, LocalFeatures, Range, SearchParams
 
 T = TypeVar("T")
@@ -99,7 +100,9 @@ class Store:
         ``config.storage`` is resolved here, once, for every engine: None becomes the
         engine's default preset and ``auto`` a preset chosen from ``expected_points`` x
         ``dim`` and this machine's RAM (``resolve_storage``); the collection keeps the
-        preset it got.
+        preset it got. ``config.index`` likewise (``resolve_index``: ``auto``/None scans
+        the int8 copies of a collection up to 1 GiB of them, HNSW beyond or when the size is
+        not known).
         """
         check_name(name)
         if name in self.list_aliases():
@@ -110,14 +113,15 @@ class Store:
         if self.engine.has_collection(name):
             raise StoreError(f"collection {name!r} already exists in {self.location}")
         self._configs.pop(name, None)
+        index = resolve_index(config.index, dim=config.dim, expected_points=config.expected_points)
         storage = resolve_storage(
             config.storage,
             dim=config.dim,
             expected_points=config.expected_points,
             default=self.engine.default_storage(),
-            m=config.hnsw_m,
+            m=0 if index == "scan" else config.hnsw_m,
         )
-        config = dataclasses.replace(config, storage=storage)
+        config = dataclasses.replace(config, storage=storage, index=index)
         self.engine.create_collection(name, config)
         self._configs[name] = config
 
@@ -664,7 +668,8 @@ def _condition(key: str, value: Any, kind: str | None) -> Condition:
 
 def to_hit(point: ScoredPoint, managed: bool = True) -> Hit:
     """A hit named by its dataset id (from the payload); a foreign collection's by point id."""
-    payload = dict(point.payload)
+    # An engine's ScoredPoint is used once: its payload dict becomes the hit's, uncopied.
+    payload = point.payload if isinstance(point.payload, dict) else dict(point.payload)
     dataset_id = payload.get(ID_KEY) if managed else None
     return Hit(id=str(dataset_id if dataset_id is not None else point.id), score=point.score,
                payload=payload)  # fmt: skip

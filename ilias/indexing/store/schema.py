@@ -13,6 +13,7 @@ from typing import Any
 
 from ilias.errors import StoreError
 from ilias.indexing.store.layout import DEFAULT_PRESET, StorageLayout, check_storage
+from ilias.indexing.store.search_index import DEFAULT_INDEX, check_index
 
 # Fixed namespace: point ids are UUIDv5(dataset id), identical on every machine and run, so
 # re-running a load overwrites the same points instead of adding copies.
@@ -55,6 +56,11 @@ class CollectionConfig:
     store's default. The stored config always names the preset that was applied, and a
     config stored before this setting existed reads as ``ram`` (what it was created with).
     ``expected_points`` is the size hint ``auto`` and segment sizing use.
+
+    ``index`` is how it is searched (``search_index.py``: ``hnsw``, ``scan`` of the int8
+    copies, or ``auto``/None to pick by ``expected_points`` x ``dim``); the stored config
+    names the kind applied, and one stored before this setting existed reads as ``hnsw``.
+    ``hnsw_m`` is kept as asked; a scanned collection builds no graph (engine ``m=0``).
     """
 
     dim: int
@@ -68,9 +74,11 @@ class CollectionConfig:
     managed: bool = True
     storage: str | None = None  # ram / disk / compact / auto; None: the store's default
     expected_points: int | None = None  # size hint for storage="auto" and segment sizing
+    index: str | None = None  # hnsw / scan / auto; None: auto
 
     def __post_init__(self) -> None:
         check_storage(self.storage)
+        check_index(self.index)
         if self.expected_points is not None and self.expected_points < 0:
             raise StoreError(f"expected_points = {self.expected_points}: give a count >= 0")
 
@@ -78,6 +86,7 @@ class CollectionConfig:
         return {
             "dim": self.dim,
             "storage": self.storage,
+            "index": self.index,
             "expected_points": self.expected_points,
             "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
             "distance": "cosine",
@@ -104,7 +113,13 @@ class CollectionConfig:
             # Stored before the switch existed: created with today's "ram" layout.
             storage=data.get("storage") or DEFAULT_PRESET,
             expected_points=data.get("expected_points"),
+            index=data.get("index") or DEFAULT_INDEX,  # stored before the switch: HNSW
         )
+
+    @property
+    def graph_m(self) -> int:
+        """The HNSW ``m`` the engine builds with: 0 (no graph) for a scanned collection."""
+        return 0 if self.index == "scan" else self.hnsw_m
 
 
 @dataclass(frozen=True)

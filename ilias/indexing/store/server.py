@@ -263,6 +263,7 @@ class ServerEngine(Engine):
             config.dim,
             config.expected_points,
             shards=opts.shards or 1,
+            index=config.index or "hnsw",
         )
         payload_on_disk = (
             opts.payload_on_disk if layout.payload_on_disk is None else layout.payload_on_disk
@@ -275,7 +276,7 @@ class ServerEngine(Engine):
             write_consistency_factor=opts.write_consistency,
             on_disk_payload=payload_on_disk,
             hnsw_config=models.HnswConfigDiff(
-                m=config.hnsw_m,
+                m=config.graph_m,  # 0 for a scanned collection: no graph, plain int8 scans
                 ef_construct=config.hnsw_ef_construct,
                 on_disk=layout.hnsw_on_disk,
             ),
