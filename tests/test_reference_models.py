@@ -24,8 +24,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ilias.errors import EncoderSpecError
 from ilias.indexing.encoders import (
     TIMM_TEXT_TOWERS,
+    EncoderSpec,
     OpenClipEncoder,
     TimmEncoder,
     build_encoder,
@@ -265,3 +267,30 @@ def test_projection_false_gives_the_trunk_features(random_timm):
     # ilias's earlier descriptors, kept as an option: the 768-d trunk of ViT-B/16 CLIP
     assert build_encoder("timm:vit_base_patch16_clip_224.openai", projection=False).dim == 768
     assert build_encoder("timm:convnext_base.clip_laion2b_augreg", projection=False).dim == 1024
+
+
+def test_the_head_is_chosen_in_the_spec_so_the_cli_and_collections_carry_it(random_timm):
+    """``|head=trunk`` is ``projection=False`` from the CLI, recorded in the spec string."""
+    trunk = build_encoder("timm:vit_base_patch16_clip_224.openai|head=trunk")
+    assert trunk.dim == 768 and trunk.spec == "timm:vit_base_patch16_clip_224.openai|head=trunk"
+    assert build_encoder("timm:vit_base_patch16_clip_224.openai").dim == 512  # the reference
+    assert build_encoder("timm:resnet18.a1_in1k|head=keep").dim == 1000  # the classifier
+    # the head survives an adaptation mark on either side of it
+    for spec in ("timm:m|head=trunk|adapt=l.pth", "timm:m|adapt=l.pth|head=trunk"):
+        parsed = EncoderSpec.parse(spec)
+        assert (parsed.head, parsed.adaptation) == ("trunk", "l.pth")
+        assert str(parsed) == "timm:m|head=trunk|adapt=l.pth"
+        assert parsed.without_adaptation().head == "trunk"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("timm:m|head=projection", "'|head=' is trunk"),
+        ("timm:m|head=", "'|head=' is trunk"),
+        ("open_clip:RN50/openai|head=trunk", "applies to timm models"),
+    ],
+)
+def test_a_bad_head_is_one_line(spec, message):
+    with pytest.raises(EncoderSpecError, match=message):
+        EncoderSpec.parse(spec)

@@ -570,3 +570,24 @@ def test_create_sends_the_storage_layout_and_segment_sizing():
     assert small["optimizers_config"].default_segment_number is None
     assert store.collection_config("big").storage == "compact"
     assert store.info("big").layout.originals == "float16"
+
+
+def test_create_sends_a_scanned_collection_without_a_graph_in_one_segment_per_core(monkeypatch):
+    """index=scan: m=0 (Qdrant scans the int8 copies), segments sized for one per core."""
+    from ilias.indexing.store import search_index
+
+    monkeypatch.setattr(search_index.os, "cpu_count", lambda: 4)
+    store, sent = _recorded()
+    store.create_collection(
+        "scan", CollectionConfig(dim=512, index="scan", expected_points=1_000_000)
+    )
+    store.create_collection("auto", CollectionConfig(dim=512, expected_points=1_000_000))
+    store.create_collection("graph", CollectionConfig(dim=512, index="hnsw"))
+    scan, auto, graph = sent.sent("create_collection")
+    for created in (scan, auto):
+        assert created["hnsw_config"].m == 0
+        assert created["optimizers_config"].default_segment_number == 4
+        assert created["optimizers_config"].max_segment_size == 550_000  # 250k x 2 KB x 1.1
+    assert graph["hnsw_config"].m == 16
+    assert store.collection_config("auto").index == "scan"
+    assert store.collection_config("graph").index == "hnsw"

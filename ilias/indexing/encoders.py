@@ -21,6 +21,7 @@ move to the device, and every descriptor comes back as a float32 numpy array on 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib
 import logging
@@ -52,23 +53,48 @@ from ilias.indexing.resolution import resize_larger_side, resolution_for
 logger = logging.getLogger(__name__)
 
 ADAPTATION_MARK = "|adapt="
+# ``|head=trunk`` drops a timm CLIP / PE projection (the trunk's features: ilias's earlier
+# default), ``|head=keep`` keeps any pretrained head; without it, the reference's choice.
+HEAD_MARK = "|head="
+HEADS = {"trunk": False, "keep": True}
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """A parsed spec: ``source`` (timm / open_clip), model ``name``, optional ``weights``
-    and an optional linear ``adaptation`` layer file applied on top (``...|adapt=PATH``)."""
+    """A parsed spec: ``source`` (timm / open_clip), model ``name``, optional ``weights``,
+    an optional linear ``adaptation`` layer file applied on top (``...|adapt=PATH``) and an
+    optional timm ``head`` choice (``...|head=trunk|keep``, see ``HEAD_MARK``). The head is
+    part of the spec, so a collection records it and its queries are encoded the same way."""
 
     source: str
     name: str
     weights: str | None = None
     adaptation: str | None = None
+    head: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> EncoderSpec:
         base, mark, adaptation = spec.partition(ADAPTATION_MARK)
+        adaptation, _, head_after = adaptation.partition(HEAD_MARK)
+        base, head_mark, head = base.partition(HEAD_MARK)
+        head = head or head_after
         if mark and not adaptation:
             raise EncoderSpecError(f"encoder spec {spec!r}: '|adapt=' needs a layer file")
+        if (head_mark or head_after) and head not in HEADS:
+            raise EncoderSpecError(
+                f"encoder spec {spec!r}: '|head=' is trunk (drop a CLIP / PE projection) or "
+                "keep (keep any pretrained head); leave it out for the reference's choice"
+            )
+        parsed = cls._parse_base(spec, base, adaptation or None)
+        if head and parsed.source != "timm":
+            raise EncoderSpecError(
+                f"encoder spec {spec!r}: '|head=' applies to timm models; open_clip towers "
+                "always end in their projection"
+            )
+        return dataclasses.replace(parsed, head=head or None)
+
+    @classmethod
+    def _parse_base(cls, spec: str, base: str, adaptation: str | None) -> EncoderSpec:
         source, sep, rest = base.partition(":")
         if not sep or source not in {"timm", "open_clip"} or not rest:
             raise EncoderSpecError(
@@ -77,7 +103,7 @@ class EncoderSpec:
                 "append '|adapt=<layer.pth>' for a linear adaptation layer"
             )
         if source == "open_clip" and rest.startswith(("hf-hub:", "local-dir:")):
-            return cls(source, rest, None, adaptation or None)  # config + weights in one place
+            return cls(source, rest, None, adaptation)  # config + weights in one place
         name, at, weights = rest.partition("@")
         if source == "open_clip" and not at:
             name, slash, weights = rest.partition("/")
@@ -87,14 +113,15 @@ class EncoderSpec:
                     "(e.g. open_clip:ViT-B-16-SigLIP/webli), 'open_clip:<arch>@<file>' or "
                     "'open_clip:local-dir:<folder>'"
                 )
-        return cls(source, name, weights or None, adaptation or None)
+        return cls(source, name, weights or None, adaptation)
 
     def __str__(self) -> str:
         text = f"{self.source}:{self.name}" + (f"@{self.weights}" if self.weights else "")
+        text += f"{HEAD_MARK}{self.head}" if self.head else ""
         return text + (f"{ADAPTATION_MARK}{self.adaptation}" if self.adaptation else "")
 
     def without_adaptation(self) -> EncoderSpec:
-        return EncoderSpec(self.source, self.name, self.weights)
+        return EncoderSpec(self.source, self.name, self.weights, head=self.head)
 
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -306,6 +333,8 @@ class TimmEncoder(Encoder):
         self.model_name = spec.name
         self._place(device, precision)
         self._text_tower: TextTower | None = None
+        if projection is None and spec.head is not None:
+            projection = HEADS[spec.head]
         keep = keeps_projection(spec.name) if projection is None else projection
         # timm drops ``None`` arguments: num_classes=None keeps the pretrained head.
         kwargs: dict[str, Any] = {"num_classes": None if keep else 0}
@@ -679,7 +708,9 @@ def build_encoder(
     """Create an encoder from a spec string (see the module docstring).
 
     ``projection`` applies to timm specs: None keeps the CLIP / PE projection as the
-    reference does, False drops it (the trunk's features), True keeps any pretrained head.
+    reference does, False drops it (the trunk's features), True keeps any pretrained head;
+    the spec's ``|head=trunk`` / ``|head=keep`` say the same from the CLI and are recorded
+    with a collection (``projection`` overrides them).
     ``device`` / ``precision``: see ``ilias.indexing.devices`` (auto: CUDA in fp16 where
     there is a GPU, else the CPU in fp32).
     """
