@@ -604,8 +604,8 @@ def evaluate(
         bool,
         typer.Option(
             "--approximate/--exact",
-            help="HNSW over int8 (recall@k against exact is measured on a sample) instead "
-            "of the reference's exact ranking (the default).",
+            help="The collection's index, an int8 scan or HNSW (recall@k against exact is "
+            "measured on a sample), instead of the reference's exact ranking (the default).",
         ),
     ] = False,
     hnsw_ef: EfOption = None,
@@ -814,7 +814,8 @@ def mine(
         bool,
         typer.Option(
             "--approximate",
-            help="HNSW over int8 instead of an exact scan (faster; no certificate of exactness).",
+            help="The collection's index (int8 scan or HNSW) instead of an exact scan "
+            "(faster; no certificate of exactness).",
         ),
     ] = False,
     store: StoreOption = _defaults.store,

@@ -127,7 +127,7 @@ class _Store(_Section):
 
 class _Search(_Section):
     k: int = 1000
-    exact: bool = True  # the reference's ranking; false: HNSW over int8, recall measured
+    exact: bool = True  # the reference's ranking; false: the collection's index, recall measured
     hnsw_ef: int | None = None
     oversampling: float | None = None
     rescore: bool = True

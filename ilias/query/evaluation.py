@@ -14,9 +14,9 @@ the caller already holds (the README's API).
 Two defaults are the reference's, so that a number from here is the number its code gives:
 the search is exact (a full scan of the stored float32 originals, ``EXACT``: the top k that
 faiss' flat index returns, ties aside), and image queries are NOT cropped to their boxes
-(the reference extracts them whole unless asked). Approximate search (HNSW over int8) is
-an option; such a run then measures its recall@k against exact search on a sample of
-queries (``RECALL_SAMPLE``) and reports it beside the scores.
+(the reference extracts them whole unless asked). Approximate search (the collection's
+index: an int8 scan or HNSW) is an option; such a run then measures its recall@k against
+exact search on a sample of queries (``RECALL_SAMPLE``) and reports it beside the scores.
 """
 
 from __future__ import annotations

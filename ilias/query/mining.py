@@ -339,7 +339,7 @@ def mine_distractors(
     """Rank the distractors of ``collections`` (one per encoder, the same distractors in
     each) by their text-to-image similarity to ``prompts`` and keep the first ``top``, by
     the rule of this module's docstring. ``per_prompt`` is ``M`` (default
-    ``default_per_prompt``); ``exact=False`` searches HNSW over int8 instead (faster, no
+    ``default_per_prompt``); ``exact=False`` searches the collection's index instead (faster, no
     certificate); ``progress(stage, done, total)`` is called after each batch of prompts.
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
