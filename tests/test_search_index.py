@@ -176,3 +176,33 @@ def test_the_cli_loads_with_the_index_asked_and_shows_it(tmp_path, monkeypatch):
     bad = runner.invoke(app, ["load", str(tmp_path), "--index", "ivf", "--store", spec])
     assert bad.exit_code == 1
     assert str(bad.exception) == "--index 'ivf': use auto, hnsw, scan"
+
+
+def _folder_bytes(folder) -> int:
+    """Bytes on disk (allocated blocks: WAL segment files are preallocated, mostly unwritten)."""
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+def test_an_edge_load_flushes_as_it_goes_so_the_wal_never_holds_the_whole_load(
+    tmp_path, monkeypatch
+):
+    """Edge's WAL keeps every upsert until a flush: without the flushes a load needs its own
+    size again on disk (21 GB at 5M x 1024, enough to make the build refuse to start)."""
+    from ilias.indexing.store import edge
+
+    n, dim = 80_000, 512  # 164 MB of float32
+    vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    sizes = {}
+    for flush_bytes in (1 << 40, 8 << 20):  # never, then every 8 MB
+        monkeypatch.setattr(edge, "FLUSH_BYTES", flush_bytes)
+        root = tmp_path / str(flush_bytes)
+        with EdgeStore(root) as store:
+            store.create_collection("c", CollectionConfig(dim=dim, payload_indexes={}))
+            for start in range(0, n, 2_000):
+                ids = [f"p{i}" for i in range(start, start + 2_000)]
+                store.upsert("c", ids, vectors[start : start + 2_000], [{}] * len(ids))
+            sizes[flush_bytes] = _folder_bytes(root / "c" / "shard" / "wal")
+            assert store.count("c") == n
+    assert sizes[1 << 40] > n * dim * 4  # the whole load, in the WAL
+    # bounded by what Edge keeps between flushes (its current 32 MB WAL segments), not by n
+    assert sizes[8 << 20] < 64 << 20 < n * dim * 4 / 2
