@@ -1012,7 +1012,8 @@ def _collections_table(backend, names: list[str]) -> Table | str:
         if details.layout is not None:
             if storage in LAYOUTS and not details.layout.matches(storage):
                 storage += " (engine differs)"
-            placements.append(f"{name}: {details.layout.describe()}")
+            described = details.layout.describe(graph=config.index != "scan")
+            placements.append(f"{name}: {described}")
         rows.append((
             name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
             str(details.indexed_vectors), details.status or "-", layout, quant,

@@ -173,6 +173,8 @@ def test_the_cli_loads_with_the_index_asked_and_shows_it(tmp_path, monkeypatch):
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")]
             for line in result.output.splitlines() if line.count("│") > 3}  # fmt: skip
     assert "scan" in rows["a"] and "hnsw" in rows["g"] and "scan" not in rows["g"]
+    assert "a: float32 originals in RAM, no HNSW graph, payload in RAM" in result.output
+    assert "g: float32 originals in RAM, HNSW " in result.output  # 3 points: none built
     bad = runner.invoke(app, ["load", str(tmp_path), "--index", "ivf", "--store", spec])
     assert bad.exit_code == 1
     assert str(bad.exception) == "--index 'ivf': use auto, hnsw, scan"

@@ -70,15 +70,16 @@ class StorageLayout:
     hnsw_on_disk: bool | None
     payload_on_disk: bool | None = None
 
-    def describe(self) -> str:
-        """``float16 originals on disk, HNSW on disk, payload on disk`` (``?``: not said)."""
+    def describe(self, graph: bool = True) -> str:
+        """``float16 originals on disk, HNSW on disk, payload on disk`` (``?``: not said);
+        ``graph=False`` (a scanned collection) says ``no HNSW graph`` instead."""
 
         def where(on_disk: bool | None) -> str:
             return "?" if on_disk is None else "on disk" if on_disk else "in RAM"
 
         parts = [
             f"{self.originals or '?'} originals {where(self.originals_on_disk)}",
-            f"HNSW {where(self.hnsw_on_disk)}",
+            f"HNSW {where(self.hnsw_on_disk)}" if graph else "no HNSW graph",
         ]
         if self.payload_on_disk is not None:
             parts.append(f"payload {where(self.payload_on_disk)}")
