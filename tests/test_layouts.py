@@ -19,6 +19,7 @@ from ilias.errors import IliasError
 from ilias.indexing import EdgeStore, ExtractionOptions, import_features, write_features
 from ilias.indexing.store import CollectionConfig
 from ilias.indexing.store.layout import (
+    CACHE_SHARE,
     RAM_SHARE,
     SegmentPlan,
     machine_ram_bytes,
@@ -54,13 +55,23 @@ def test_auto_picks_the_first_layout_whose_resident_part_fits_half_the_ram(caplo
         return resolve_storage("auto", dim=dim, expected_points=points, ram_bytes=RAM_24G, **kw)
 
     assert auto(1_000_000, 512) == "ram"
-    assert auto(5_000_000, 1024) == "disk"  # mini-ILIAS: 20 GB of float32 originals
+    assert auto(3_000_000, 1024) == "disk"  # 12 GB of float32 originals: the cache holds them
+    # mini-ILIAS: disk's 20 GB of float32 originals would be read from disk by every exact
+    # query (measured 18.7 s a query); compact's 10 GB of float16 stay in the page cache
+    assert auto(5_000_000, 1024) == "compact"
+    with caplog.at_level(logging.WARNING):
+        assert auto(8_000_000, 1024) == "compact"  # fits, but exact search reads the disk
+    assert "exact evaluations will read the originals from disk" in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert auto(100_000_000, 1024) == "compact"  # full ILIAS: too big even so
-    assert "Qdrant cluster" in caplog.text
-    # The boundary is the rule itself: resident bytes <= RAM_SHARE x RAM.
+    assert "Qdrant cluster" in caplog.text and "even as 'compact'" in caplog.text
+    # The boundaries are the rule itself: resident bytes <= RAM_SHARE x RAM, then the
+    # exact scan's working set <= CACHE_SHARE x RAM.
     fits = math.floor(RAM_SHARE * RAM_24G / sizing("ram", 768).resident)
     assert (auto(fits, 768), auto(fits + 1, 768)) == ("ram", "disk")
+    cached = math.floor(CACHE_SHARE * RAM_24G / sizing("disk", 1024).exact)
+    assert (auto(cached, 1024), auto(cached + 1, 1024)) == ("disk", "compact")
     # A store's default is a floor (a server spec with on_disk=true), and the size-less default.
     assert auto(1000, 512, default="disk") == "disk"
     assert resolve_storage("auto", dim=512, expected_points=None) == "ram"
@@ -89,9 +100,11 @@ def test_edge_keeps_the_segment_plan_in_its_shard_config(tmp_path):
         store.create_collection("small", CollectionConfig(dim=1024, expected_points=1000))
     applied = json.loads((tmp_path / "big" / "shard" / "edge_config.json").read_text())
     assert applied["optimizers"]["default_segment_number"] == 2
+    storage = store.collection_config("big").storage  # what auto chose on this machine
+    assert storage is not None
     assert (
         applied["optimizers"]["max_segment_size"]
-        == segment_plan("disk", 1024, 5_000_000).max_size_kb
+        == segment_plan(storage, 1024, 5_000_000).max_size_kb
     )
     small = json.loads((tmp_path / "small" / "shard" / "edge_config.json").read_text())
     assert small["optimizers"]["default_segment_number"] is None

@@ -44,6 +44,11 @@ DEFAULT_PRESET = "ram"  # what a collection stored without a storage setting has
 # ``auto`` keeps the resident part of a collection under this share of the machine's RAM:
 # the rest is for the page cache over the on-disk parts, the encoder and the driver.
 RAM_SHARE = 0.5
+# ...and, where it can, keeps the resident part plus the originals left on disk under this
+# share of the RAM: the evaluation's exact search reads every original on each query, and
+# originals the page cache cannot hold are read from disk again each time (measured at
+# 5M x 1024: float32 on disk 18.7 s a query, float16 on disk, which fit, 0.45 s).
+CACHE_SHARE = 0.85
 # Per point, besides vectors and graph: the id tracker (point id <-> internal offset,
 # version), the keyword index of the dataset id and the other payload indexes. With it the
 # derived resident bytes per point at d = 512 (2,948 / 900 / 772 for ram / disk / compact)
@@ -127,6 +132,7 @@ class PointBytes:
     overhead: int
     resident: int
     disk: int
+    exact: int  # what an exact scan touches: the resident part plus originals on disk
 
 
 def sizing(storage: str, dim: int, m: int = 16, quantization: bool = True) -> PointBytes:
@@ -152,6 +158,7 @@ def sizing(storage: str, dim: int, m: int = 16, quantization: bool = True) -> Po
         overhead=POINT_OVERHEAD,
         resident=resident,
         disk=originals + int8 + hnsw + POINT_OVERHEAD,
+        exact=resident + (originals if layout.originals_on_disk else 0),
     )
 
 
@@ -167,23 +174,28 @@ def resolve_storage(
     """The preset a collection is created with; ``auto`` picks one by size.
 
     ``None`` is the store's ``default`` (``ram``; a server store opened with
-    ``on_disk=true`` says ``disk``). ``auto`` picks the first of ram, disk, compact whose
-    resident bytes (``sizing``: points x resident bytes per point) fit in ``RAM_SHARE``
-    (half) of this machine's RAM (``ram_bytes``, default ``machine_ram_bytes()``), but
-    never a preset that keeps more in RAM than ``default`` (a store's ``on_disk=true`` is
-    a floor). Without ``expected_points`` it is ``default``. If even ``compact`` does not
-    fit, it is ``compact`` with a warning: the OS pages, and the way out is a server
-    cluster. On 24 GiB (budget 12.6 GB), m = 16:
+    ``on_disk=true`` says ``disk``). ``auto`` picks, among ram, disk, compact (never one
+    that keeps more in RAM than ``default``: a store's ``on_disk=true`` is a floor), the
+    first whose resident bytes (``sizing``: points x resident bytes per point) fit in
+    ``RAM_SHARE`` (half) of this machine's RAM (``ram_bytes``, default
+    ``machine_ram_bytes()``) and whose exact-scan working set (resident plus the originals
+    left on disk) fits in ``CACHE_SHARE`` of it, so that the evaluation's exact search runs
+    from the page cache. If the resident part fits but no working set does, the fitting
+    preset with the smallest working set, with a warning (exact search will read the disk);
+    if even ``compact``'s resident part does not fit, ``compact`` with a warning: the OS
+    pages, and the way out is a server cluster. Without ``expected_points`` it is
+    ``default``. On 24 GiB, m = 16:
 
-    | dim | ram up to | disk up to | compact up to | per point resident: ram / disk / compact |
+    | dim | ram up to | disk up to | compact, exact from RAM, up to | compact (exact pages) up to |
     |---|---|---|---|---|
-    | 512 | 4.3M | 14.0M | 16.4M | 2,948 / 900 / 772 B |
-    | 768 | 3.0M | 10.9M | 12.3M | 4,228 / 1,156 / 1,028 B |
-    | 1024 | 2.3M | 9.0M | 9.8M | 5,508 / 1,412 / 1,284 B |
+    | 512 | 4.3M | 7.3M | 12.0M | 16.4M |
+    | 768 | 3.0M | 5.1M | 8.4M | 12.3M |
+    | 1024 | 2.3M | 3.9M | 6.5M | 9.8M |
 
-    so 5M x 1024 (mini-ILIAS) resolves to ``disk`` and 100M x 1024 to ``compact`` (with
-    the warning). For a server store the client's RAM is only a stand-in for the server's:
-    name the preset there.
+    so 5M x 1024 (mini-ILIAS) resolves to ``compact`` (``disk``'s float32 originals, 20 GB,
+    would be read from disk by every exact query) and 100M x 1024 to ``compact`` with the
+    warning. For a server store the client's RAM is only a stand-in for the server's: name
+    the preset there.
     """
     check_storage(storage)
     check_storage(default)
@@ -194,15 +206,30 @@ def resolve_storage(
     floor = PRESETS.index(default)
     if not expected_points:
         return default
-    budget = RAM_SHARE * (ram_bytes if ram_bytes is not None else machine_ram_bytes())
-    for preset in PRESETS[floor:]:
-        if expected_points * sizing(preset, dim, m).resident <= budget:
+    ram = ram_bytes if ram_bytes is not None else machine_ram_bytes()
+    fitting = [
+        preset
+        for preset in PRESETS[floor:]
+        if expected_points * sizing(preset, dim, m).resident <= RAM_SHARE * ram
+    ]
+    for preset in fitting:
+        if expected_points * sizing(preset, dim, m).exact <= CACHE_SHARE * ram:
             return preset
+    if fitting:
+        chosen = min(fitting, key=lambda preset: sizing(preset, dim, m).exact)
+        logger.warning(
+            "%d points x %d-d: as '%s' an exact search touches about %.1f GB, more than the "
+            "page cache of this machine's %.1f GB holds: exact evaluations will read the "
+            "originals from disk on every query; a Qdrant cluster spreads them over nodes",
+            expected_points, dim, chosen, expected_points * sizing(chosen, dim, m).exact / 1e9,
+            ram / 1e9,
+        )  # fmt: skip
+        return chosen
     need = expected_points * sizing("compact", dim, m).resident
     logger.warning(
         "%d points x %d-d need about %.1f GB of RAM even as 'compact', more than half of "
         "this machine's %.1f GB: searches will page; a Qdrant cluster spreads it over nodes",
-        expected_points, dim, need / 1e9, 2 * budget / 1e9,
+        expected_points, dim, need / 1e9, ram / 1e9,
     )  # fmt: skip
     return "compact"
 
