@@ -87,9 +87,10 @@ class EdgeEngine(Engine):
                 "folder path, created if missing)"
             )
         self._shards: dict[str, qe.EdgeShard] = {}
-        # A load's writes (``_write_progress``): flush every N points, seal every M (None:
-        # never mid-load), and the points upserted by this process since each.
-        self._write_plan: dict[str, tuple[int, int | None]] = {}
+        # A load's writes (``_write_progress``): the dimensions (global, local), the points
+        # to seal a segment at (None: never mid-load), and what this process upserted
+        # since the last seal (points) and the last flush (float32 bytes).
+        self._write_plan: dict[str, tuple[int, int, int | None]] = {}
         self._unsealed: dict[str, int] = {}
         self._unflushed: dict[str, int] = {}
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
@@ -171,9 +172,12 @@ class EdgeEngine(Engine):
         ]
         shard = self._shard(name)
         shard.update(qe.UpdateOperation.upsert_points(points))
-        self._write_progress(name, shard, len(points))
+        local_rows = sum(len(rows) for rows in batch.vectors.get(LOCAL_VECTOR, ()))
+        self._write_progress(name, shard, len(points), local_rows)
 
-    def _write_progress(self, name: str, shard: qe.EdgeShard, added: int) -> None:
+    def _write_progress(
+        self, name: str, shard: qe.EdgeShard, added: int, local_rows: int = 0
+    ) -> None:
         """Flush and seal as a bulk load goes, since Edge does neither until asked.
 
         Flush every ``FLUSH_BYTES`` of upserted float32 vectors: the WAL keeps each upsert
@@ -190,17 +194,16 @@ class EdgeEngine(Engine):
                 config.storage or "ram", config.dim, config.expected_points,
                 index=config.index or "hnsw",
             )  # fmt: skip
-            flush_every = max(1, FLUSH_BYTES // (4 * (config.dim + (config.local_dim or 0))))
-            self._write_plan[name] = (flush_every, plan.seal_points)
+            self._write_plan[name] = (config.dim, config.local_dim or 0, plan.seal_points)
             self._unflushed[name], self._unsealed[name] = 0, 0
-        flush_every, seal_every = self._write_plan[name]
-        self._unflushed[name] += added
+        dim, local_dim, seal_every = self._write_plan[name]
+        self._unflushed[name] += 4 * (added * dim + local_rows * local_dim)
         self._unsealed[name] += added
         if seal_every is not None and self._unsealed[name] >= seal_every:
             shard.flush()  # persisted before it is sealed; the WAL emptied
             shard.optimize()
             self._unsealed[name] = self._unflushed[name] = 0
-        elif self._unflushed[name] >= flush_every:
+        elif self._unflushed[name] >= FLUSH_BYTES:
             shard.flush()
             self._unflushed[name] = 0
 
