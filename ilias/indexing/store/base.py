@@ -114,14 +114,15 @@ class Store:
             raise StoreError(f"collection {name!r} already exists in {self.location}")
         self._configs.pop(name, None)
         index = resolve_index(config.index, dim=config.dim, expected_points=config.expected_points)
+        config = dataclasses.replace(config, index=index)
         storage = resolve_storage(
             config.storage,
             dim=config.dim,
             expected_points=config.expected_points,
             default=self.engine.default_storage(),
-            m=0 if index == "scan" else config.hnsw_m,
+            m=config.graph_m,  # a scanned collection keeps no graph in RAM
         )
-        config = dataclasses.replace(config, storage=storage, index=index)
+        config = dataclasses.replace(config, storage=storage)
         self.engine.create_collection(name, config)
         self._configs[name] = config
 

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,17 @@ _LEDGER = "shards.jsonl"
 FLUSH_BYTES = 1 << 30
 
 
+@dataclass
+class _LoadWrites:
+    """What one process wrote into a collection since its last seal and its last flush."""
+
+    dim: int
+    local_dim: int
+    seal_every: int | None  # points per sealed segment (None: never seal mid-load)
+    unsealed: int = 0  # points
+    unflushed: int = 0  # bytes of float32 vectors
+
+
 class EdgeEngine(Engine):
     """Collections as Qdrant Edge shards under one folder."""
 
@@ -87,12 +99,7 @@ class EdgeEngine(Engine):
                 "folder path, created if missing)"
             )
         self._shards: dict[str, qe.EdgeShard] = {}
-        # A load's writes (``_write_progress``): the dimensions (global, local), the points
-        # to seal a segment at (None: never mid-load), and what this process upserted
-        # since the last seal (points) and the last flush (float32 bytes).
-        self._write_plan: dict[str, tuple[int, int, int | None]] = {}
-        self._unsealed: dict[str, int] = {}
-        self._unflushed: dict[str, int] = {}
+        self._writes: dict[str, _LoadWrites] = {}  # per collection: see _write_progress
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
 
     # -- collections -----------------------------------------------------------------
@@ -145,13 +152,14 @@ class EdgeEngine(Engine):
         # every upsert since the last flush (a second copy of the load: 21 GB at 5M x 1024),
         # before the optimizer checks for the free space its rebuilt segment needs.
         shard.flush()
-        self._unflushed[name] = 0
-        shard.optimize()
+        shard.optimize()  # seals what was appendable: nothing is left unflushed or unsealed
         shard.flush()
+        writes = self._writes.get(name)
+        if writes is not None:  # kept: the plan comes from the config, read once
+            writes.unsealed = writes.unflushed = 0
 
     def drop(self, name: str) -> None:
-        for progress in (self._write_plan, self._unsealed, self._unflushed):
-            progress.pop(name, None)
+        self._writes.pop(name, None)
         shard = self._shards.pop(name, None)
         if shard is not None:
             shard.close()
@@ -188,24 +196,24 @@ class EdgeEngine(Engine):
         cap ``segment_plan`` sets keeps the optimizer from merging the sealed ones, and
         sealing a graph-less segment only quantizes it (seconds per million points).
         """
-        if name not in self._write_plan:
+        writes = self._writes.get(name)
+        if writes is None:
             config = self.read_config(name)
             plan = segment_plan(
-                config.storage or "ram", config.dim, config.expected_points,
-                index=config.index or "hnsw",
-            )  # fmt: skip
-            self._write_plan[name] = (config.dim, config.local_dim or 0, plan.seal_points)
-            self._unflushed[name], self._unsealed[name] = 0, 0
-        dim, local_dim, seal_every = self._write_plan[name]
-        self._unflushed[name] += 4 * (added * dim + local_rows * local_dim)
-        self._unsealed[name] += added
-        if seal_every is not None and self._unsealed[name] >= seal_every:
+                config.storage or "ram", config.dim, config.expected_points, index=config.index
+            )
+            writes = self._writes[name] = _LoadWrites(
+                config.dim, config.local_dim or 0, plan.seal_points
+            )
+        writes.unflushed += 4 * (added * writes.dim + local_rows * writes.local_dim)
+        writes.unsealed += added
+        if writes.seal_every is not None and writes.unsealed >= writes.seal_every:
             shard.flush()  # persisted before it is sealed; the WAL emptied
             shard.optimize()
-            self._unsealed[name] = self._unflushed[name] = 0
-        elif self._unflushed[name] >= FLUSH_BYTES:
+            writes.unsealed = writes.unflushed = 0
+        elif writes.unflushed >= FLUSH_BYTES:
             shard.flush()
-            self._unflushed[name] = 0
+            writes.unflushed = 0
 
     def retrieve(
         self,
@@ -425,7 +433,7 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
             datatype=datatype,
         )
     plan = segment_plan(
-        config.storage or "ram", config.dim, config.expected_points, index=config.index or "hnsw"
+        config.storage or "ram", config.dim, config.expected_points, index=config.index
     )
     return qe.EdgeConfig(
         vectors=vectors,

@@ -271,7 +271,11 @@ class SegmentPlan:
 
 
 def segment_plan(
-    storage: str, dim: int, expected_points: int | None, shards: int = 1, index: str = "hnsw"
+    storage: str,
+    dim: int,
+    expected_points: int | None,
+    shards: int = 1,
+    index: str | None = "hnsw",
 ) -> SegmentPlan:
     """How many segments a large collection should have, and how large each may get.
 

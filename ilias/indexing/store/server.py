@@ -263,7 +263,7 @@ class ServerEngine(Engine):
             config.dim,
             config.expected_points,
             shards=opts.shards or 1,
-            index=config.index or "hnsw",
+            index=config.index,
         )
         payload_on_disk = (
             opts.payload_on_disk if layout.payload_on_disk is None else layout.payload_on_disk
