@@ -204,7 +204,10 @@ def test_another_tools_collection_opens_and_is_searched_by_vector(store):
     raw.upsert(
         "other",
         points=[
-            models.PointStruct(id=i + 1, vector={"global": x[i].tolist()}, payload={"k": i})
+            # An "id" key of their own: hits are still named by point id, not by it.
+            models.PointStruct(
+                id=i + 1, vector={"global": x[i].tolist()}, payload={"k": i, "id": f"their-{i}"}
+            )
             for i in range(3)
         ],
     )
@@ -212,7 +215,7 @@ def test_another_tools_collection_opens_and_is_searched_by_vector(store):
     assert (config.dim, config.managed, dict(config.metadata)) == (4, False, {})
     retriever = Retriever(store, "other")  # no KeyError: the encoder is only needed for images
     (hits,) = retriever.search_vectors(x[1:2], k=3)
-    assert hits[0].id == "2" and hits[0].payload == {"k": 1}
+    assert hits[0].id == "2" and hits[0].payload == {"k": 1, "id": "their-1"}
     stored = store.retrieve_vectors("other", [hits[0].id])
     np.testing.assert_allclose(stored["2"], x[1], atol=1e-6)
     with pytest.raises(StoreError, match=r"records no encoder.*--encoder SPEC"):

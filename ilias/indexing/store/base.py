@@ -31,7 +31,6 @@ from ilias.indexing.store.engine import (
     Condition,
     Engine,
     PointBatch,
-    ScoredPoint,
     StoredPoint,
     VectorQuery,
 )
@@ -491,10 +490,11 @@ class Store:
         size = self.capabilities.query_batch
         chunks = [queries[start : start + size] for start in range(0, len(queries), size)]
         out: list[list[Hit]] = []
+        # Hits of ilias's collections are named by the dataset id in their payload; a
+        # foreign collection's by point id.
+        named_by = ID_KEY if managed else None
         for chunk in chunks:
-            out.extend(
-                [to_hit(p, managed) for p in points] for points in self.engine.query(target, chunk)
-            )
+            out.extend(self.engine.query(target, chunk, named_by))
         return out
 
     def _query_vectors(self, name: str, vectors: np.ndarray) -> np.ndarray:
@@ -665,15 +665,6 @@ def _condition(key: str, value: Any, kind: str | None) -> Condition:
             return Condition(key, range=Range(gte=single, lte=single))
         return Condition(key, value=single)
     return Condition(key, any_of=tuple(values))
-
-
-def to_hit(point: ScoredPoint, managed: bool = True) -> Hit:
-    """A hit named by its dataset id (from the payload); a foreign collection's by point id."""
-    # An engine's ScoredPoint is used once: its payload dict becomes the hit's, uncopied.
-    payload = point.payload if isinstance(point.payload, dict) else dict(point.payload)
-    dataset_id = payload.get(ID_KEY) if managed else None
-    return Hit(id=str(dataset_id if dataset_id is not None else point.id), score=point.score,
-               payload=payload)  # fmt: skip
 
 
 def stored_local(vectors: Sequence[Any], payload: Mapping[str, Any] | None) -> LocalFeatures:

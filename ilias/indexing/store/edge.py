@@ -39,14 +39,14 @@ from ilias.indexing.store.engine import (
     Engine,
     EngineInfo,
     PointBatch,
-    ScoredPoint,
     StoredPoint,
     VectorQuery,
+    hits_of,
     missing_collection,
 )
 from ilias.indexing.store.layout import LAYOUTS, StorageLayout, segment_plan
 from ilias.indexing.store.schema import GLOBAL_VECTOR, LOCAL_VECTOR, LOCAL_XY, CollectionConfig
-from ilias.types import SearchParams
+from ilias.types import Hit, SearchParams
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ class EdgeEngine(Engine):
             following = str(following)  # a UUID: the engine takes it back as text
         return _stored(records, bool(vectors)), following
 
-    def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
+    def query(
+        self, name: str, queries: Sequence[VectorQuery], named_by: str | None = None
+    ) -> list[list[Hit]]:
         requests = [
             qe.QueryRequest(
                 limit=q.limit,
@@ -261,11 +263,7 @@ class EdgeEngine(Engine):
             for q in queries
         ]
         results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
-        return [
-            # The binding hands each point a fresh payload dict: no copy (1000 hits a query).
-            [ScoredPoint(str(p.id), float(p.score), p.payload or {}) for p in points]
-            for points in results
-        ]
+        return [hits_of(points, named_by) for points in results]
 
     def count(self, name: str, conditions: Sequence[Condition]) -> int:
         request = qe.CountRequest(exact=True, filter=_edge_filter(conditions))

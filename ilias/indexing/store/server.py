@@ -52,9 +52,9 @@ from ilias.indexing.store.engine import (
     Engine,
     EngineInfo,
     PointBatch,
-    ScoredPoint,
     StoredPoint,
     VectorQuery,
+    hits_of,
     missing_collection,
 )
 from ilias.indexing.store.layout import LAYOUTS, StorageLayout, segment_plan
@@ -66,7 +66,7 @@ from ilias.indexing.store.schema import (
     CollectionConfig,
     SnapshotInfo,
 )
-from ilias.types import SearchParams
+from ilias.types import Hit, SearchParams
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +423,9 @@ class ServerEngine(Engine):
         )
         return _stored(records), following
 
-    def query(self, name: str, queries: Sequence[VectorQuery]) -> list[list[ScoredPoint]]:
+    def query(
+        self, name: str, queries: Sequence[VectorQuery], named_by: str | None = None
+    ) -> list[list[Hit]]:
         from qdrant_client import models
 
         requests = [
@@ -445,10 +447,7 @@ class ServerEngine(Engine):
             f"a search of {name!r}",
             collection=name,
         )
-        return [
-            [ScoredPoint(str(p.id), float(p.score), dict(p.payload or {})) for p in answer.points]
-            for answer in answers
-        ]
+        return [hits_of(answer.points, named_by) for answer in answers]
 
     def count(self, name: str, conditions: Sequence[Condition]) -> int:
         answer = self._call(
