@@ -617,6 +617,14 @@ def evaluate(
             "--crop-queries", help="Crop image queries to their boxes (the reference does not)."
         ),
     ] = False,
+    mask_queries: Annotated[
+        bool,
+        typer.Option(
+            "--mask-queries",
+            help="Zero image queries outside their boxes after preprocessing, as the "
+            "reference's --masking (off by default there too).",
+        ),
+    ] = False,
     output: Annotated[
         Path | None, typer.Option(help="Write per-query AP and the totals as JSON.")
     ] = None,
@@ -662,7 +670,8 @@ def evaluate(
                 backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
                 filter=search_filter, params=params, rerank=rerank or (),
                 ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
-                crop_queries=crop_queries, device=device or "auto", precision=precision or "auto",
+                crop_queries=crop_queries, mask_queries=mask_queries, device=device or "auto",
+                precision=precision or "auto",
             )  # fmt: skip
     run = evaluation.run(queries)
     _print_scores(run, f"{benchmark.name} ({queries})", collection)

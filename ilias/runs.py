@@ -102,6 +102,7 @@ class _Dataset(_Section):
     select: str | None = None  # a selection list (mini-ILIAS): load only those distractors
     taxonomy: str | None = None
     crop_queries: bool = False  # the reference extracts image queries whole by default
+    mask_queries: bool = False  # ... or masked outside their boxes (its --masking)
 
 
 class _Encoder(_Section):
@@ -241,6 +242,7 @@ class RunConfig:
     kind: str = "ilias"
     where: tuple[str, ...] = ()  # [search] where: the filter every query runs with
     crop_queries: bool = False  # [dataset] crop_queries: image queries cropped to their box
+    mask_queries: bool = False  # [dataset] mask_queries: masked outside their boxes
     ames_weights: Path | None = None  # [rerank] ames_weights: the AMES checkpoint
     select: Path | None = None  # [dataset] select: a selection list applied at load
     device: str = "auto"  # [extraction] device: where database and queries are encoded
@@ -310,6 +312,11 @@ def parse_run_config(
         parse_where(search.where)
     except IliasError as error:
         raise RunConfigError(f"{origin}: [search] where: {error}") from None
+    if parsed.dataset.crop_queries and parsed.dataset.mask_queries:
+        raise RunConfigError(
+            f"{origin}: [dataset] crop_queries and mask_queries: choose one (the reference's "
+            "run scripts use neither: queries whole)"
+        )
     extraction = parsed.extraction
     try:
         check_device(extraction.device)
@@ -344,6 +351,7 @@ def parse_run_config(
             hnsw_ef=search.hnsw_ef, oversampling=search.oversampling, rescore=search.rescore
         ),
         crop_queries=parsed.dataset.crop_queries,
+        mask_queries=parsed.dataset.mask_queries,
         k=search.k,
         where=tuple(search.where),
         rerank=tuple(parsed.rerank.steps),
@@ -493,6 +501,7 @@ def run_config(
             filter=parse_where(config.where),
             params=config.search,
             crop_queries=config.crop_queries,
+            mask_queries=config.mask_queries,
             rerank=config.rerank,
             ames_weights=str(config.ames_weights) if config.ames_weights else None,
             breakdowns=config.breakdowns,
@@ -540,6 +549,7 @@ def run_config(
             "select": config.select,
             "taxonomy": config.taxonomy,
             "crop_queries": config.crop_queries,
+            "mask_queries": config.mask_queries,
             "image_queries": len(benchmark.image_queries),
             "text_queries": len(benchmark.text_queries),
             "database": info.points,  # positives + the distractors loaded (tar shards too)

@@ -72,3 +72,18 @@ def tiny_ilias(tmp_path_factory) -> Path:
 def encoder():
     """The offline default encoder (real ImageNet weights), at a small resolution for speed."""
     return cached_encoder(DEFAULT_ENCODER, 224)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_ilias: Path, tmp_path_factory):
+    """An Edge store holding ``tiny``: tiny_ilias' database loaded through the real pipeline
+    (default encoder at 224, in process), its dataset recorded for evaluations."""
+    from ilias.indexing import ExtractionOptions, load_collection, open_store
+    from ilias.loader import read_ilias
+
+    bench = read_ilias(tiny_ilias / "core", tiny_ilias / "distractors")
+    options = ExtractionOptions(DEFAULT_ENCODER, resolution=224, scheduler="sync")
+    with open_store(f"edge:{tmp_path_factory.mktemp('tiny-store')}") as opened:
+        metadata = {"dataset": str(tiny_ilias / "core")}
+        load_collection(bench.database, opened, "tiny", options, metadata=metadata)
+        yield opened

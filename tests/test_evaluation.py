@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ilias.config import DEFAULT_ENCODER
 from ilias.errors import IliasError
 from ilias.eval import evaluate_rankings
-from ilias.indexing import ExtractionOptions, load_collection, open_store
 from ilias.loader import read_ilias
 from ilias.query import EXACT, Retriever, evaluate_collection, run_image_queries, run_queries
 
@@ -22,13 +20,8 @@ NO_TEXT = (
 
 
 @pytest.fixture(scope="module")
-def store(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory):
-    bench = read_ilias(tiny_ilias / "core", tiny_ilias / "distractors")
-    options = ExtractionOptions(DEFAULT_ENCODER, resolution=224, scheduler="sync")
-    with open_store(f"edge:{tmp_path_factory.mktemp('evaluation')}") as opened:
-        metadata = {"dataset": str(tiny_ilias / "core")}
-        load_collection(bench.database, opened, "tiny", options, metadata=metadata)
-        yield opened
+def store(tiny_store):
+    return tiny_store
 
 
 def test_every_kind_runs_or_says_why(store) -> None:

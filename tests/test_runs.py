@@ -291,6 +291,10 @@ KNOWN_SECTIONS = "run, dataset, encoder, extraction, store, search, rerank, metr
         ({"dataset": {"kind": "oxford5k"}}, "[dataset] kind = 'oxford5k' is not known"),
         ({"output": {"similarities": ["csv"]}}, "[output] similarities ['csv'] not known"),
         ({"search": {"where": ["role="]}}, "[search] where: --where 'role=': the value is empty"),
+        (
+            {"dataset": {"path": "d", "crop_queries": True, "mask_queries": True}},
+            "[dataset] crop_queries and mask_queries: choose one",
+        ),
     ],
 )
 def test_config_mistakes_are_refused_with_the_key(tmp_path, sections, message):

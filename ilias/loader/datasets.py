@@ -57,17 +57,16 @@ def instance_of(dataset_id: str) -> str:
     return dataset_id.split("/", 1)[0]
 
 
-def read_bbox(path: Path) -> list[int] | None:
-    """Union of the ``x y w h`` boxes in a bbox file, as one ``[x, y, w, h]``; None if absent.
+def read_boxes(path: Path) -> list[list[int]]:
+    """The ``x y w h`` boxes of a bbox file, each as ``[x, y, w, h]``; [] if absent.
 
-    ILIAS bbox files may hold several boxes (an object in parts); the reference crops
-    queries to their union, so the union is what we keep. Faults are decided here, before
-    any image is read: a line that is not four finite numbers refuses the dataset (one line
-    naming file and line); a box with no area is skipped with a warning naming them; a file
-    whose boxes are all skipped gives no box (the query is used whole).
+    ILIAS bbox files may hold several boxes (an object in parts). Faults are decided here,
+    before any image is read: a line that is not four finite numbers refuses the dataset
+    (one line naming file and line); a box with no area is skipped with a warning naming
+    them.
     """
     if not path.is_file():
-        return None
+        return []
     boxes = []
     for line_number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -85,11 +84,23 @@ def read_bbox(path: Path) -> list[int] | None:
         if w <= 0 or h <= 0:
             logger.warning("%s:%d: box %r has no area; skipped", path, line_number, line.strip())
             continue
-        boxes.append((x, y, x + w, y + h))
+        boxes.append([x, y, w, h])
+    return boxes
+
+
+def read_bbox(path: Path) -> list[int] | None:
+    """Union of the boxes in a bbox file (``read_boxes``), as one ``[x, y, w, h]`` clipped
+    at the image's top-left; None if absent or if every box was skipped (the query is then
+    used whole). The reference crops queries to this union."""
+    return union_box(read_boxes(path))
+
+
+def union_box(boxes: list[list[int]]) -> list[int] | None:
+    """The smallest ``[x, y, w, h]`` holding every box, clipped at 0; None for no box."""
     if not boxes:
         return None
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
     return [max(0, x0), max(0, y0), x1 - max(0, x0), y1 - max(0, y0)]
 
 
@@ -313,9 +324,12 @@ def _benchmark_record(
 ) -> Record:
     record_id = _relative_id(root, path)
     payload: dict = {"id": record_id, "path": str(path), "instance": instance, "role": role.value}
-    bbox = read_bbox(path.with_name(f"{path.stem}_bbox.txt"))
+    boxes = read_boxes(path.with_name(f"{path.stem}_bbox.txt"))
+    bbox = union_box(boxes)
     if bbox is not None:
-        payload["bbox"] = bbox
+        payload["bbox"] = bbox  # the union: what cropping uses
+    if len(boxes) > 1:
+        payload["boxes"] = boxes  # each part: what masking keeps
     if positive_info and record_id in positive_info:
         payload["scale"], payload["clutter"] = positive_info[record_id]
     return Record(record_id, path, payload)

@@ -14,7 +14,8 @@ the caller already holds (the README's API).
 Two defaults are the reference's, so that a number from here is the number its code gives:
 the search is exact (a full scan of the stored float32 originals, ``EXACT``: the top k that
 faiss' flat index returns, ties aside), and image queries are NOT cropped to their boxes
-(the reference extracts them whole unless asked). Approximate search (the collection's
+(the reference extracts them whole unless asked to crop them or to mask them outside their
+boxes: both are options here too). Approximate search (the collection's
 index: an int8 scan or HNSW) is an option; such a run then measures its recall@k against
 exact search on a sample of queries (``RECALL_SAMPLE``) and reports it beside the scores.
 """
@@ -122,6 +123,7 @@ def evaluate_collection(
     progress: Progress | None = None,
     batch_size: int = 32,
     crop_queries: bool = False,
+    mask_queries: bool = False,
     device: str = "auto",
     precision: str = "auto",
 ) -> Evaluation:
@@ -137,11 +139,14 @@ def evaluate_collection(
 
     ``params`` None is exact search (``EXACT``); anything else is approximate, and each
     kind's recall@k against exact is measured on up to ``RECALL_SAMPLE`` of its queries.
-    ``crop_queries`` crops image queries to their boxes (the reference does not by default).
-    ``device`` / ``precision``: where the queries are encoded (``ilias.indexing.devices``).
+    Image queries are whole by default, as the reference extracts them; ``crop_queries``
+    crops them to the union of their boxes, ``mask_queries`` zeroes the encoder input
+    outside their boxes (the reference's two options; one at a time). ``device`` /
+    ``precision``: where the queries are encoded (``ilias.indexing.devices``).
     """
-    from ilias.query.retriever import Retriever
+    from ilias.query.retriever import Retriever, query_region
 
+    region = query_region(crop_queries, mask_queries)
     unknown = [kind for kind in kinds if kind not in QUERY_KINDS]
     if unknown:
         raise IliasError(f"query kind {unknown[0]!r}: use image, text or hybrid")
@@ -166,7 +171,7 @@ def evaluate_collection(
         rankings, encode_s, search_s, stages, recalls = _run_kind(
             benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
             batch_size=batch_size, progress=report, rerank=steps if kind == "image" else (),
-            crop=crop_queries,
+            region=region,
         )  # fmt: skip
         began = time.perf_counter()
         scores, breakdown = _score(
@@ -197,12 +202,14 @@ def run_queries(
     progress: Callable[[int, int], None] | None = None,
     rerank: Sequence[Reranker] = (),
     crop_queries: bool = False,
+    mask_queries: bool = False,
 ) -> BenchmarkRun:
     """Run one kind of query over the benchmark with ``retriever``; mAP@k and oracle@k.
 
     The search is the retriever's (``params``, else its own ``params``), with no recall
     check: ``evaluate_collection`` is the runner that defaults to exact search.
-    ``image``: every image query, whole (``crop_queries``: cropped to its box). ``text``:
+    ``image``: every image query, whole (``crop_queries``: cropped to its box;
+    ``mask_queries``: masked outside its boxes). ``text``:
     every text query (the whole ``T*.txt``). ``hybrid``: every image query paired with its
     instance's text query, ranked by ``(1 - weight) * i2i + weight * t2i``. Image and text
     queries are scored separately, as in ILIAS. ``rerank`` re-ranks each image query's top
@@ -212,9 +219,12 @@ def run_queries(
         raise ValueError(f"unknown query kind {kind!r}: image, text or hybrid")
     if rerank and kind != "image":
         raise ValueError("re-rankers apply to image queries")
+    from ilias.query.retriever import query_region
+
+    region = query_region(crop_queries, mask_queries)
     rankings, encode_s, search_s, stages, _ = _run_kind(
         benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
-        batch_size=batch_size, progress=progress, rerank=rerank, crop=crop_queries,
+        batch_size=batch_size, progress=progress, rerank=rerank, region=region,
         recall_sample=0,
     )  # fmt: skip
     scores, _ = _score(rankings, ilias_ids_of(benchmark), kind, k)
@@ -300,7 +310,7 @@ def _run_kind(
     batch_size: int,
     progress: Callable[[int, int], None] | None,
     rerank: Sequence[Reranker],
-    crop: bool = False,
+    region: str = "whole",
     recall_sample: int = RECALL_SAMPLE,
 ) -> tuple[dict[str, list[Hit]], float, float, dict[str, float], list[float]]:
     """Encode and search every query of one kind, in batches; rankings, timings, and (for
@@ -329,9 +339,9 @@ def _run_kind(
         if kind == "text":
             vectors = retriever.encoder.encode_texts([q.text for q in chunk])
         elif needs_local:
-            vectors, local = retriever.encode_with_local(query_images_of(chunk, crop))
+            vectors, local = retriever.encode_with_local(query_images_of(chunk, region))
         else:
-            vectors = retriever.encode_images(query_images_of(chunk, crop))
+            vectors = retriever.encode_images(query_images_of(chunk, region))
         if kind == "hybrid":
             text_vectors = retriever.encoder.encode_texts(
                 [texts[q.payload["instance"]] for q in chunk]

@@ -12,12 +12,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ilias.errors import DatasetError, IliasError, StoreError
-from ilias.indexing import Encoder, Store, cached_encoder, load_image_for, open_store
+from ilias.indexing import (
+    Encoder,
+    Store,
+    cached_encoder,
+    load_image_for,
+    mask_outside_boxes,
+    open_store,
+)
 from ilias.indexing.devices import check_device, check_precision
 from ilias.indexing.store import check_k
 from ilias.loader import DecodeFailure, Record, crop_to_box
@@ -28,12 +36,20 @@ from ilias.types import Filter, Hit, LocalConfig, LocalFeatures, SearchParams
 ImageInput = Image.Image | str | Path | bytes
 
 
+# How a benchmark's image queries are given to the encoder: whole (the reference's default),
+# cropped to the union of their boxes (its --crop_resize) or masked outside them (--masking).
+QUERY_REGIONS = ("whole", "crop", "mask")
+
+
 @dataclass(frozen=True)
 class QueryImage:
-    """An image query with its optional ``[x, y, w, h]`` box (ILIAS queries are cropped to it)."""
+    """An image query: ``bbox`` (``[x, y, w, h]``) crops it to that box; ``mask`` (a list
+    of such boxes) keeps it whole and zeroes the encoder input outside them, as the
+    reference's ``--masking`` does (``ilias.indexing.mask_outside_boxes``)."""
 
     image: ImageInput
     bbox: Sequence[int] | None = None
+    mask: Sequence[Sequence[int]] | None = None
 
 
 class Retriever:
@@ -126,8 +142,11 @@ class Retriever:
         return self.search_image(image, k=k, filter=filter, params=params)
 
     def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
-        """Descriptors of query images (cropped to their boxes), in the collection's space."""
-        return self.encoder.encode_images(self._query_pictures(queries))
+        """Descriptors of query images (cropped or masked as asked), in the collection's space."""
+        pictures, masks = self._query_pictures(queries)
+        if not any(masks):
+            return self.encoder.encode_images(pictures)
+        return self.encoder.encode_preprocessed(self._masked_inputs(pictures, masks), 32)
 
     @property
     def local_config(self) -> LocalConfig | None:
@@ -145,8 +164,14 @@ class Retriever:
                 f"collection {self.collection!r} has no local descriptors; load it with --local "
                 "to re-rank with cs, sp or ames"
             )
-        return self.encoder.encode_with_local(
-            self._query_pictures(queries), config.top_k_query, config
+        pictures, masks = self._query_pictures(queries)
+        if not any(masks):
+            return self.encoder.encode_with_local(pictures, config.top_k_query, config)
+        return self.encoder.encode_preprocessed_with_local(
+            self._masked_inputs(pictures, masks),
+            [picture.size for picture in pictures],
+            config.top_k_query,
+            config,
         )
 
     def search_reranked(
@@ -195,10 +220,17 @@ class Retriever:
         scope = SearchScope(k, filter, params or self.params)
         return apply_rerankers(self.view, query, hits, steps, scope, timings)
 
-    def _query_pictures(self, queries: Sequence[QueryImage | ImageInput]) -> list[Image.Image]:
-        images = []
+    def _query_pictures(
+        self, queries: Sequence[QueryImage | ImageInput]
+    ) -> tuple[list[Image.Image], list[Sequence[Sequence[int]] | None]]:
+        """Decoded query pictures (cropped where a query has a ``bbox``) and each query's
+        mask boxes (None: unmasked); a box with no pixel in its image is refused."""
+        images: list[Image.Image] = []
+        masks: list[Sequence[Sequence[int]] | None] = []
         for index, query in enumerate(queries):
             query = query if isinstance(query, QueryImage) else QueryImage(query)
+            if query.bbox and query.mask:
+                raise IliasError(f"query {index}: crop (bbox) or mask, not both")
             picture: Image.Image | DecodeFailure
             if isinstance(query.image, Image.Image):
                 picture = query.image.convert("RGB")
@@ -208,12 +240,24 @@ class Retriever:
                 payload = {"bbox": list(query.bbox)} if query.bbox else {}
                 record = Record(f"query {index}", query.image, payload)
                 picture = load_image_for(record, crop_to_bbox=True)
+            if not isinstance(picture, DecodeFailure) and query.mask:
+                picture = _check_mask(f"query {index}", picture, query.mask)
             if isinstance(picture, DecodeFailure):
                 shown = "the given image" if isinstance(query.image, Image.Image) else query.image
                 raise DatasetError(f"cannot read query image {shown!s}: {picture.reason}")
-            image = picture
-            images.append(image)
-        return images
+            images.append(picture)
+            masks.append(query.mask or None)
+        return images, masks
+
+    def _masked_inputs(
+        self, pictures: Sequence[Image.Image], masks: Sequence[Sequence[Sequence[int]] | None]
+    ) -> list[Any]:
+        """Encoder inputs (CHW tensors), masked outside their boxes where a query has some."""
+        inputs = []
+        for picture, boxes in zip(pictures, masks, strict=True):
+            tensor = self.encoder.preprocess(picture)
+            inputs.append(mask_outside_boxes(tensor, picture.size, boxes) if boxes else tensor)
+        return inputs
 
     def search_image(
         self,
@@ -313,7 +357,42 @@ class Retriever:
         return self.view.search(vectors, k, filter, params or self.params)
 
 
-def query_images_of(records: Sequence[Record], crop: bool = False) -> list[QueryImage]:
-    """Benchmark query records as retriever inputs: the whole image, as the reference
-    extracts queries by default, or (``crop``) cropped to the query's box."""
-    return [QueryImage(r.source, r.payload.get("bbox") if crop else None) for r in records]
+def query_region(crop: bool = False, mask: bool = False) -> str:
+    """The ``QUERY_REGIONS`` name of a pair of options (both: one clear refusal)."""
+    if crop and mask:
+        raise IliasError(
+            "--crop-queries and --mask-queries: choose one (the reference's run scripts use "
+            "neither: queries whole)"
+        )
+    return "crop" if crop else "mask" if mask else "whole"
+
+
+def query_images_of(records: Sequence[Record], region: str = "whole") -> list[QueryImage]:
+    """Benchmark query records as retriever inputs (``QUERY_REGIONS``): the whole image, as
+    the reference extracts queries by default; cropped to the union of the query's boxes;
+    or masked outside each of them. A query without a box is used whole either way."""
+    if region not in QUERY_REGIONS:
+        raise IliasError(f"query region {region!r}: use {', '.join(QUERY_REGIONS)}")
+    out = []
+    for record in records:
+        bbox = record.payload.get("bbox")
+        if region == "crop" and bbox:
+            out.append(QueryImage(record.source, bbox=bbox))
+        elif region == "mask" and bbox:
+            out.append(QueryImage(record.source, mask=record.payload.get("boxes") or [bbox]))
+        else:
+            out.append(QueryImage(record.source))
+    return out
+
+
+def _check_mask(
+    query_id: str, picture: Image.Image, boxes: Sequence[Sequence[int]]
+) -> Image.Image | DecodeFailure:
+    """``picture`` if some box holds a pixel of it (a mask with none would hide it all)."""
+    for x, y, w, h in boxes:
+        if min(x + w, picture.width) > max(0, x) and min(y + h, picture.height) > max(0, y):
+            return picture
+    return DecodeFailure(
+        query_id,
+        f"no mask box ({len(boxes)}) holds a pixel of the {picture.width} x {picture.height} image",
+    )
