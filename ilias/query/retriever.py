@@ -143,10 +143,11 @@ class Retriever:
 
     def encode_images(self, queries: Sequence[QueryImage | ImageInput]) -> np.ndarray:
         """Descriptors of query images (cropped or masked as asked), in the collection's space."""
+        encoder = self.encoder  # first: a collection without one is refused before decoding
         pictures, masks = self._query_pictures(queries)
         if not any(masks):
-            return self.encoder.encode_images(pictures)
-        return self.encoder.encode_preprocessed(self._masked_inputs(pictures, masks), 32)
+            return encoder.encode_images(pictures)
+        return encoder.encode_preprocessed(self._masked_inputs(pictures, masks), 32)
 
     @property
     def local_config(self) -> LocalConfig | None:
@@ -164,10 +165,11 @@ class Retriever:
                 f"collection {self.collection!r} has no local descriptors; load it with --local "
                 "to re-rank with cs, sp or ames"
             )
+        encoder = self.encoder
         pictures, masks = self._query_pictures(queries)
         if not any(masks):
-            return self.encoder.encode_with_local(pictures, config.top_k_query, config)
-        return self.encoder.encode_preprocessed_with_local(
+            return encoder.encode_with_local(pictures, config.top_k_query, config)
+        return encoder.encode_preprocessed_with_local(
             self._masked_inputs(pictures, masks),
             [picture.size for picture in pictures],
             config.top_k_query,
