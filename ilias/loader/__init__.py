@@ -16,7 +16,7 @@ from ilias.loader.datasets import (
     read_labelled,
 )
 from ilias.loader.gpr1200 import Gpr1200Dataset, is_gpr1200_layout, load_gpr1200
-from ilias.loader.images import DecodeFailure, crop_to_box, decode_image
+from ilias.loader.images import DecodeFailure, clip_box, crop_to_box, decode_image
 from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
 from ilias.loader.sources import RecordChunk, Shard, TarShard, selection_tag
 from ilias.loader.uned import UNED_TEST_SPLITS, UnedDataset, UnedSplits, is_uned_layout, load_uned
@@ -48,6 +48,7 @@ __all__ = [
     "UnedDataset",
     "UnedSplits",
     "benchmark_for_collection",
+    "clip_box",
     "crop_to_box",
     "decode_image",
     "expand_shards",

@@ -155,16 +155,26 @@ def crop_to_box(
 ) -> Image.Image | DecodeFailure:
     """``image`` cropped to ``[x, y, w, h]``, clipped to the image; a box with no pixel
     inside the image is a failure that says so (a crop would be empty or padded black)."""
-    x, y, w, h = (int(v) for v in box)
-    left, top = max(0, x), max(0, y)
-    right, bottom = min(x + w, image.width), min(y + h, image.height)
-    if right <= left or bottom <= top:
+    clipped = clip_box(box, image.size)
+    if clipped is None:
+        x, y, w, h = (int(v) for v in box)
         return DecodeFailure(
             record_id,
             f"box x={x} y={y} w={w} h={h} holds no pixel of the {image.width} x "
             f"{image.height} image",
         )
-    return image.crop((left, top, right, bottom))
+    return image.crop(clipped)
+
+
+def clip_box(box: Sequence[int], size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``[x, y, w, h]`` clipped to an image of ``size`` (width, height), as (left, top,
+    right, bottom); None when no pixel of the image is inside it."""
+    x, y, w, h = (int(v) for v in box)
+    left, top = max(0, x), max(0, y)
+    right, bottom = min(x + w, size[0]), min(y + h, size[1])
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right, bottom
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -28,7 +28,7 @@ from ilias.indexing import (
 )
 from ilias.indexing.devices import check_device, check_precision
 from ilias.indexing.store import check_k
-from ilias.loader import DecodeFailure, Record, crop_to_box
+from ilias.loader import DecodeFailure, Record, clip_box, crop_to_box
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
 from ilias.rerank.chamfer import max_sim_to_chamfer
 from ilias.types import Filter, Hit, LocalConfig, LocalFeatures, SearchParams
@@ -147,7 +147,7 @@ class Retriever:
         pictures, masks = self._query_pictures(queries)
         if not any(masks):
             return encoder.encode_images(pictures)
-        return encoder.encode_preprocessed(self._masked_inputs(pictures, masks), 32)
+        return encoder.encode_preprocessed(_masked_inputs(encoder, pictures, masks), 32)
 
     @property
     def local_config(self) -> LocalConfig | None:
@@ -170,7 +170,7 @@ class Retriever:
         if not any(masks):
             return encoder.encode_with_local(pictures, config.top_k_query, config)
         return encoder.encode_preprocessed_with_local(
-            self._masked_inputs(pictures, masks),
+            _masked_inputs(encoder, pictures, masks),
             [picture.size for picture in pictures],
             config.top_k_query,
             config,
@@ -250,16 +250,6 @@ class Retriever:
             images.append(picture)
             masks.append(query.mask or None)
         return images, masks
-
-    def _masked_inputs(
-        self, pictures: Sequence[Image.Image], masks: Sequence[Sequence[Sequence[int]] | None]
-    ) -> list[Any]:
-        """Encoder inputs (CHW tensors), masked outside their boxes where a query has some."""
-        inputs = []
-        for picture, boxes in zip(pictures, masks, strict=True):
-            tensor = self.encoder.preprocess(picture)
-            inputs.append(mask_outside_boxes(tensor, picture.size, boxes) if boxes else tensor)
-        return inputs
 
     def search_image(
         self,
@@ -391,10 +381,22 @@ def _check_mask(
     query_id: str, picture: Image.Image, boxes: Sequence[Sequence[int]]
 ) -> Image.Image | DecodeFailure:
     """``picture`` if some box holds a pixel of it (a mask with none would hide it all)."""
-    for x, y, w, h in boxes:
-        if min(x + w, picture.width) > max(0, x) and min(y + h, picture.height) > max(0, y):
-            return picture
+    if any(clip_box(box, picture.size) is not None for box in boxes):
+        return picture
     return DecodeFailure(
         query_id,
         f"no mask box ({len(boxes)}) holds a pixel of the {picture.width} x {picture.height} image",
     )
+
+
+def _masked_inputs(
+    encoder: Encoder,
+    pictures: Sequence[Image.Image],
+    masks: Sequence[Sequence[Sequence[int]] | None],
+) -> list[Any]:
+    """Encoder inputs (CHW tensors), masked outside their boxes where a query has some."""
+    inputs = []
+    for picture, boxes in zip(pictures, masks, strict=True):
+        tensor = encoder.preprocess(picture)
+        inputs.append(mask_outside_boxes(tensor, picture.size, boxes) if boxes else tensor)
+    return inputs
