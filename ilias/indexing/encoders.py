@@ -178,9 +178,25 @@ class Encoder(ABC):
                 "the CPU's precisions"
             )
 
-    @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """RGB image -> normalised CHW tensor at this encoder's resolution."""
+        """RGB image -> normalised CHW tensor at this encoder's resolution, padded as the
+        network takes it."""
+        return self.pad_input(self.resize_normalise(image))
+
+    def preprocess_masked(self, image: Image.Image, boxes: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``preprocess`` with the input zeroed outside ``boxes`` (the reference's
+        ``--masking``): the mask covers the image's own resized size and the padding comes
+        after it, as the reference pads inside the model, so a ViT's padding never stretches
+        the mask (``mask_outside_boxes``)."""
+        return self.pad_input(mask_outside_boxes(self.resize_normalise(image), image.size, boxes))
+
+    @abstractmethod
+    def resize_normalise(self, image: Image.Image) -> torch.Tensor:
+        """RGB image -> normalised CHW tensor at this encoder's resolution, before padding."""
+
+    def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The network's padding of a ``resize_normalise`` output (none by default)."""
+        return tensor
 
     @abstractmethod
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor: ...
@@ -312,6 +328,73 @@ def timm_pooling(model_name: str) -> str | None:
     return "token" if "dinov3" in model_name else None
 
 
+# The torch-hub DINOv2 models without registers resize their position embedding with
+# ``scale_factor = (grid + HUB_OFFSET) / native grid`` (a kludge kept for their published
+# numbers), bicubic, no antialias; timm and the hub's register models resize to the grid
+# itself with antialias.
+HUB_OFFSET = 0.1
+
+
+def uses_hub_interpolation(model_name: str) -> bool:
+    """Whether the reference runs this timm model's weights from torch hub with the hub's
+    own position-embedding interpolation: DINOv2 without registers (its ``dinov2_vit*14``).
+    The register models (``*_reg4_dinov2``) interpolate on the hub as timm does."""
+    return "dinov2" in model_name and "reg" not in model_name
+
+
+def hub_position_embedding(
+    pos_embed: torch.Tensor, grid: tuple[int, int], dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``pos_embed`` (1, 1 + M*M, C: class position first) for an input of ``grid`` patches
+    (rows, columns), resized as DINOv2's torch-hub ``interpolate_pos_encoding`` does:
+    bicubic in float32 with the scale factor ``(n + 0.1) / M`` per axis (the output still
+    has ``n`` rows: the offset moves where each output samples the native grid) and no
+    antialias, then cast to ``dtype`` (the tokens' dtype, as the hub casts). Unchanged, not
+    even cast, at the native grid, as on the hub."""
+    native = math.isqrt(pos_embed.shape[1] - 1)
+    if tuple(grid) == (native, native):
+        return pos_embed
+    cls_position, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    channels = patches.shape[-1]
+    patches = patches.float().reshape(1, native, native, channels).permute(0, 3, 1, 2)
+    scale = tuple((n + HUB_OFFSET) / native for n in grid)
+    patches = F.interpolate(
+        patches, scale_factor=scale, mode="bicubic", align_corners=False, antialias=False
+    )
+    if tuple(patches.shape[-2:]) != tuple(grid):
+        raise ValueError(f"hub interpolation gave a {tuple(patches.shape[-2:])} grid for {grid}")
+    patches = patches.permute(0, 2, 3, 1).reshape(1, -1, channels)
+    resized = torch.cat([cls_position.float(), patches], dim=1)
+    return resized if dtype is None else resized.to(dtype)
+
+
+def use_hub_position_embedding(model: Any) -> None:  # a timm VisionTransformer
+    """Make a timm DINOv2 ViT (class token, no registers, dynamic size) add its position
+    embedding as the torch-hub model does (``hub_position_embedding``), for the global
+    descriptor and the patch tokens alike (both go through ``_pos_embed``). The rest of the
+    forward is timm's; the two agree once the position embedding does."""
+    if (
+        getattr(model, "cls_token", None) is None
+        or getattr(model, "reg_token", None) is not None
+        or getattr(model, "no_embed_class", True)
+        or not getattr(model, "dynamic_img_size", False)
+    ):
+        raise EncoderSpecError(
+            f"{type(model).__name__} is not the class-token ViT layout of DINOv2; the "
+            "torch-hub position embedding applies to DINOv2 without registers only"
+        )
+
+    def pos_embed(x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) patch embeddings
+        batch, rows, columns, channels = x.shape
+        tokens = torch.cat(
+            [model.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, channels)], dim=1
+        )
+        position = hub_position_embedding(model.pos_embed, (rows, columns), tokens.dtype)
+        return model.pos_drop(tokens + position)
+
+    model._pos_embed = pos_embed
+
+
 class TimmEncoder(Encoder):
     """Any timm backbone pooled by timm's own head: the classifier is removed, except the
     projection of CLIP / PE towers, which is kept as the reference keeps it.
@@ -371,6 +454,8 @@ class TimmEncoder(Encoder):
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
         self.patch_multiple = int(patch[0]) if patch else 1
         self.dim = head_dimension(self.model)
+        if uses_hub_interpolation(spec.name):
+            use_hub_position_embedding(self.model)
 
     @property
     def has_text_tower(self) -> bool:
@@ -391,10 +476,12 @@ class TimmEncoder(Encoder):
                 )
         return self._text_tower.encode(texts)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    def resize_normalise(self, image: Image.Image) -> torch.Tensor:
         resized = resize_larger_side(image, self.resolution)
         array = np.asarray(resized, dtype=np.float32) / 255.0
-        tensor = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+        return (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+
+    def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
         return pad_to_multiple(tensor, self.patch_multiple)
 
     def _forward_images(self, batch: torch.Tensor) -> torch.Tensor:
@@ -461,13 +548,16 @@ def mask_outside_boxes(
 ) -> torch.Tensor:
     """The reference's query masking: zero every input value outside the boxes.
 
-    ``tensor`` is the preprocessed CHW input of an image of ``original_size`` (width,
-    height); ``boxes`` are ``[x, y, w, h]`` in the original's pixels. As the ILIAS
-    reference's ``--masking`` does it, the mask is drawn at the original size and resized
-    to the whole input (padding included) by nearest-neighbour interpolation, after
-    normalisation: outside the boxes the network sees zeros (the dataset mean), inside the
-    unmasked values. One departure: a box reaching past the top or left edge is clipped
-    there (the reference's slicing would wrap a negative start around to the far edge).
+    ``tensor`` is the resized, normalised CHW input of an image of ``original_size``
+    (width, height), before any padding (``Encoder.resize_normalise``); ``boxes`` are
+    ``[x, y, w, h]`` in the original's pixels. As the ILIAS reference's ``--masking`` does
+    it, the mask is drawn at the original size and resized to the input by nearest-neighbour
+    interpolation, after normalisation: outside the boxes the network sees zeros (the
+    dataset mean), inside the unmasked values. The reference pads ViT inputs inside the
+    model, after masking, so padding is added afterwards (``Encoder.preprocess_masked``);
+    resizing the mask over a padded input would shift it by up to half a patch. One
+    departure: a box reaching past the top or left edge is clipped there (the reference's
+    slicing would wrap a negative start around to the far edge).
     """
     width, height = original_size
     mask = torch.zeros(height, width)
@@ -675,10 +765,12 @@ class OpenClipEncoder(Encoder):
     def has_text_tower(self) -> bool:
         return True
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    def resize_normalise(self, image: Image.Image) -> torch.Tensor:
         resized = resize_larger_side(image, self.resolution)
         array = np.asarray(resized, dtype=np.float32) / 255.0
-        tensor = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+        return (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
+
+    def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
         if not self.pad_to_square:
             return tensor
         pad_h, pad_w = self.resolution - tensor.shape[1], self.resolution - tensor.shape[2]
@@ -770,8 +862,11 @@ class AdaptedEncoder(Encoder):
     def has_text_tower(self) -> bool:
         return self.base.has_text_tower
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self.base.preprocess(image)
+    def resize_normalise(self, image: Image.Image) -> torch.Tensor:
+        return self.base.resize_normalise(image)
+
+    def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.base.pad_input(tensor)
 
     def _adapt(self, features: torch.Tensor) -> torch.Tensor:
         """The layer on the base encoder's unit-norm descriptors (what it was trained on), in

@@ -23,7 +23,6 @@ from ilias.indexing import (
     Store,
     cached_encoder,
     load_image_for,
-    mask_outside_boxes,
     open_store,
 )
 from ilias.indexing.devices import check_device, check_precision
@@ -45,7 +44,7 @@ QUERY_REGIONS = ("whole", "crop", "mask")
 class QueryImage:
     """An image query: ``bbox`` (``[x, y, w, h]``) crops it to that box; ``mask`` (a list
     of such boxes) keeps it whole and zeroes the encoder input outside them, as the
-    reference's ``--masking`` does (``ilias.indexing.mask_outside_boxes``)."""
+    reference's ``--masking`` does (``Encoder.preprocess_masked``)."""
 
     image: ImageInput
     bbox: Sequence[int] | None = None
@@ -397,6 +396,7 @@ def _masked_inputs(
     """Encoder inputs (CHW tensors), masked outside their boxes where a query has some."""
     inputs = []
     for picture, boxes in zip(pictures, masks, strict=True):
-        tensor = encoder.preprocess(picture)
-        inputs.append(mask_outside_boxes(tensor, picture.size, boxes) if boxes else tensor)
+        inputs.append(
+            encoder.preprocess_masked(picture, boxes) if boxes else encoder.preprocess(picture)
+        )
     return inputs
