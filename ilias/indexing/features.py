@@ -62,14 +62,40 @@ def feature_file_name(part: str, number: int | None = None, name: str = FEATURES
 
 
 def encode_id(dataset_id: str) -> str:
-    """An id as the reference writes it into the ASCII ``index``: non-ASCII characters
-    escaped (``#U00e9``, ``#U6771``; beyond U+FFFF two backslashes, ``U`` and 8 digits)."""
-    if dataset_id.isascii():
+    """An id exactly as the reference writes it into the ASCII ``index``.
+
+    The reference escapes with Python's ``unicode_escape``, takes the text of the resulting
+    bytes literal (which doubles every backslash, and escapes a single quote when the id
+    holds both quote marks) and spells ``\\\\u`` as ``#U`` and ``\\\\x`` as ``#U00``.
+    Per character that is: printable ASCII unchanged; ``é`` -> ``#U00e9``, ``東`` ->
+    ``#U6771``, a control character or DEL -> ``#U0001`` / ``#U007f``; beyond U+FFFF two
+    backslashes, ``U`` and 8 digits; tab, newline and carriage return two backslashes and
+    ``t`` / ``n`` / ``r``; a backslash four backslashes, except that a backslash followed by
+    a letter ``u`` or ``x`` becomes two backslashes and ``#U`` or ``#U00`` (the reference's
+    text replacement also matches there).
+    """
+    both_quotes = "'" in dataset_id and '"' in dataset_id
+    plain = dataset_id.isascii() and dataset_id.isprintable() and "\\" not in dataset_id
+    if plain and not both_quotes:
         return dataset_id
     out = []
-    for char in dataset_id:
+    index, length = 0, len(dataset_id)
+    while index < length:
+        char = dataset_id[index]
         code = ord(char)
-        if code < 0x80:
+        index += 1
+        if char == "\\":
+            following = dataset_id[index : index + 1]
+            if following in ("u", "x"):
+                out.append("\\\\#U" if following == "u" else "\\\\#U00")
+                index += 1
+            else:
+                out.append("\\" * 4)
+        elif char in _NAMED_CONTROLS:
+            out.append("\\\\" + _NAMED_CONTROLS[char])
+        elif char == "'" and both_quotes:
+            out.append("\\'")
+        elif 0x20 <= code < 0x7F:
             out.append(char)
         elif code <= 0xFFFF:
             out.append(f"#U{code:04x}")
@@ -78,18 +104,46 @@ def encode_id(dataset_id: str) -> str:
     return "".join(out)
 
 
-_ESCAPED = re.compile(r"#U([0-9a-f]{4})|\\\\U([0-9a-f]{8})")
+_NAMED_CONTROLS = {"\t": "t", "\n": "n", "\r": "r"}
+_NAMED_BACK = {v: k for k, v in _NAMED_CONTROLS.items()}
+# One escape of ``encode_id`` each, longest first where they share a start.
+_ESCAPED = re.compile(
+    r"(?P<backslash>\\{4})|(?P<bx>\\{2}#U00)|(?P<bu>\\{2}#U)"
+    r"|\\{2}(?P<named>[tnr])|\\{2}U(?P<wide>[0-9a-f]{8})|(?P<quote>\\')|#U(?P<code>[0-9a-f]{4})"
+)
+
+
+def _escaped_by_reference(code: int) -> bool:
+    """Whether the reference writes this character as ``#U`` and 4 digits."""
+    return (code < 0x20 and chr(code) not in _NAMED_CONTROLS) or code >= 0x7F
 
 
 def decode_id(stored: str) -> str:
-    """The dataset id an ``index`` entry stands for (undoes ``encode_id``; ``#U`` followed
-    by the code of an ASCII character is not an escape and stays as it is)."""
-    if "U" not in stored:
+    """The dataset id an ``index`` entry stands for (undoes ``encode_id``). Text the
+    reference never writes as an escape stays as it is (``#U0041``: ``A`` is never
+    escaped). Where the reference's escaping itself maps two ids to one text, the escape
+    wins: a literal ``#U00e9`` in an id reads back as ``é``, and a backslash followed by
+    ``u00`` as a backslash followed by ``x``."""
+    if "\\" not in stored and "#U" not in stored:
         return stored
 
     def unescape(match: re.Match[str]) -> str:
-        code = int(match.group(1) or match.group(2), 16)
-        return chr(code) if code >= 0x80 else match.group(0)
+        kind = match.lastgroup
+        if kind == "backslash":
+            return "\\"
+        if kind == "bx":
+            return "\\x"
+        if kind == "bu":
+            return "\\u"
+        if kind == "named":
+            return _NAMED_BACK[match.group("named")]
+        if kind == "quote":
+            return "'"
+        if kind == "wide":
+            code = int(match.group("wide"), 16)
+            return chr(code) if 0xFFFF < code <= 0x10FFFF else match.group(0)
+        code = int(match.group("code"), 16)
+        return chr(code) if _escaped_by_reference(code) else match.group(0)
 
     return _ESCAPED.sub(unescape, stored)
 
