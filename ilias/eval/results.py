@@ -17,6 +17,18 @@ writes; ``similarities`` before it. ilias writes ``sims`` and reads both
 lengths (queries with fewer results) are stored as lists of 1-d arrays, which the
 reference's loop reads the same way.
 
+Fewer than k results (a collection smaller than k): the reference's faiss search fills
+the rest of each row with the lowest float32 score (``NO_RESULT_SCORE``) and label -1,
+which its pickle writer turns into the database's last id; its evaluator then computes
+the oracle as ``hits / len(row) * k / positives``, which is ilias's ``hits / positives``
+only for rows of k entries. Given ``k``, ilias pads its pickles the same way (with a
+database id that cannot be a positive of the query), so the reference's evaluator gives
+ilias's oracle on them, and drops such entries when it reads a file. A JSON file cannot
+repeat an id and the reference's search cannot write one for such a collection (its
+writer fails on label -1): there, the reference's evaluator reports the oracle of a short
+row multiplied by ``k / len(row)`` (above 100 where every positive is found), and
+``write_similarities_json`` says so in a warning.
+
 Which queries count: as in the reference, only the queries present in a file (a query the
 file lacks is skipped and reported, not scored 0); image and text queries are scored
 separately (DESIGN.md section 2), and together as ``all``, the number ``evaluate.py`` prints
@@ -33,6 +45,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import pickle
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +65,12 @@ SCORES_KEY = "sims"
 #: The key ``evaluate.py`` read before 2025-09-01 (reference commit 91be844).
 LEGACY_SCORES_KEY = "similarities"
 _SHOWN = 5  # unknown ids quoted in an error message
+#: The score faiss gives an empty slot of a top-k row (fewer than k database vectors).
+NO_RESULT_SCORE = float(np.finfo(np.float32).min)
+#: The id a padded row points at when every id of the file belongs to the query's instance.
+NO_RESULT_ID = ""
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownIdsError(DatasetError):
@@ -62,20 +81,38 @@ class UnknownIdsError(DatasetError):
 
 
 def write_similarities(
-    path: Path | str, rankings: Rankings, *, scores_key: str = SCORES_KEY
+    path: Path | str, rankings: Rankings, *, scores_key: str = SCORES_KEY, k: int | None = None
 ) -> Path:
-    """Write ``rankings`` (``{query_id: [(db_id, score), ...]}``) as ``.json`` or ``.pkl``."""
+    """Write ``rankings`` (``{query_id: [(db_id, score), ...]}``) as ``.json`` or ``.pkl``.
+
+    ``k``: the search's k; rows with fewer results are padded as the reference's search pads
+    them (pickle), or a warning says how the reference's oracle differs (JSON)."""
     path = Path(path)
     if path.suffix == ".json":
-        return write_similarities_json(path, rankings)
+        return write_similarities_json(path, rankings, k=k)
     if path.suffix in (".pkl", ".pickle"):
-        return write_similarities_pickle(path, rankings, scores_key=scores_key)
+        return write_similarities_pickle(path, rankings, scores_key=scores_key, k=k)
     raise DatasetError(f"{path}: similarity files end in .json or .pkl, as the reference's do")
 
 
-def write_similarities_json(path: Path | str, rankings: Rankings) -> Path:
-    """The reference JSON form; each query's results in descending score (ties keep order)."""
+def write_similarities_json(path: Path | str, rankings: Rankings, *, k: int | None = None) -> Path:
+    """The reference JSON form; each query's results in descending score (ties keep order).
+
+    With ``k``, queries with fewer than k results are reported in a warning: the
+    reference's evaluator scales their oracle by ``k / results`` (see the module's notes)."""
     path = Path(path)
+    short = [q for q, ranking in rankings.items() if k is not None and len(ranking) < k]
+    if short:
+        logger.warning(
+            "%s: %d of %d queries have fewer than k=%d results (the collection is smaller "
+            "than k); the reference's evaluate.py computes their oracle as hits / results "
+            "x k / positives (above 100 when all are found), ilias as hits / positives; "
+            "mAP is the same. The .pkl form is padded as the reference's search pads it",
+            path,
+            len(short),
+            len(rankings),
+            k,
+        )
     document = {}
     for query_id, ranking in rankings.items():
         ids, scores = _sorted_ranking(query_id, ranking)
@@ -87,15 +124,22 @@ def write_similarities_json(path: Path | str, rankings: Rankings) -> Path:
 
 
 def write_similarities_pickle(
-    path: Path | str, rankings: Rankings, *, scores_key: str = SCORES_KEY
+    path: Path | str, rankings: Rankings, *, scores_key: str = SCORES_KEY, k: int | None = None
 ) -> Path:
     """The reference pickle form; ``scores_key="similarities"`` writes the spelling that the
-    reference's ``evaluate.py`` read before 2025-09-01, for older checkouts of it."""
+    reference's ``evaluate.py`` read before 2025-09-01, for older checkouts of it.
+
+    With ``k``, a row of fewer than k results is filled up to k as the reference's faiss
+    search fills it: score ``NO_RESULT_SCORE``, pointing at the file's last database id
+    outside the query's instance (the reference's points at its database's last id, a
+    distractor), so that the reference's evaluator computes ilias's oracle."""
     if scores_key not in (SCORES_KEY, LEGACY_SCORES_KEY):
         raise ValueError(f"scores_key must be {SCORES_KEY!r} or {LEGACY_SCORES_KEY!r}")
     path = Path(path)
     query_ids = list(rankings)
     rows = [_sorted_ranking(q, rankings[q]) for q in query_ids]
+    if k is not None:
+        rows = _padded_rows(query_ids, rows, k)
     db_ids = np.array(sorted({db_id for ids, _ in rows for db_id in ids}), dtype=str)
     position = {db_id: i for i, db_id in enumerate(db_ids.tolist())}
     ranks = [np.array([position[i] for i in ids], dtype=np.int64) for ids, _ in rows]
@@ -110,6 +154,30 @@ def write_similarities_pickle(
     with path.open("wb") as out:
         pickle.dump(document, out, protocol=4)
     return path
+
+
+def _padded_rows(
+    query_ids: Sequence[str], rows: list[tuple[list[str], np.ndarray]], k: int
+) -> list[tuple[list[str], np.ndarray]]:
+    """Rows shorter than k filled up to k with ``NO_RESULT_SCORE`` entries, each pointing at
+    an id that cannot be a positive of its query (another instance's), else ``NO_RESULT_ID``."""
+    if all(len(ids) >= k for ids, _ in rows):
+        return rows
+    known = sorted({db_id for ids, _ in rows for db_id in ids})
+    last = known[-1] if known else NO_RESULT_ID
+    other = next((d for d in reversed(known) if instance_of(d) != instance_of(last)), None)
+    padded = []
+    for query_id, (ids, scores) in zip(query_ids, rows, strict=True):
+        missing = k - len(ids)
+        if missing <= 0:
+            padded.append((ids, scores))
+            continue
+        instance = instance_of(query_id)
+        filler = last if instance_of(last) != instance else (other or NO_RESULT_ID)
+        padded.append(
+            (ids + [filler] * missing, np.concatenate([scores, np.full(missing, NO_RESULT_SCORE)]))
+        )
+    return padded
 
 
 def _sorted_ranking(query_id: str, ranking: Ranking) -> tuple[list[str], np.ndarray]:
@@ -138,7 +206,9 @@ def _compact_floats(scores: np.ndarray) -> np.ndarray:
 def read_similarities(path: Path | str) -> dict[str, list[tuple[str, float]]]:
     """Read a reference ``.json`` or ``.pkl`` similarity file into ``{query: [(db, score)]}``.
 
-    The order of each ranking is the file's; scoring sorts by score (stably) anyway.
+    The order of each ranking is the file's; scoring sorts by score (stably) anyway. Entries
+    with faiss's empty-slot score (``NO_RESULT_SCORE``: fewer database vectors than k) are
+    not results and are dropped.
     """
     path = Path(path)
     if not path.is_file():
@@ -164,9 +234,10 @@ def _read_json(path: Path) -> dict[str, list[tuple[str, float]]]:
     rankings = {}
     for query_id, results in document.items():
         try:
-            rankings[str(query_id)] = [(str(d), float(s)) for d, s in results.items()]
+            pairs = [(str(d), float(s)) for d, s in results.items()]
         except (TypeError, ValueError) as error:
             raise DatasetError(f"{path}: a score of {query_id!r} is not a number") from error
+        rankings[str(query_id)] = [(d, s) for d, s in pairs if s > NO_RESULT_SCORE]
     return rankings
 
 
@@ -237,7 +308,9 @@ def _read_pickle(path: Path) -> dict[str, list[tuple[str, float]]]:
                 "ranks index db_ids, and -1 (no result) is not allowed"
             )
         rankings[query_id] = [
-            (db_ids[r], s) for r, s in zip(row_ranks.tolist(), row_scores.tolist(), strict=True)
+            (db_ids[r], s)
+            for r, s in zip(row_ranks.tolist(), row_scores.tolist(), strict=True)
+            if s > NO_RESULT_SCORE  # faiss's empty slots: no result
         ]
     return rankings
 

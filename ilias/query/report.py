@@ -133,7 +133,7 @@ def write_similarity_files(
     for kind, run in evaluation.runs.items():
         for fmt in formats:
             name = SIMILARITY_STEMS[kind] + SIMILARITY_FORMATS[fmt]
-            write_similarities(folder / name, run.pairs())
+            write_similarities(folder / name, run.pairs(), k=evaluation.k)
             names.append(name)
     return names
 
