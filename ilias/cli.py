@@ -1397,3 +1397,56 @@ def serve(
         settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
     console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+# ------------------------------------------------------------------ ilias delete
+# Removing points from a collection (takedowns, expired products, privacy requests).
+
+
+@app.command()
+def delete(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Dataset ids of the points to delete.")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="A text file of dataset ids to delete, one a line."),
+    ] = None,
+    where: WhereOption = None,
+    delete_all: Annotated[
+        bool,
+        typer.Option("--all", help="Allow a --where or an id list that names every point."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    collection: CollectionOption = _defaults.collection,
+    store: StoreOption = _defaults.store,
+) -> None:
+    """Delete points by id, by a file of ids, or by a payload filter (asks first).
+
+    A deleted point's image still in the folder a load reads comes back with the next load
+    of that folder; remove the file too (then 'ilias load --sync' keeps it out).
+    """
+    from ilias.indexing.lifecycle import plan_delete, read_id_file
+
+    wanted = list(ids or []) + (read_id_file(from_file) if from_file is not None else [])
+    search_filter = parse_where(where)
+    if search_filter and (ids or from_file is not None):
+        raise IliasError("delete: give ids (arguments or --from FILE) or --where, not both")
+    if not search_filter and not (ids or from_file is not None):
+        raise IliasError("delete: name the points: ids, --from FILE or --where key=value")
+    with _open_store(store) as backend:
+        plan = plan_delete(
+            backend, collection, ids=None if search_filter else wanted, filter=search_filter,
+            allow_all=delete_all,
+        )  # fmt: skip
+        if plan.missing:
+            shown = ", ".join(plan.missing[:5])
+            console.print(f"{len(plan.missing)} ids are not in {collection} (skipped): {shown}")
+        if not yes and not typer.confirm(
+            f"delete {plan.matched} of the {plan.total} points of {collection} "
+            f"({backend.location})?"
+        ):
+            raise IliasError("nothing was deleted (pass --yes to skip the question)")
+        deleted = plan.apply(backend)
+        left = backend.count(collection)
+    console.print(f"deleted {deleted} points from [bold]{collection}[/]; {left} left")

@@ -28,6 +28,14 @@ from .features import (
     read_features as read_features,
     write_features as write_features,
 )
+from .lifecycle import (
+    AddReport as AddReport,
+    DeletePlan as DeletePlan,
+    add_images as add_images,
+    delete_points as delete_points,
+    plan_delete as plan_delete,
+    read_id_file as read_id_file,
+)
 from .load import (
     LoadReport as LoadReport,
     VersionedLoad as VersionedLoad,
