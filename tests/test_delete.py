@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ilias import cli
 from ilias.cli import app
 from ilias.errors import IliasError
 from ilias.indexing import CollectionConfig, delete_points, open_store, plan_delete
@@ -42,6 +43,12 @@ def filled(spec: str, n: int = 60) -> list[str]:
         store.upsert("c", ids, x, payloads)
         store.finish_load("c")
     return ids
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One message a line, so that it can be read back whole."""
+    monkeypatch.setattr(cli.console, "width", 250)
 
 
 @pytest.fixture(params=["edge", "memory"])

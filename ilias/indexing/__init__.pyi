@@ -64,3 +64,7 @@ from .store import (
     open_store as open_store,
     point_id as point_id,
 )
+from .sync import (
+    SyncReport as SyncReport,
+    sync_collection as sync_collection,
+)
