@@ -1395,6 +1395,14 @@ def serve(
             help="Largest query image accepted (default 20 MiB).",
         ),
     ] = None,
+    writes: Annotated[
+        bool,
+        typer.Option(
+            "--writes",
+            help="Allow adding and deleting points through the API (off by default; set "
+            "ILIAS_API_KEY so that only key holders can write).",
+        ),
+    ] = False,
 ) -> None:
     """Serve search, images and evaluation runs over HTTP, with a web page at /.
 
@@ -1417,6 +1425,8 @@ def serve(
         settings = dataclasses.replace(settings, cors_origins=origins)
     if max_upload_bytes is not None:
         settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
+    if writes:
+        settings = dataclasses.replace(settings, writes=True)
     console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 

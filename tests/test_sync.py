@@ -17,10 +17,9 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
+from small_pictures import picture, replace_picture, write
 from tar_shards import write_shard
 from typer.testing import CliRunner
 
@@ -43,30 +42,6 @@ runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 RESOLUTION = 64
 OPTIONS = ExtractionOptions(DEFAULT_ENCODER, resolution=RESOLUTION, scheduler="sync")
-PHOTOS = [np.asarray(Image.fromarray(f()).convert("RGB"))
-          for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)]  # fmt: skip
-
-
-def picture(seed: int) -> Image.Image:
-    """A small real-photo crop, different for every seed."""
-    rng = np.random.default_rng(seed)
-    photo = PHOTOS[seed % len(PHOTOS)]
-    y, x = rng.integers(0, photo.shape[0] - 96), rng.integers(0, photo.shape[1] - 96)
-    return Image.fromarray(photo[y : y + 96, x : x + 96]).resize((40, 40))
-
-
-def write(folder: Path, name: str, seed: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    picture(seed).save(path, quality=92)
-    return path
-
-
-def replace_picture(path: Path, seed: int) -> None:
-    """Another picture at the same path, with a later modification time."""
-    before = os.stat(path).st_mtime_ns
-    picture(seed).save(path, quality=92)
-    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
 
 
 @pytest.fixture(autouse=True)

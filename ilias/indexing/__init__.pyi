@@ -32,7 +32,9 @@ from .lifecycle import (
     AddReport as AddReport,
     DeletePlan as DeletePlan,
     add_images as add_images,
+    collection_options as collection_options,
     delete_points as delete_points,
+    encode_records as encode_records,
     plan_delete as plan_delete,
     read_id_file as read_id_file,
 )

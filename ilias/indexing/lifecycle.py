@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ilias.errors import IliasError, StoreError
 from ilias.indexing.store import Store
 from ilias.loader import FILE_STAMP, DecodeFailure, Record, file_stamp
 from ilias.types import Filter
+
+if TYPE_CHECKING:
+    from ilias.indexing.extract import ExtractedPartition, ExtractionOptions
 
 
 @dataclass(frozen=True)
@@ -125,22 +128,12 @@ class AddReport:
     failures: list[DecodeFailure]
 
 
-def add_images(
-    store: Store,
-    collection: str,
-    records: Sequence[Record],
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-) -> AddReport:
-    """Encode ``records`` (sources: paths or bytes) with the collection's own encoder and
-    store them, in this process, exactly as a load's worker would: the same decoding
-    (draft included), resolution, preprocessing, batching by shape and local descriptors.
-
-    An id already stored is overwritten (a replaced image). The collection must exist and
-    have been made by an image load (its metadata names the encoder and resolution).
-    """
-    from ilias.indexing.extract import ExtractionOptions, encode_partition
+def collection_options(
+    store: Store, collection: str, *, device: str = "auto", precision: str = "auto"
+) -> ExtractionOptions:
+    """How the images of ``collection`` were extracted: its encoder, resolution and local
+    descriptor settings, as a load records them in the collection's metadata."""
+    from ilias.indexing.extract import ExtractionOptions
     from ilias.indexing.local_features import LocalConfig
 
     if not store.collection_exists(collection):
@@ -153,7 +146,7 @@ def add_images(
             "an image load); add images with 'ilias load' into a collection made by one"
         )
     local = metadata.get("local")
-    options = ExtractionOptions(
+    return ExtractionOptions(
         encoder=str(encoder),
         resolution=int(resolution),
         scheduler="sync",
@@ -161,8 +154,31 @@ def add_images(
         precision=precision,
         local=LocalConfig(**local) if local else None,
     )
-    stamped = [_with_stamp(r) for r in records]
-    part = encode_partition(stamped, options, torch_threads=_torch_threads())
+
+
+def encode_records(records: Sequence[Record], options: ExtractionOptions) -> ExtractedPartition:
+    """Encode in this process exactly as a load's worker does (``encode_partition``: the
+    same decoding, draft included, resolution, preprocessing, batching by shape and local
+    descriptors); each point gets the file stamp a load writes, so a later sync sees an
+    added file as unchanged."""
+    from ilias.indexing.extract import encode_partition
+
+    return encode_partition([_with_stamp(r) for r in records], options, _torch_threads())
+
+
+def add_images(
+    store: Store,
+    collection: str,
+    records: Sequence[Record],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+) -> AddReport:
+    """Encode ``records`` (sources: paths or bytes) with the collection's own encoder and
+    store them: the vectors a load of the same files gives. An id already stored is
+    overwritten (a replaced image)."""
+    options = collection_options(store, collection, device=device, precision=precision)
+    part = encode_records(records, options)
     if part.ids:
         store.upsert(collection, part.ids, part.vectors, part.payloads, local=part.local)
     return AddReport(ids=list(part.ids), failures=list(part.failures))
