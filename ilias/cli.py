@@ -245,6 +245,21 @@ def load(
             "faster); --no-draft decodes every pixel, as the reference does.",
         ),
     ] = True,
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync",
+            help="Make the collection follow the source: also remove the points whose image "
+            "(or tar shard) is no longer in what is given; never on a partial listing.",
+        ),
+    ] = False,
+    sync_all: Annotated[
+        bool,
+        typer.Option(
+            "--sync-all",
+            help="With --sync: allow a source that shares no image with the collection.",
+        ),
+    ] = False,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing import ExtractionOptions, load_collection, load_versioned
@@ -254,6 +269,7 @@ def load(
 
     check_storage(storage, "--storage")
     check_index(index, "--index")
+    _check_sync_options(sync, sync_all, versioned, bool(features))
     if features:
         if versioned or local or select:
             raise IliasError(
@@ -284,7 +300,7 @@ def load(
         if local
         else None,
     )
-    with _open_store(store) as backend, _progress() as bar:
+    with _open_store(store) as backend, _progress() as bar, _held_by_service(collection):
         task = bar.add_task("images", total=len(source.records) or None)
         parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)
 
@@ -302,6 +318,10 @@ def load(
                 storage=storage, index=index,
             )  # fmt: skip
             report = swap.report
+        elif sync:
+            synced = _sync(source, backend, collection, options, progress, shard_progress,
+                           upload, storage, index, sync_all)  # fmt: skip
+            report = synced.load
         else:
             report = load_collection(
                 source, backend, collection, options, metadata=metadata, progress=progress,
@@ -345,6 +365,8 @@ def load(
         )
     for failure in report.failures[:10]:
         console.print(f"  [yellow]skipped[/] {failure.id}: {failure.reason}")
+    if sync:
+        _print_sync(synced)
 
 
 def _load_features(
@@ -1373,6 +1395,14 @@ def serve(
             help="Largest query image accepted (default 20 MiB).",
         ),
     ] = None,
+    writes: Annotated[
+        bool,
+        typer.Option(
+            "--writes",
+            help="Allow adding and deleting points through the API (off by default; set "
+            "ILIAS_API_KEY so that only key holders can write).",
+        ),
+    ] = False,
 ) -> None:
     """Serve search, images and evaluation runs over HTTP, with a web page at /.
 
@@ -1395,5 +1425,115 @@ def serve(
         settings = dataclasses.replace(settings, cors_origins=origins)
     if max_upload_bytes is not None:
         settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
+    if writes:
+        settings = dataclasses.replace(settings, writes=True)
     console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+# ------------------------------------------------------------------ ilias delete
+# Removing points from a collection (takedowns, expired products, privacy requests).
+
+
+@app.command()
+def delete(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Dataset ids of the points to delete.")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="A text file of dataset ids to delete, one a line."),
+    ] = None,
+    where: WhereOption = None,
+    delete_all: Annotated[
+        bool,
+        typer.Option("--all", help="Allow a --where or an id list that names every point."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    collection: CollectionOption = _defaults.collection,
+    store: StoreOption = _defaults.store,
+) -> None:
+    """Delete points by id, by a file of ids, or by a payload filter (asks first).
+
+    A deleted point's image still in the folder a load reads comes back with the next load
+    of that folder; remove the file too (then 'ilias load --sync' keeps it out).
+    """
+    from ilias.indexing.lifecycle import plan_delete, read_id_file
+
+    wanted = list(ids or []) + (read_id_file(from_file) if from_file is not None else [])
+    search_filter = parse_where(where)
+    if search_filter and (ids or from_file is not None):
+        raise IliasError("delete: give ids (arguments or --from FILE) or --where, not both")
+    if not search_filter and not (ids or from_file is not None):
+        raise IliasError("delete: name the points: ids, --from FILE or --where key=value")
+    with _open_store(store) as backend:
+        plan = plan_delete(
+            backend, collection, ids=None if search_filter else wanted, filter=search_filter,
+            allow_all=delete_all,
+        )  # fmt: skip
+        if plan.missing:
+            shown = ", ".join(plan.missing[:5])
+            console.print(f"{len(plan.missing)} ids are not in {collection} (skipped): {shown}")
+        if not yes and not typer.confirm(
+            f"delete {plan.matched} of the {plan.total} points of {collection} "
+            f"({backend.location})?"
+        ):
+            raise IliasError("nothing was deleted (pass --yes to skip the question)")
+        deleted = plan.apply(backend)
+        left = backend.count(collection)
+    console.print(f"deleted {deleted} points from [bold]{collection}[/]; {left} left")
+
+
+# ------------------------------------------------------------------ ilias load --sync
+# The library does the work (ilias.indexing.sync); these check, call and print.
+
+
+def _check_sync_options(sync: bool, sync_all: bool, versioned: bool, features: bool) -> None:
+    if sync_all and not sync:
+        raise IliasError("--sync-all only applies with --sync")
+    if sync and versioned:
+        raise IliasError(
+            "--sync updates a collection in place; a --versioned load starts a new version "
+            "from the source (nothing to remove): use one or the other"
+        )
+    if sync and features:
+        raise IliasError("--sync follows image files; --features loads feature files as they are")
+
+
+def _sync(source, backend, collection, options, progress, shard_progress, upload, storage, index,
+          sync_all):  # fmt: skip
+    """``load --sync``: the load, then the removal of points whose source is gone."""
+    from ilias.indexing.sync import sync_collection
+
+    return sync_collection(
+        source, backend, collection, options, metadata=source.metadata, progress=progress,
+        upload=cast("Upload", upload), shard_progress=shard_progress, storage=storage,
+        index=index, allow_all=sync_all,
+    )  # fmt: skip
+
+
+def _print_sync(synced) -> None:
+    console.print(
+        f"sync: {synced.added} added, {synced.changed} changed (extracted again), "
+        f"{synced.removed} removed"
+    )
+    if synced.kept_stale:
+        console.print(
+            f"[yellow]{synced.kept_stale} points whose source is not in the listing were kept[/]: "
+            f"the listing is partial ({'; '.join(synced.partial)}); run the sync again once it "
+            "reads whole"
+        )
+
+
+@contextmanager
+def _held_by_service(collection: str):
+    """A load refused because another process holds the collection says what to do, the
+    service (ilias serve) being the usual holder of an embedded collection."""
+    try:
+        yield
+    except CollectionBusy as error:
+        raise CollectionBusy(
+            f"{error}. If 'ilias serve' holds it, change the collection through the service "
+            f"(ilias serve --writes: POST /api/collections/{collection}/images, DELETE "
+            f"/api/collections/{collection}/points/ID) or stop the service, then load"
+        ) from error

@@ -535,3 +535,62 @@ def test_exact_rankings_are_the_same_on_every_layout(tmp_path):
                 swapped += 1
                 assert abs(q[int(hit_ram.id[1:])] - q[int(hit_compact.id[1:])]) <= 2 * tolerance
     assert swapped < 0.05 * k * len(queries)
+
+
+# -- deleting points (issue 23): the same contract on every engine ----------------------
+
+
+def test_delete_by_id_removes_exactly_those_points_and_counts_them(store):
+    ids, x = fill(store, n=200)
+    gone = ids[:10]
+    assert store.delete("c", ids=[*gone, gone[0], "never/loaded.jpg"]) == 10
+    assert store.count("c") == 190
+    assert store.existing_ids("c", ids[:12]) == set(ids[10:12])
+    assert store.retrieve_vectors("c", gone) == {}
+    exact = SearchParams(exact=True)
+    rows = store.search("c", x[:12], k=200, params=exact)
+    assert all(len(row) == 190 and not set(gone) & {h.id for h in row} for row in rows)
+    assert [row[0].id for row in rows[10:]] == ids[10:12]  # the survivors still find themselves
+    assert store.delete("c", ids=gone) == 0  # again: nothing left to delete
+    store.set_alias("live", "c")
+    assert store.delete("live", ids=[ids[10]]) == 1 and store.count("c") == 189
+
+
+def test_delete_by_filter_is_served_by_the_engine_and_checked_like_a_search(store):
+    ids, x = fill(store, n=200)
+    where = {"instance": "inst1", "role": "positive"}
+    assert store.delete("c", filter=where) == 20
+    assert store.count("c") == 180 and store.count("c", where) == 0
+    left = store.search("c", x[:1], k=200, filter={"instance": "inst1"})[0]
+    assert len(left) == 20 and {h.payload["role"] for h in left} == {"distractor"}
+    assert store.delete("c", filter={"scale": Range(gte=0.99)}) == 2
+    assert store.delete("c", filter={"instance": "nobody"}) == 0
+    with pytest.raises(StoreError, match="not an indexed field"):
+        store.delete("c", filter={"colour": "red"})
+    with pytest.raises(StoreError, match="ilias drop c"):
+        store.delete("c", filter={})
+    with pytest.raises(StoreError, match="one of the two"):
+        store.delete("c", ids=ids[:1], filter=where)
+    with pytest.raises(StoreError, match="one of the two"):
+        store.delete("c")
+    with pytest.raises(StoreError, match="no collection 'gone'"):
+        store.delete("gone", ids=ids[:1])
+    assert store.count("c") == 178
+
+
+def test_delete_takes_the_local_multivector_with_the_point(store):
+    rng = np.random.default_rng(5)
+    ids = [f"img{i}" for i in range(12)]
+    local = []
+    for _ in ids:
+        d = rng.standard_normal((4, 8)).astype(np.float32)
+        local.append(LocalFeatures(d / np.linalg.norm(d, axis=1, keepdims=True),
+                                   rng.uniform(0, 50, (4, 2)), np.ones(4)))  # fmt: skip
+    store.create_collection("loc", CollectionConfig(dim=16, local_dim=8))
+    store.upsert("loc", ids, unit_vectors(12, 16), [{} for _ in ids], local=local)
+    store.finish_load("loc")
+    assert store.delete("loc", ids=["img3"]) == 1
+    assert set(store.retrieve_local("loc", ids)) == set(ids) - {"img3"}
+    rescored = store.rescore_local("loc", local[3].descriptors, ids)
+    assert [h.id for h in rescored] and "img3" not in {h.id for h in rescored}
+    assert store.info("loc").points == 11

@@ -28,6 +28,16 @@ from .features import (
     read_features as read_features,
     write_features as write_features,
 )
+from .lifecycle import (
+    AddReport as AddReport,
+    DeletePlan as DeletePlan,
+    add_images as add_images,
+    collection_options as collection_options,
+    delete_points as delete_points,
+    encode_records as encode_records,
+    plan_delete as plan_delete,
+    read_id_file as read_id_file,
+)
 from .load import (
     LoadReport as LoadReport,
     VersionedLoad as VersionedLoad,
@@ -55,4 +65,8 @@ from .store import (
     Store as Store,
     open_store as open_store,
     point_id as point_id,
+)
+from .sync import (
+    SyncReport as SyncReport,
+    sync_collection as sync_collection,
 )

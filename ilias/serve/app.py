@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ilias import __version__
-from ilias.serve import api_collections, api_images, api_runs, api_search
+from ilias.serve import api_collections, api_images, api_runs, api_search, api_writes
 from ilias.serve.errors import install_error_handlers
 from ilias.serve.security import install_security
 from ilias.serve.settings import ServeSettings
@@ -53,6 +53,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     for module in (api_collections, api_search, api_images, api_runs):
         app.include_router(module.router)
     app.include_router(api_collections.health_router)
+    app.include_router(api_writes.router)  # refused (403) unless settings.writes
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -47,3 +47,4 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = field(default_factory=_origins)
     max_upload_bytes: int = field(default_factory=_upload_limit)
     max_k: int = MAX_K
+    writes: bool = False  # add and delete points through the API (ilias serve --writes)

@@ -118,3 +118,9 @@ class ServiceState:
         retriever = self.retriever(collection)
         metadata = retriever.view.config.metadata
         return [str(metadata[k]) for k in ("dataset", "distractors", "images") if metadata.get(k)]
+
+    def forget(self, collection: str) -> None:
+        """Drop the cached payloads of ``collection`` (its points were written or deleted)."""
+        with self._cache_lock:
+            for key in [key for key in self._payloads if key[0] == collection]:
+                del self._payloads[key]

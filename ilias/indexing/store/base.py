@@ -539,6 +539,47 @@ class Store:
         with ThreadPoolExecutor(parallel, thread_name_prefix="qdrant") as pool:
             yield from pool.map(fn, items)
 
+    # -- deleting points: takedowns, syncs, writes through the service -----------------
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> int:
+        """Delete points by dataset id or by payload filter; returns how many went.
+
+        Exactly one of ``ids`` and ``filter``. A point goes whole: its ``global`` vector,
+        its ``local`` multivector and its payload. Ids that are not stored are skipped (not
+        counted); a filter is checked against the indexed fields like a search's, and an
+        empty one is refused (``drop`` removes a whole collection). Each engine call is
+        acknowledged once applied and durable, so a delete cut by a kill -9 has removed a
+        part of the points and nothing else: running it again removes the rest.
+        """
+        if (ids is None) == (filter is None):
+            raise StoreError("delete: give the ids of the points or a filter (one of the two)")
+        self._writable_config(name)
+        target = self._target(name)
+        if ids is not None:
+            if any(not isinstance(i, str) for i in ids):
+                raise StoreError("delete: point ids are dataset ids (text)")
+            unique = list(dict.fromkeys(ids))
+            present = self.existing_ids(name, unique)
+            keys = [point_id(i) for i in unique if i in present]
+            size = self.capabilities.upsert_batch
+            for start in range(0, len(keys), size):
+                self.engine.delete(target, ids=keys[start : start + size])
+            return len(keys)
+        clauses = self._conditions(name, filter)
+        if not clauses:
+            raise StoreError(
+                f"delete from {name!r}: an empty filter names no points; to remove the whole "
+                f"collection use 'ilias drop {name}'"
+            )
+        matched = self.engine.count(target, clauses)
+        if matched:
+            self.engine.delete(target, conditions=clauses)
+        return matched
+
 
 @dataclass(frozen=True)
 class PointPage:

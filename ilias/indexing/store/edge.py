@@ -359,6 +359,25 @@ class EdgeEngine(Engine):
             _remove_interrupted_builds(self.root / name / "shard")
         return shard
 
+    # -- deleting points -----------------------------------------------------------------
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str | int] | None = None,
+        conditions: Sequence[Condition] | None = None,
+    ) -> None:
+        shard = self._shard(name)
+        if ids is not None:
+            shard.update(qe.UpdateOperation.delete_points(list(ids)))
+        else:
+            selector = _edge_filter(conditions or ())
+            if selector is None:
+                raise StoreError("a delete by filter needs at least one condition")
+            shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+        # The WAL already holds the delete (it survives a kill -9); the flush only bounds
+        # how much of it a reopen replays, as after a load.
+        shard.flush()
+
 
 def _remove_interrupted_builds(shard_dir: Path) -> None:
     """Delete index builds a killed process left in ``temp_segments/`` (hundreds of MB).

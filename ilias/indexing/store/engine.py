@@ -227,6 +227,18 @@ class Engine(ABC):
     def restore_snapshot(self, name: str, source: str) -> None:
         raise NotImplementedError
 
+    # -- deleting points (appended: kept apart from the bulk-load primitives above) -----
+    @abstractmethod
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str | int] | None = None,
+        conditions: Sequence[Condition] | None = None,
+    ) -> None:
+        """Delete the points ``ids`` or those matching ``conditions`` (exactly one is
+        given), every named vector and the payload with them; return only once applied
+        (durable: an acknowledged delete survives a kill -9)."""
+
 
 def missing_collection(name: str, location: str, known: Sequence[str]) -> StoreError:
     """The one error for a collection that is not there, whichever engine was asked."""

@@ -647,6 +647,30 @@ class ServerEngine(Engine):
             return []
         return names
 
+    # -- deleting points -----------------------------------------------------------------
+    def delete(
+        self,
+        name: str,
+        ids: Sequence[str | int] | None = None,
+        conditions: Sequence[Condition] | None = None,
+    ) -> None:
+        from qdrant_client import models
+
+        if ids is not None:
+            selector: Any = models.PointIdsList(points=list(ids))
+            what = f"deleting {len(ids)} points of {name!r}"
+        else:
+            selected = _filter(conditions or ())
+            if selected is None:
+                raise StoreError("a delete by filter needs at least one condition")
+            selector, what = models.FilterSelector(filter=selected), f"a delete in {name!r}"
+        self._call(
+            # wait=True: acknowledged means applied, as for upserts.
+            lambda: self.client.delete(collection_name=name, points_selector=selector, wait=True),
+            what,
+            collection=name,
+        )
+
 
 class ServerStore(Store):
     """A ``Store`` on a Qdrant server (one node, a cluster, the cloud) or, with ``memory()``,
