@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from ilias import __version__
 from ilias.serve import api_collections, api_images, api_runs, api_search
 from ilias.serve.errors import ErrorGuard, install_error_handlers
-from ilias.serve.limits import BodyLimitMiddleware
+from ilias.serve.limits import BodyLimitMiddleware, bound_allocator
 from ilias.serve.security import install_security
 from ilias.serve.settings import ServeSettings
 from ilias.serve.state import ServiceState
@@ -29,6 +29,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service over ``settings.store`` (the configured default store if None)."""
     settings = settings or ServeSettings()
+    bound_allocator()
     state = ServiceState(settings)
 
     @asynccontextmanager
