@@ -41,6 +41,13 @@ class Range:
 Filter = Mapping[str, Any]
 
 
+# Bounds of the search knobs: an ef beyond the candidates any collection here holds buys
+# nothing but time (and 2**64 overflows the engine's usize), an oversampling beyond 100x
+# k candidates rescored is a scan in disguise.
+MAX_HNSW_EF = 100_000
+MAX_OVERSAMPLING = 100.0
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Search knobs, with Qdrant's meaning: ``oversampling`` and ``rescore`` are int8 ones."""
@@ -52,11 +59,14 @@ class SearchParams:
     ignore_quantization: bool = False  # search the float32 originals (quality baseline)
 
     def __post_init__(self) -> None:
-        if self.hnsw_ef is not None and self.hnsw_ef < 1:
-            raise IliasError(f"hnsw_ef = {self.hnsw_ef}: give a positive number (--hnsw-ef)")
-        if self.oversampling is not None and not self.oversampling >= 1.0:
+        if self.hnsw_ef is not None and not 1 <= self.hnsw_ef <= MAX_HNSW_EF:
             raise IliasError(
-                f"oversampling = {self.oversampling}: give a factor of at least 1 (--oversampling)"
+                f"hnsw_ef = {self.hnsw_ef}: give a number from 1 to {MAX_HNSW_EF:,} (--hnsw-ef)"
+            )
+        if self.oversampling is not None and not 1.0 <= self.oversampling <= MAX_OVERSAMPLING:
+            raise IliasError(
+                f"oversampling = {self.oversampling}: give a factor from 1 to "
+                f"{MAX_OVERSAMPLING:g} (--oversampling)"
             )
 
 

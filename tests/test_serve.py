@@ -318,7 +318,7 @@ def test_a_declared_huge_upload_is_refused_before_it_is_read(tmp_path: Path) -> 
             files={"image": ("big.jpg", b"\0" * 200_000, "image/jpeg")},
         )
     assert answer.status_code == 413
-    assert answer.json()["detail"].startswith("upload larger than the limit of 1,000 bytes")
+    assert answer.json()["detail"].startswith("request body larger than the limit of 1,000 bytes")
 
 
 # ------------------------------------------------------------------ images
@@ -444,8 +444,18 @@ def test_api_key_guards_everything_but_health(
         assert guarded.get("/openapi.json").status_code == 401
         assert guarded.get("/api/collections", headers={"X-API-Key": "wrong"}).status_code == 401
         assert guarded.get("/api/collections", headers={"X-API-Key": "s3cret"}).status_code == 200
-        # image URLs in <img> tags cannot send headers: the key may come as ?api_key=
-        assert guarded.get("/api/collections", params={"api_key": "s3cret"}).status_code == 200
+        # a key in a URL grants nothing (it would be logged); the page trades it for a cookie
+        assert guarded.get("/api/collections", params={"api_key": "s3cret"}).status_code == 401
+        assert guarded.post("/api/session").status_code == 401
+        assert guarded.post("/api/session", headers={"X-API-Key": "wrong"}).status_code == 401
+        session = guarded.post("/api/session", headers={"X-API-Key": "s3cret"})
+        assert session.status_code == 204
+        cookie = session.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "s3cret" not in cookie
+        assert guarded.get("/api/collections").status_code == 200  # the client keeps the cookie
+        guarded.cookies.clear()
+        guarded.cookies.set("ilias_session", "99999999999.forged")
+        assert guarded.get("/api/collections").status_code == 401
         # CORS is off by default: no allow-origin header for a foreign page
         cross = guarded.get("/health", headers={"Origin": "http://elsewhere.example"})
         assert "access-control-allow-origin" not in cross.headers

@@ -30,6 +30,7 @@ Scalar = str | int | float | bool
 _CLAUSE = re.compile(r"^(?P<key>[^<>=]*)(?P<op>>=|<=|>|<|=)(?P<value>.*)$")
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _BOUNDS = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
 _SYNTAX = "use key=value, key=a|b, key>=x, key<=x, key>x or key<x"
 
@@ -99,21 +100,40 @@ def _values(clause: str, value: str) -> list[Scalar]:
         raise WhereError(f"--where {clause!r}: an empty alternative in a|b; remove the extra '|'")
     values: list[Scalar] = []
     for part in parts:
-        scalar = _scalar(part)
+        scalar = _scalar(clause, part)
         if not any(_same(scalar, seen) for seen in values):
             values.append(scalar)
     return values
 
 
-def _scalar(text: str) -> Scalar:
-    """``true``/``false`` -> bool, ``3`` -> int, ``0.5``/``1e-3`` -> float, else the text."""
+def _scalar(clause: str, text: str) -> Scalar:
+    """``true``/``false`` -> bool, ``3`` -> int, ``0.5``/``1e-3`` -> float, else the text.
+
+    Numbers must be what a payload can hold: a 64-bit integer, a finite float64 (``1e999``
+    or a 401-digit integer would otherwise reach the engine as inf or overflow it)."""
     if text.lower() in {"true", "false"}:
         return text.lower() == "true"
     if _INT.match(text):
-        return int(text)
+        number = int(text) if len(text.lstrip("+-")) <= 20 else _INT64_MAX + 1
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise WhereError(
+                f"--where {clause[:60]!r}: {text[:40]!r} is beyond a 64-bit integer "
+                f"({_INT64_MIN:,} to {_INT64_MAX:,}); give a smaller number"
+            )
+        return number
     if _FLOAT.match(text):
-        return float(text)
+        return _finite(clause, text)
     return text
+
+
+def _finite(clause: str, text: str) -> float:
+    """A float that float64 holds (``1e999`` is refused rather than read as inf)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise WhereError(
+            f"--where {clause[:60]!r}: {text[:40]!r} is beyond a float64 number; give a smaller one"
+        )
+    return number
 
 
 def _same(a: Scalar, b: Scalar) -> bool:
@@ -124,10 +144,7 @@ def _same(a: Scalar, b: Scalar) -> bool:
 def _number(clause: str, value: str) -> float:
     if not (_INT.match(value) or _FLOAT.match(value)):
         raise WhereError(f"--where {clause!r}: {value!r} is not a number")
-    number = float(value)
-    if not math.isfinite(number):  # pragma: no cover - the pattern admits finite numbers only
-        raise WhereError(f"--where {clause!r}: {value!r} is not a finite number")
-    return number
+    return _finite(clause, value)
 
 
 def _narrow(current: Range, bound: str, number: float) -> Range:

@@ -14,6 +14,8 @@ is the view a retriever passes in.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -180,44 +182,93 @@ class AmesRerank(Reranker):
         return rescored + missing + tail, query
 
 
+# What each step's options may be: (type, lowest, highest) for numbers, the choices for text.
+# The ranges keep every value meaningful and every vector finite: an alpha of 1e308 or NaN
+# would put inf/NaN into the expanded query (which the engine cannot search), a float n
+# cannot slice a ranking, a huge top or cap only costs memory.
+_OPTIONS: dict[str, dict[str, tuple[type, float, float] | tuple[str, ...]]] = {
+    "aqe": {"n": (int, 1, 1000), "alpha": (float, 0.0, 100.0)},
+    "cs": {},
+    "sp": {
+        "top": (int, 1, 10_000),
+        "model": ("similarity", "affine"),
+        "threshold": (float, 0.0, 1e6),
+        "weight": (float, -1e6, 1e6),
+        "cap": (int, 1, 10_000),
+        "seed": (int, 0, 2**32 - 1),
+    },
+    "ames": {
+        "top": (int, 1, 10_000),
+        "lam": (float, 0.0, 1.0),
+        "gamma": (float, 0.0, 1e6),
+    },
+}
+
+
 def parse_rerankers(
     steps: Sequence[str], *, ames_weights: str | None = None, local_dim: int | None = None
 ) -> list[Reranker]:
-    """``["cs", "aqe:n=2:alpha=3", "sp:top=50"]`` -> re-rankers, applied in that order."""
+    """``["cs", "aqe:n=2:alpha=3", "sp:top=50"]`` -> re-rankers, applied in that order.
+
+    Every option is checked against ``_OPTIONS`` (its type and range) before any step is
+    built, so a bad spec is one line naming the step and the option, from the CLI and from
+    the service alike.
+    """
     out: list[Reranker] = []
     for step in steps:
         name, *options = step.strip().split(":")
-        kwargs: dict[str, Any] = {}
-        for option in options:
-            key, sep, value = option.partition("=")
-            if not sep:
-                raise IliasError(f"re-ranker option {option!r} in {step!r}: use key=value")
-            kwargs[key] = float(value) if "." in value else _number_or_text(value)
-        try:
-            if name == "aqe":
-                out.append(AlphaQueryExpansion(**kwargs))
-            elif name == "cs":
-                out.append(ChamferRerank(**kwargs))
-            elif name == "sp":
-                out.append(SpatialRerank(**kwargs))
-            elif name == "ames":
-                if not ames_weights or local_dim is None:
-                    raise IliasError("--rerank ames needs --ames-weights FILE (no weights ship)")
-                from ilias.rerank.ames import load_ames  # torch: only when AMES is asked for
+        if name not in _OPTIONS:
+            raise IliasError(f"unknown re-ranker {name!r}: aqe, cs, sp or ames")
+        kwargs = {key: value for key, value in (_option(step, name, o) for o in options)}
+        if name == "aqe":
+            out.append(AlphaQueryExpansion(**kwargs))
+        elif name == "cs":
+            out.append(ChamferRerank(**kwargs))
+        elif name == "sp":
+            out.append(SpatialRerank(**kwargs))
+        else:
+            if not ames_weights or local_dim is None:
+                raise IliasError("--rerank ames needs --ames-weights FILE (no weights ship)")
+            from ilias.rerank.ames import load_ames  # torch: only when AMES is asked for
 
-                out.append(AmesRerank(load_ames(ames_weights, local_dim), **kwargs))
-            else:
-                raise IliasError(f"unknown re-ranker {name!r}: aqe, cs, sp or ames")
-        except TypeError as error:
-            raise IliasError(f"re-ranker {step!r}: {error}") from error
+            out.append(AmesRerank(load_ames(ames_weights, local_dim), **kwargs))
     return out
 
 
-def _number_or_text(value: str) -> int | str:
+def _option(step: str, name: str, option: str) -> tuple[str, Any]:
+    """One ``key=value`` of a step, typed and range-checked (one-line ``IliasError``)."""
+    key, sep, text = option.partition("=")
+    key, text = key.strip(), text.strip()
+    if not sep:
+        raise IliasError(f"re-ranker option {option!r} in {step!r}: use key=value")
+    known = _OPTIONS[name]
+    if key not in known:
+        takes = ", ".join(known) or "no options"
+        raise IliasError(f"re-ranker {step!r}: {name} has no option {key!r} (it takes {takes})")
+    spec = known[key]
+    if isinstance(spec[0], str):  # a choice among names
+        if text not in spec:
+            raise IliasError(f"re-ranker {step!r}: {key} is one of {', '.join(map(str, spec))}")
+        return key, text
+    kind, low, high = spec
+    value = _typed(text, kind)
+    if value is None or not low <= value <= high:
+        what = "a whole number" if kind is int else "a number"
+        raise IliasError(
+            f"re-ranker {step!r}: {key}={text!r}: give {what} from {low:g} to {high:g}"
+        )
+    return key, value
+
+
+def _typed(text: str, kind: type) -> int | float | None:
+    """``text`` as an int (digits only) or a finite float; None if it is not one."""
+    if kind is int:
+        return int(text) if re.fullmatch(r"[+-]?[0-9]{1,20}", text) else None
     try:
-        return int(value)
+        number = float(text)
     except ValueError:
-        return value
+        return None
+    return number if math.isfinite(number) else None
 
 
 def apply_rerankers(

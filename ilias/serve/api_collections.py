@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ilias.indexing.store import aliases_by_collection
+from ilias.serve.errors import error_responses
 from ilias.serve.schemas import CollectionModel, CollectionsResponse
 from ilias.serve.state import ServiceState
 
-router = APIRouter(prefix="/api/collections", tags=["collections"])
+router = APIRouter(
+    prefix="/api/collections", tags=["collections"], responses=error_responses(404, 422)
+)
 health_router = APIRouter(tags=["health"])
+
+
+class ReadyStatus(BaseModel):
+    status: str
+    collections: int | None = None
 
 
 def _collection(state: ServiceState, name: str, aliases: list[str]) -> CollectionModel:
@@ -63,7 +72,11 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@health_router.get("/ready")
+@health_router.get(
+    "/ready",
+    response_model=ReadyStatus,
+    responses={503: {"model": ReadyStatus, "description": "not ready: send no traffic yet"}},
+)
 def ready(request: Request) -> JSONResponse:
     """The store is open and answers: send traffic (503 until then)."""
     state: ServiceState = request.app.state.service

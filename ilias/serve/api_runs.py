@@ -15,11 +15,13 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AfterValidator
 
 from ilias.serve.api_search import image_urls
-from ilias.serve.errors import NotFound
+from ilias.serve.errors import NotFound, error_responses
 from ilias.serve.files import contained_path, file_response
 from ilias.serve.schemas import (
+    MAX_ID_CHARS,
     ComparedQuery,
     MissedPositive,
     QueryAP,
@@ -28,11 +30,23 @@ from ilias.serve.schemas import (
     RunComparison,
     RunDetail,
     RunSummary,
+    clean_text,
 )
 from ilias.serve.settings import MAX_K
 from ilias.serve.state import ServiceState
 
-router = APIRouter(prefix="/api/runs", tags=["evaluation runs"])
+router = APIRouter(
+    prefix="/api/runs", tags=["evaluation runs"], responses=error_responses(400, 404, 422)
+)
+QueryId = Annotated[
+    str,
+    Query(
+        description="the query id, e.g. cat/query/Q000.jpg", min_length=1, max_length=MAX_ID_CHARS
+    ),
+    AfterValidator(clean_text),
+]
+# What a run's query image may be: a picture, never a text or list file of the dataset.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 def _folders(state: ServiceState) -> dict[str, Path]:
@@ -152,7 +166,7 @@ def run_detail(run: str, request: Request) -> RunDetail:
 def query_detail(
     run: str,
     request: Request,
-    id: Annotated[str, Query(description="the query id, e.g. cat/query/Q000.jpg")],
+    id: QueryId,
     k: Annotated[int, Query(ge=1, le=MAX_K, description="how many ranks to show")] = 50,
 ) -> QueryDetail:
     """One query of a run: its top k with positives marked, and the positives it missed
@@ -208,13 +222,37 @@ def query_detail(
     )
 
 
-@router.get("/{run}/query-image", response_class=Response)
-def query_image(
-    run: str, request: Request, id: Annotated[str, Query(description="the query id")]
-) -> Response:
-    """A query's image, served only from inside the run's dataset folder."""
+@router.get(
+    "/{run}/query-image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the query image"}},
+)
+def query_image(run: str, request: Request, id: QueryId) -> Response:
+    """A query's image: only a query the run lists, only a picture, and only from inside a
+    dataset folder that a collection of this store records (a run folder's own word for
+    where its dataset is does not open any other folder)."""
     state: ServiceState = request.app.state.service
-    dataset = (_metrics(_folder(state, run)).get("dataset") or {}).get("path")
+    folder = _folder(state, run)
+    missing = NotFound(f"no query image {id!r} in run {run!r}")
+    if Path(id).suffix.lower() not in IMAGE_SUFFIXES:
+        raise missing
+    if id not in {row.query_id for row in _image_rows(folder)}:
+        raise missing
+    dataset = (_metrics(folder).get("dataset") or {}).get("path")
     if not dataset:
         raise NotFound(f"run {run!r} records no dataset folder")
+    if not _served_root(state, str(dataset)):
+        raise NotFound(
+            f"run {run!r} records dataset {str(dataset)[:200]!r}, which no collection of "
+            "this store was loaded from; its query images are not served"
+        )
     return file_response(request, contained_path(id, [dataset], f"query {id!r}"))
+
+
+def _served_root(state: ServiceState, dataset: str) -> bool:
+    """Whether ``dataset`` is (resolved) a folder a collection of the store records."""
+    try:
+        wanted = Path(dataset).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(Path(root).resolve() == wanted for root in state.served_roots())

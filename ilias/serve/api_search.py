@@ -21,14 +21,16 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
 from pydantic import ValidationError
 
-from ilias.serve.errors import NotFound, ServiceError
+from ilias.serve.errors import NotFound, ServiceError, error_responses
 from ilias.serve.filters import request_filter
 from ilias.serve.schemas import HitModel, SearchRequest, SearchResponse
 from ilias.serve.state import ServiceState
 from ilias.serve.uploads import decode_upload, read_limited
 from ilias.types import Hit, SearchParams
 
-router = APIRouter(prefix="/api/collections", tags=["search"])
+router = APIRouter(
+    prefix="/api/collections", tags=["search"], responses=error_responses(400, 404, 413, 422)
+)
 
 
 def image_urls(collection: str, dataset_id: str) -> tuple[str, str]:
@@ -163,7 +165,9 @@ def search(collection: str, body: SearchRequest, request: Request) -> SearchResp
     return run_search(request.app.state.service, collection, body)
 
 
-@router.post("/{collection}/search/image", response_model=SearchResponse)
+@router.post(
+    "/{collection}/search/image", response_model=SearchResponse, responses=error_responses(503)
+)
 def search_image(
     collection: str,
     request: Request,
@@ -172,22 +176,29 @@ def search_image(
         str, Form(description="a SearchRequest as JSON (k, where, filter, params, text, rerank)")
     ] = "{}",
 ) -> SearchResponse:
-    """Search by an uploaded image (with a text too: hybrid)."""
+    """Search by an uploaded image (with a text too: hybrid). The image is read, decoded
+    and encoded in one of the service's decode slots (503 with Retry-After when they and
+    their queue are full)."""
     state: ServiceState = request.app.state.service
     try:
         body = SearchRequest.model_validate(json.loads(query or "{}"))
     except json.JSONDecodeError as error:
         raise ServiceError(f"query: not JSON ({error.msg}); send a SearchRequest object") from None
+    except RecursionError:
+        raise ServiceError("query: nested too deeply; send a flat SearchRequest object") from None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ServiceError(f"query: {where}: {first['msg']}") from None
-    data = read_limited(image, state.settings.max_upload_bytes)
-    started = time.perf_counter()
-    picture = decode_upload(data)
-    decoded = time.perf_counter() - started
-    response = run_search(
-        state, collection, body, picture, f"upload {image.filename or ''}".strip()
-    )
+    state.check_collection(collection)
+    name = (image.filename or "")[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+    described = f"upload {name}".strip()
+    with state.decodes.slot():
+        data = read_limited(image, state.settings.max_upload_bytes)
+        started = time.perf_counter()
+        picture = decode_upload(data, state.settings.max_pixels)
+        del data  # the decoded picture is all the search needs
+        decoded = time.perf_counter() - started
+        response = run_search(state, collection, body, picture, described)
     response.timings_ms = {"decode": round(1000 * decoded, 3), **response.timings_ms}
     return response

@@ -17,11 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from ilias import __version__
 from ilias.serve import api_collections, api_images, api_runs, api_search, api_writes
-from ilias.serve.errors import install_error_handlers
+from ilias.serve.errors import ErrorGuard, install_error_handlers
+from ilias.serve.limits import BodyLimitMiddleware, bound_allocator
 from ilias.serve.security import install_security
 from ilias.serve.settings import ServeSettings
 from ilias.serve.state import ServiceState
-from ilias.serve.uploads import install_upload_limit
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -29,6 +29,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The service over ``settings.store`` (the configured default store if None)."""
     settings = settings or ServeSettings()
+    bound_allocator()
     state = ServiceState(settings)
 
     @asynccontextmanager
@@ -48,8 +49,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_error_handlers(app)
-    install_upload_limit(app, settings.max_upload_bytes)
+    # Innermost first: body limits, then the key (and CORS) around them, then the guard
+    # that answers any bug itself, outermost, so no exception reaches the server.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        upload_limit=settings.max_upload_bytes,
+        json_limit=settings.max_json_bytes,
+    )
     install_security(app, settings)
+    app.add_middleware(ErrorGuard)
     for module in (api_collections, api_search, api_images, api_runs):
         app.include_router(module.router)
     app.include_router(api_collections.health_router)

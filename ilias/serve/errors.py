@@ -2,27 +2,60 @@
 
 A mistake the caller can fix (an ``IliasError``: unknown collection, malformed filter,
 unreadable image, k out of range) is a 4xx whose detail names the fix; anything else is a
-bug, logged here with its traceback and answered with a generic 500.
+bug, logged here with its traceback and answered with a generic 500. Either way the
+connection stays usable: ``ErrorGuard`` answers a bug itself instead of letting the
+exception reach the server (uvicorn closes a keep-alive connection on one, without
+telling the client). The OpenAPI document describes every error body with one schema,
+``ErrorModel``, on the routes and statuses that can answer it (``error_responses``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ilias.errors import IliasError
 
 logger = logging.getLogger(__name__)
 
 
+BUG_DETAIL = "internal error; the service log has the details"
+
+
+class ErrorModel(BaseModel):
+    """Every error answer: one line that says what was wrong and what to do."""
+
+    detail: str
+
+
+_MEANINGS = {
+    400: "the request cannot be done as asked (the detail says why)",
+    401: "missing or wrong API key",
+    404: "no such collection, point, run or file",
+    413: "the request body or the image is larger than the service's limit",
+    422: "a field is missing, of the wrong type or out of range",
+    503: "busy (every decode slot taken): retry after Retry-After seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with ``ErrorModel``."""
+    return {s: {"model": ErrorModel, "description": _MEANINGS[s]} for s in statuses}
+
+
 class ServiceError(IliasError):
     """An ``IliasError`` with the HTTP status it answers with (400 unless said)."""
 
     status_code = 400
+    headers: dict[str, str] | None = None
 
 
 class NotFound(ServiceError):
@@ -38,7 +71,9 @@ class Unprocessable(ServiceError):
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One line of valid UTF-8 (a lone surrogate a client sent is shown escaped)."""
+    line = " ".join(str(text).split())
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def validation_detail(error: RequestValidationError) -> str:
@@ -55,7 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IliasError)
     async def ilias_error(request: Request, error: IliasError) -> JSONResponse:
         status = getattr(error, "status_code", 400)
-        return JSONResponse({"detail": _one_line(str(error))}, status_code=status)
+        headers = getattr(error, "headers", None)
+        return JSONResponse({"detail": _one_line(str(error))}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -69,9 +105,41 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(error, "headers", None),
         )
 
-    @app.exception_handler(Exception)
-    async def bug(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": "internal error; the service log has the details"}, status_code=500
-        )
+
+class ErrorGuard:
+    """The outermost middleware of the app: an exception nobody handled becomes a logged
+    generic 500 answered here, so the server never sees it and keeps the connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half an answer is out: nothing valid can follow on this connection
+                raise
+            body = json.dumps({"detail": BUG_DETAIL}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})

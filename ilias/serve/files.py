@@ -19,8 +19,9 @@ from pathlib import Path
 from fastapi import Request, Response
 from fastapi.responses import FileResponse
 
-from ilias.loader.images import DecodeFailure, decode_image
 from ilias.serve.errors import NotFound, Unprocessable
+from ilias.serve.limits import DecodeGate
+from ilias.serve.uploads import decode_bounded
 
 CACHE_CONTROL = "private, max-age=3600"
 THUMBNAIL_SIZES = (64, 512)  # the smallest and largest thumbnail side served
@@ -62,8 +63,11 @@ def file_response(request: Request, path: Path) -> Response:
     )
 
 
-def thumbnail_response(request: Request, path: Path, size: int) -> Response:
-    """A JPEG no larger than ``size`` on its longer side (cached in memory by file identity)."""
+def thumbnail_response(
+    request: Request, path: Path, size: int, gate: DecodeGate, max_pixels: int
+) -> Response:
+    """A JPEG no larger than ``size`` on its longer side (cached in memory by file identity),
+    decoded in one of the ``gate``'s slots within ``max_pixels``."""
     low, high = THUMBNAIL_SIZES
     if not low <= size <= high:
         raise Unprocessable(f"size: give a thumbnail side between {low} and {high} pixels")
@@ -72,17 +76,16 @@ def thumbnail_response(request: Request, path: Path, size: int) -> Response:
     if cached is not None:
         return cached
     stat = path.stat()
-    data = _thumbnail(str(path), stat.st_mtime_ns, stat.st_size, size)
+    with gate.slot():
+        data = _thumbnail(str(path), stat.st_mtime_ns, stat.st_size, size, max_pixels)
     return Response(
         data, media_type="image/jpeg", headers={"ETag": etag, "Cache-Control": CACHE_CONTROL}
     )
 
 
 @lru_cache(maxsize=2048)
-def _thumbnail(path: str, mtime_ns: int, file_size: int, size: int) -> bytes:
-    image = decode_image(path, Path(path))
-    if isinstance(image, DecodeFailure):
-        raise Unprocessable(f"cannot make a thumbnail: {image.reason}")
+def _thumbnail(path: str, mtime_ns: int, file_size: int, size: int, max_pixels: int) -> bytes:
+    image = decode_bounded("stored image", Path(path), max_pixels, target=size)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ilias.serve.settings import MAX_K
+from ilias.types import MAX_HNSW_EF, MAX_OVERSAMPLING
+
+# Lengths no real request comes near; they bound the work a request can ask for.
+MAX_ID_CHARS = 1024  # a dataset id is a relative path (ILIAS: ~40 characters)
+MAX_TEXT_CHARS = 2000
+MAX_CLAUSE_CHARS = 1000
+MAX_CLAUSES = 32
+MAX_STEPS = 8
+
+
+def clean_text(value: str) -> str:
+    """A string the store, the file system and a tokenizer can all take: valid Unicode
+    (no lone surrogate such as ``\\ud800``) and no NUL character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (a lone surrogate); send UTF-8 text") from None
+    if "\0" in value:
+        raise ValueError("holds a NUL character; remove it")
+    return value
+
+
+IdText = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(clean_text)]
+QueryText = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(clean_text)
+]
+Clause = Annotated[
+    str, Field(min_length=1, max_length=MAX_CLAUSE_CHARS), AfterValidator(clean_text)
+]
 
 
 class SearchParamsModel(BaseModel):
     """How Qdrant searches (the CLI's --exact, --hnsw-ef, --oversampling, --rescore)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     exact: bool = False
-    hnsw_ef: int | None = Field(default=None, ge=1)
-    oversampling: float | None = Field(default=None, ge=1.0)
+    hnsw_ef: int | None = Field(default=None, ge=1, le=MAX_HNSW_EF)
+    oversampling: float | None = Field(default=None, ge=1.0, le=MAX_OVERSAMPLING)
     rescore: bool = True
 
 
@@ -25,18 +54,20 @@ class SearchRequest(BaseModel):
     both (hybrid). Uploading an image instead: ``POST .../search/image`` with this model as
     the ``query`` form field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    id: str | None = Field(
+    id: IdText | None = Field(
         default=None, description="dataset id of a stored point: search with its vector"
     )
-    text: str | None = Field(
+    text: QueryText | None = Field(
         default=None, description="text query (needs a vision-language encoder)"
     )
     weight: float = Field(default=0.5, ge=0.0, le=1.0, description="text share of a hybrid score")
     k: int = Field(default=10, ge=1, le=MAX_K)
-    where: list[str] = Field(
-        default_factory=list, description="clauses as --where takes them: role=positive, scale>=0.1"
+    where: list[Clause] = Field(
+        default_factory=list,
+        max_length=MAX_CLAUSES,
+        description="clauses as --where takes them: role=positive, scale>=0.1",
     )
     filter: dict[str, Any] | None = Field(
         None,
@@ -44,8 +75,10 @@ class SearchRequest(BaseModel):
         "ANDed with the where clauses",
     )
     params: SearchParamsModel = Field(default_factory=SearchParamsModel)
-    rerank: list[str] = Field(
-        default_factory=list, description="re-ranking steps, as --rerank takes them: aqe, cs, sp"
+    rerank: list[Clause] = Field(
+        default_factory=list,
+        max_length=MAX_STEPS,
+        description="re-ranking steps, as --rerank takes them: aqe, cs, sp",
     )
 
 

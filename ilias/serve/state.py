@@ -13,9 +13,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ilias.serve.errors import NotFound
+from ilias.serve.limits import DecodeGate
 from ilias.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -27,10 +29,12 @@ _PAYLOAD_CACHE = 4096
 
 
 class ServiceState:
-    """The store, the retrievers and a small cache of payloads looked up by id."""
+    """The store, the retrievers, a small cache of payloads looked up by id, and the decode
+    slots every picture decoded for a request takes (``decodes``)."""
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
+        self.decodes = DecodeGate(settings.decodes, settings.queue)
         self._store: Store | None = None
         self._retrievers: dict[str, Retriever] = {}
         self._build_lock = threading.Lock()
@@ -124,3 +128,15 @@ class ServiceState:
         with self._cache_lock:
             for key in [key for key in self._payloads if key[0] == collection]:
                 del self._payloads[key]
+
+    def served_roots(self) -> list[str]:
+        """Every dataset folder a collection of the store records (``image_roots`` of each),
+        read from the store's configs: the only folders a run's query image may come from."""
+        roots: list[str] = []
+        store = self.store
+        for name in self.engine(store.list_collections):
+            metadata = self.engine(partial(store.collection_config, name)).metadata
+            roots += [
+                str(metadata[k]) for k in ("dataset", "distractors", "images") if metadata.get(k)
+            ]
+        return roots

@@ -1,64 +1,94 @@
-"""Uploaded query images: bounded in bytes before they are read whole, in pixels from the
-header (the loader's one limit, ``ILIAS_MAX_PIXELS``), then decoded as database images are."""
+"""Pictures decoded on behalf of a request (an uploaded query, a thumbnail), within the
+service's per-decode cap.
+
+The cap is the service's own (``ILIAS_SERVE_MAX_PIXELS``, ``ServeSettings.max_pixels``),
+checked from the header before any pixel is decoded: above it a JPEG is decoded at 1/2 or
+1/4 of its size (libjpeg's DCT scaling, the loader's ``draft_to``; the encoder resizes to
+its resolution anyway), any other format is refused with a 413 that names the cap. The
+loader's own limit (``ILIAS_MAX_PIXELS``, for loads) still applies on top. Bytes are read
+only inside a decode slot (``DecodeGate``), so waiting requests hold nothing but their
+spooled upload.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request, UploadFile
-from fastapi.responses import JSONResponse
+import io
+from pathlib import Path
+
+from fastapi import UploadFile
 from PIL import Image
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
 
-from ilias.loader.images import MAX_PIXELS_ENV, DecodeFailure, decode_image
+from ilias.loader.images import (
+    DRAFT_SCALES,
+    MAX_PIXELS_ENV as LOADER_MAX_PIXELS_ENV,
+    DecodeFailure,
+    decode_image,
+    draft_scale,
+)
 from ilias.serve.errors import TooLarge, Unprocessable
-
-# Room for the multipart framing and the query field around the image itself.
-FORM_OVERHEAD = 64 * 1024
-
-
-def _too_large(limit: int) -> str:
-    return (
-        f"upload larger than the limit of {limit:,} bytes; send a smaller image "
-        "(ILIAS_MAX_UPLOAD_BYTES sets the limit)"
-    )
+from ilias.serve.settings import MAX_PIXELS_ENV, MAX_UPLOAD_ENV
 
 
 def read_limited(upload: UploadFile, limit: int) -> bytes:
     """The upload's bytes, or a 413 naming the limit (never more than limit + 1 read)."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise TooLarge(_too_large(limit))
+        raise TooLarge(
+            f"upload larger than the limit of {limit:,} bytes; send a smaller image "
+            f"({MAX_UPLOAD_ENV} sets the limit)"
+        )
     return data
 
 
-class UploadSizeMiddleware(BaseHTTPMiddleware):
-    """A 413 before the body is read when Content-Length already says it is too large, so
-    that a huge upload is not spooled to disk first (``read_limited`` checks the rest)."""
-
-    def __init__(self, app: object, limit: int):
-        super().__init__(app)  # type: ignore[arg-type]
-        self.limit = limit
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        declared = request.headers.get("content-length", "")
-        if (
-            request.method == "POST"
-            and declared.isdigit()
-            and int(declared) > self.limit + FORM_OVERHEAD
-        ):
-            return JSONResponse({"detail": _too_large(self.limit)}, status_code=413)
-        return await call_next(request)
+def _reduction(size: tuple[int, int], fmt: str | None, cap: int) -> int:
+    """1 if ``size`` is within ``cap`` pixels, else the JPEG DCT reduction (2 or 4) that
+    brings it within; 0 if none can (not a JPEG, or too large even at 1/4)."""
+    width, height = size
+    if width * height <= cap:
+        return 1
+    if fmt != "JPEG":
+        return 0
+    for scale in sorted(DRAFT_SCALES):
+        if (width // scale) * (height // scale) <= cap:
+            return scale
+    return 0
 
 
-def install_upload_limit(app: FastAPI, limit: int) -> None:
-    app.add_middleware(UploadSizeMiddleware, limit=limit)
-
-
-def decode_upload(data: bytes) -> Image.Image:
-    """An RGB image, or a 422 that says why not (corrupt data, the pixel limit by name)."""
-    image = decode_image("upload", data)
+def decode_bounded(
+    what: str, source: bytes | Path, cap: int, target: int | None = None
+) -> Image.Image:
+    """An RGB image of at most ``cap`` pixels (a larger JPEG decoded reduced), or a 413
+    naming the cap, or a 422 that says why the data is not an image. ``target``: the side
+    the caller shrinks to next (a thumbnail's), so a JPEG may be decoded reduced below
+    the cap too."""
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        with Image.open(handle) as probe:
+            size, fmt = probe.size, probe.format
+    except Exception:  # not an image at all: decode_image says why, in its own words
+        size, fmt = (0, 0), None
+    scale = _reduction(size, fmt, cap)
+    if scale == 0:
+        width, height = size
+        kind = "a JPEG too large even at 1/4" if fmt == "JPEG" else f"a {fmt or 'non-JPEG'}"
+        raise TooLarge(
+            f"{what} is {width} x {height} = {width * height:,} pixels ({kind}), above the "
+            f"service's decode limit of {cap:,}; send a smaller image ({MAX_PIXELS_ENV} sets "
+            "the limit)"
+        )
+    if target is not None and fmt == "JPEG":
+        scale = max(scale, draft_scale(size, target))
+    draft_to = max(size) // (2 * scale) if scale > 1 else None
+    if draft_to is not None and draft_scale(size, draft_to) != scale:  # pragma: no cover
+        raise AssertionError(f"draft_scale disagrees for {size} at {draft_to}")
+    image = decode_image(what, source, draft_to=draft_to)
     if isinstance(image, DecodeFailure):
-        if MAX_PIXELS_ENV in image.reason:
-            raise Unprocessable(f"uploaded image is {image.reason}")
-        raise Unprocessable(f"cannot read the uploaded image: {image.reason}")
+        if LOADER_MAX_PIXELS_ENV in image.reason:
+            raise Unprocessable(f"{what} is {image.reason}")
+        raise Unprocessable(f"cannot read the {what}: {image.reason}")
     return image
+
+
+def decode_upload(data: bytes, cap: int) -> Image.Image:
+    """An uploaded query image (see ``decode_bounded``)."""
+    return decode_bounded("uploaded image", data, cap)

@@ -6,18 +6,19 @@ const $ = (id) => document.getElementById(id);
 const state = { collection: null, file: null, runs: [] };
 
 // ----------------------------------------------------------------- API and helpers
-function apiKey() { return $("api-key").value.trim(); }
-
-function withKey(url) {
-  const key = apiKey();
-  if (!key) return url;
-  return url + (url.includes("?") ? "&" : "?") + "api_key=" + encodeURIComponent(key);
+// An API key is typed once and traded for an HttpOnly session cookie (POST /api/session);
+// after that every call and every <img> is authorised by the cookie, so no URL, history
+// entry or access-log line ever carries the key.
+async function startSession(key) {
+  const answer = await fetch("/api/session", { method: "POST", headers: { "X-API-Key": key } });
+  if (!answer.ok) {
+    const body = await answer.json().catch(() => ({}));
+    throw new Error(body.detail || `${answer.status} ${answer.statusText}`);
+  }
 }
 
 async function api(url, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (apiKey()) headers["X-API-Key"] = apiKey();
-  const answer = await fetch(url, Object.assign({}, options, { headers }));
+  const answer = await fetch(url, Object.assign({ credentials: "same-origin" }, options));
   const body = await answer.json().catch(() => ({}));
   if (!answer.ok) throw new Error(body.detail || `${answer.status} ${answer.statusText}`);
   return body;
@@ -77,9 +78,16 @@ async function loadCollections() {
   }
 }
 $("collection").addEventListener("change", (e) => { state.collection = e.target.value; });
-$("api-key").addEventListener("change", () => {
-  sessionStorage.setItem("ilias-api-key", apiKey());
-  loadCollections();
+$("api-key").addEventListener("change", async () => {
+  const field = $("api-key");
+  const key = field.value.trim();
+  field.value = "";  // the cookie holds the session; the key stays nowhere in the page
+  if (!key) return;
+  try {
+    await startSession(key);
+    say("signed in");
+    loadCollections();
+  } catch (error) { say(error.message, true); }
 });
 
 // ----------------------------------------------------------------- search form
@@ -144,7 +152,7 @@ function showQuery(request) {
   view.replaceChildren();
   let src = null;
   if (state.file) src = URL.createObjectURL(state.file);
-  else if (request.id) src = withKey(`/api/collections/${encodeURIComponent(state.collection)}/thumbnail?id=${encodeURIComponent(request.id)}`);
+  else if (request.id) src = `/api/collections/${encodeURIComponent(state.collection)}/thumbnail?id=${encodeURIComponent(request.id)}`;
   if (src) view.append(el("img", { src, alt: "query image", id: "query-image" }));
   const parts = [];
   if (state.file) parts.push(`uploaded ${state.file.name}`);
@@ -171,7 +179,7 @@ function showResults(answer) {
       onfocus: (e) => tooltip(e, details),
       onblur: () => tooltip(null),
     },
-      el("img", { src: withKey(hit.thumbnail), alt: hit.id, loading: "lazy" }),
+      el("img", { src: hit.thumbnail, alt: hit.id, loading: "lazy" }),
       el("div", { class: "meta" },
         el("span", { class: "score", text: `#${hit.rank}  ${fmt(hit.score)}` }),
         el("br"),
@@ -255,7 +263,7 @@ async function showQueryDetail(queryId) {
     const box = $("query-detail");
     box.replaceChildren(
       el("div", { class: "query-head" },
-        el("img", { src: withKey(q.image), alt: `query ${q.query_id}` }),
+        el("img", { src: q.image, alt: `query ${q.query_id}` }),
         el("div", {},
           el("h2", { text: q.query_id }),
           el("div", { text: `AP ${fmt(q.ap)} - ${q.n_positives} positives` }),
@@ -267,7 +275,7 @@ async function showQueryDetail(queryId) {
         class: `card ${hit.positive ? "positive" : "distractor"}`,
         title: `${hit.id}\nscore ${fmt(hit.score, 4)}`,
       },
-        el("img", { src: withKey(hit.thumbnail), alt: hit.id, loading: "lazy" }),
+        el("img", { src: hit.thumbnail, alt: hit.id, loading: "lazy" }),
         el("div", { class: "meta", text: `#${hit.rank} ${fmt(hit.score)} ${hit.positive ? "positive" : ""}` }))));
     }
     box.append(grid);
@@ -275,7 +283,7 @@ async function showQueryDetail(queryId) {
     const missed = el("ol", { class: "grid", id: "missed", "aria-label": "Missed positives" });
     for (const m of q.missed) {
       missed.append(el("li", {}, el("div", { class: "card positive", title: m.id },
-        el("img", { src: withKey(m.thumbnail), alt: m.id, loading: "lazy" }),
+        el("img", { src: m.thumbnail, alt: m.id, loading: "lazy" }),
         el("div", { class: "meta", text: `${m.rank ? "rank " + m.rank : "not in the ranking"} - ${m.id}` }))));
     }
     box.append(missed);
@@ -338,5 +346,4 @@ function differences(c) {
 }
 
 // ----------------------------------------------------------------- start
-$("api-key").value = sessionStorage.getItem("ilias-api-key") || "";
 loadCollections();
