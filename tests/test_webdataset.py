@@ -90,8 +90,8 @@ def test_shard_specs_folder_brace_glob_and_url(shards):
     with pytest.raises(DatasetError) as missing:
         expand_shards(f"{shards}/{{00000..00003}}.tar")
     assert str(missing.value) == (
-        f"{shards}/{{00000..00003}}.tar: 2 of 4 shards are missing (first: "
-        f"{shards}/00002.tar); download them or narrow the pattern"
+        f"{shards}/{{00000..00003}}.tar: 2 of 4 shards are missing ({shards}/00002.tar, "
+        f"{shards}/00003.tar); download them or narrow the pattern"
     )
 
 

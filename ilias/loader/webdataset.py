@@ -29,37 +29,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ilias.errors import DatasetError
+from ilias.loader import braces
 from ilias.loader.records import Record, Role
 
 IMAGE_MEMBER = "jpg"  # the reference keeps samples with a .jpg member
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# A load is one partition per shard and the driver lists them all: 100 times the 1,000
+# shards of the ILIAS distractors is a generous bound, and it refuses a typo such as
+# {00000..99999999} before any of its 100 million names is made.
+MAX_SHARDS = 100_000
+SHOWN_MISSING = 3  # missing shards named in the error (the rest are counted)
 
 
 def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
     """The shard locations ``spec`` names, in order.
 
-    A folder: its ``*.tar`` files, sorted. A brace pattern: every expansion (local ones
-    must exist). A glob: its sorted matches. A URL (``scheme://``): as written, brace
-    patterns expanded. A list: each item expanded in turn.
+    A folder: its ``.tar`` (and ``.tar.gz`` / ``.tgz``) files, sorted. A brace pattern:
+    every expansion (local ones must exist), counted first: a pattern naming more than
+    ``MAX_SHARDS`` is refused before any name is made (``ilias.loader.braces``). A glob:
+    its sorted matches. A URL (``scheme://``): as written, brace patterns expanded. A list:
+    each item expanded in turn.
     """
     if not isinstance(spec, str | Path):
         return [shard for item in spec for shard in expand_shards(item)]
     text = str(spec)
-    if "{" in text:
-        from braceexpand import braceexpand
-
-        shards = list(braceexpand(text))
-        missing = [s for s in shards if "://" not in s and not Path(s).is_file()]
-        if missing:
-            raise DatasetError(
-                f"{text}: {len(missing)} of {len(shards)} shards are missing (first: "
-                f"{missing[0]}); download them or narrow the pattern"
-            )
-        return shards
+    if braces.has_braces(text):
+        return _expand_pattern(text)
     if "://" in text:
         return [text]
     path = Path(text).expanduser()
     if path.is_dir():
-        shards = sorted(str(p) for p in path.glob("*.tar"))
+        shards = sorted(str(p) for p in path.iterdir() if is_shard_name(p.name))
         if not shards:
             raise DatasetError(f"{path} holds no .tar shards")
         return shards
@@ -73,15 +73,49 @@ def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
     return [str(path)]
 
 
+def _expand_pattern(text: str) -> list[str]:
+    """A brace pattern's shards: counted, then expanded one name at a time; local shards
+    that are missing are named (the first few) and counted, never listed whole."""
+    total = braces.count(text)
+    if total > MAX_SHARDS:
+        raise DatasetError(
+            f"{text}: the pattern names {total:,} shards, more than the {MAX_SHARDS:,} a load "
+            "takes; narrow the pattern (the ILIAS distractors are 1,000 shards of 100K)"
+        )
+    shards: list[str] = []
+    missing: list[str] = []
+    n_missing = 0
+    for name in braces.expand(text):
+        if "://" not in name and not Path(name).expanduser().is_file():
+            n_missing += 1
+            if len(missing) < SHOWN_MISSING:
+                missing.append(name)
+            continue
+        shards.append(name)
+    if n_missing:
+        more = f" and {n_missing - len(missing):,} more" if n_missing > len(missing) else ""
+        raise DatasetError(
+            f"{text}: {n_missing:,} of {total:,} shards are missing ({', '.join(missing)}"
+            f"{more}); download them or narrow the pattern"
+        )
+    return shards
+
+
+def is_shard_name(name: str) -> bool:
+    """A WebDataset shard file: ``.tar``, or gzip-compressed ``.tar.gz`` / ``.tgz`` (read
+    as WebDataset reads them: ``tarfile`` decompresses the stream)."""
+    return name.endswith(SHARD_SUFFIXES)
+
+
 def is_shard_spec(spec: str | Path) -> bool:
-    """Whether ``spec`` names tar shards rather than image files: a ``.tar`` path, a brace
-    pattern or glob of them, a URL, or a folder holding ``.tar`` files."""
+    """Whether ``spec`` names tar shards rather than image files: a ``.tar`` / ``.tar.gz``
+    path, a brace pattern or glob of them, a URL, or a folder holding shard files."""
     text = str(spec)
-    if "://" in text or "{" in text or text.endswith(".tar"):
+    if "://" in text or braces.has_braces(text) or is_shard_name(text):
         return True
     path = Path(text).expanduser()
     if path.is_dir():
-        return any(p.suffix == ".tar" and p.is_file() for p in path.iterdir())
+        return any(is_shard_name(p.name) and p.is_file() for p in path.iterdir())
     return False
 
 
