@@ -20,6 +20,7 @@ from tar_shards import write_shard
 from ilias.errors import DatasetError
 from ilias.loader import (
     DecodeFailure,
+    Selection,
     ShardReport,
     decode_image,
     expand_shards,
@@ -114,9 +115,12 @@ def test_selections_keep_listed_keys_as_the_reference(shards, tmp_path):
     zipped = tmp_path / "mini.txt.gz"
     with gzip.open(zipped, "wt") as out:
         out.write("1002\nsub/1003\n")
+    assert read_selection(plain) == Selection(
+        frozenset({"1002"}), frozenset({"00000.tar/sub/1003"})
+    )
+    assert read_selection(zipped) == Selection(frozenset({"1002", "sub/1003"}), frozenset())
     for path in (plain, zipped):
         selection = read_selection(path)
-        assert selection == {"1002", "sub/1003"}
         report = ShardReport("00000.tar")
         kept = [r.id for r in read_shard(str(shards / "00000.tar"), report, selection)]
         assert kept == ["00000.tar/1002", "00000.tar/sub/1003"] and report.not_selected == 1

@@ -15,8 +15,8 @@ Reading streams the tar once, front to back (``tarfile`` stream mode): no index,
 so a remote shard is read as it downloads. A member that is not part of an image sample is
 skipped and counted; a truncated or corrupt tar ends that shard with what was read so far
 and the reason, counted, never fatal. Selections (mini-ILIAS) keep the samples whose key
-is listed, as the reference's selection filter does (``in_shortlist``: the key, not the
-shard).
+is listed, as the reference's selection filter does (``in_shortlist``: the key, in any
+shard), or whose full id (``<shard>/<key>``) is listed.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from __future__ import annotations
 import glob
 import gzip
 import tarfile
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ilias.errors import DatasetError
 from ilias.loader import braces
@@ -132,24 +133,62 @@ def sample_key(member: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (extension.lower() if dot else "")
 
 
-def read_selection(path: str | Path) -> frozenset[str]:
-    """A selection list (mini-ILIAS): one sample key per line, plain or ``.gz``.
+class SampleFilter(Protocol):
+    """What a shard reader asks of a selection: is this sample of this shard listed?"""
 
-    A line written as a full id (``00000.tar/<key>``) selects its key, so a list of ilias
-    ids works too.
+    def keeps(self, shard: str, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection list as read: its key-only lines and its full-id lines, kept apart.
+
+    A key-only line (``s0k002``, the reference's form: its filter compares the WebDataset
+    ``__key__``) matches that key in any shard. A full-id line (``99999.tar/s0k002``: a
+    shard file name, then the key) matches that sample of that shard only, so a list of
+    ilias ids selects exactly those ids.
     """
+
+    keys: frozenset[str]
+    ids: frozenset[str]
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.ids)
+
+    def lines(self) -> frozenset[str]:
+        return self.keys | self.ids
+
+    def keeps(self, shard: str, key: str) -> bool:
+        return key in self.keys or f"{shard}/{key}" in self.ids
+
+
+def split_id(dataset_id: str) -> tuple[str | None, str]:
+    """``(shard, key)`` of a tar sample's id (``00000.tar/a/b`` -> ``("00000.tar", "a/b")``);
+    ``(None, id)`` for any other id (a folder image's ``distractors/x.jpg``)."""
+    shard, slash, key = dataset_id.partition("/")
+    return (shard, key) if slash and key and is_shard_name(shard) else (None, dataset_id)
+
+
+def read_selection(path: str | Path) -> Selection:
+    """A selection list (mini-ILIAS): one sample key or full id per line, plain or ``.gz``
+    (see ``Selection`` for what each form matches)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"{path}: no such selection file")
     opener = gzip.open if path.suffix == ".gz" else open
+    keys: set[str] = set()
+    ids: set[str] = set()
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
-            keys = [line.strip().rpartition(".tar/")[2] for line in lines if line.strip()]
+            for line in lines:
+                text = line.strip()
+                if text:
+                    (ids if split_id(text)[0] is not None else keys).add(text)
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: cannot read the selection ({error})") from error
-    if not keys:
+    if not keys and not ids:
         raise DatasetError(f"{path}: the selection is empty")
-    return frozenset(keys)
+    return Selection(frozenset(keys), frozenset(ids))
 
 
 @dataclass
@@ -169,7 +208,7 @@ class ShardReport:
 def read_shard(
     location: str,
     report: ShardReport | None = None,
-    selection: Container[str] | None = None,
+    selection: SampleFilter | None = None,
     role: Role = Role.DISTRACTOR,
 ) -> Iterator[Record]:
     """The image samples of one shard as records (the image bytes as ``source``).
@@ -189,7 +228,7 @@ def read_shard(
             for extension in members:
                 report.skip(f"not an image sample (.{extension})" if extension else "no extension")
             return
-        if selection is not None and key not in selection:
+        if selection is not None and not selection.keeps(name, key):
             report.not_selected += 1
             return
         for extension in members:
