@@ -263,6 +263,7 @@ def load(
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
     from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+    from ilias.indexing.limits import check_resolution
     from ilias.indexing.store.layout import check_storage
     from ilias.indexing.store.search_index import check_index
     from ilias.loader import open_dataset
@@ -270,6 +271,7 @@ def load(
     check_storage(storage, "--storage")
     check_index(index, "--index")
     _check_sync_options(sync, sync_all, versioned, bool(features))
+    check_resolution(resolution)
     if features:
         if versioned or local or select:
             raise IliasError(
@@ -281,9 +283,7 @@ def load(
         raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    source = open_dataset(dataset, distractors, select)
-    metadata = source.metadata
-    options = ExtractionOptions(
+    options = ExtractionOptions(  # checks --workers, --batch-size, ... before any work
         encoder=encoder,
         resolution=resolution,
         batch_size=batch_size,
@@ -300,6 +300,8 @@ def load(
         if local
         else None,
     )
+    source = open_dataset(dataset, distractors, select)
+    metadata = source.metadata
     with _open_store(store) as backend, _progress() as bar, _held_by_service(collection):
         task = bar.add_task("images", total=len(source.records) or None)
         parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)
@@ -708,6 +710,7 @@ def _protocol_run(kind: str, dataset: Path, options: dict) -> None:
     from ilias.eval.report import read_metrics
     from ilias.runs import parse_run_config, run_config
 
+    _check_sizes(options["workers"], options["scheduler"], options["resolution"])
     data: dict[str, dict] = {
         "run": {"name": options["name"] or kind},
         "dataset": {"kind": kind, "path": str(dataset)},
@@ -957,6 +960,7 @@ def demo(
     """Offline end to end: generate a benchmark from real photos, load, query, score."""
     from ilias.demo import run_demo
 
+    _check_sizes(workers, scheduler)
     workdir = workdir or data_home() / "demo"
     console.print(f"[bold]ilias demo[/] in {workdir} (offline, embedded Qdrant Edge)")
     with _progress() as bar:
@@ -1248,6 +1252,7 @@ def adapt_train(
     from ilias.indexing.adaptation_training import train_from_records
     from ilias.loader import read_labelled
 
+    _check_sizes(workers, scheduler, resolution)
     records = read_labelled(data)
     checked = heldout > 0  # without held-out labels there is no retrieval check to show
     table = Table(title="held-out retrieval (unseen classes)" if checked else "training")
@@ -1283,6 +1288,15 @@ def adapt_train(
         f"(class, domain) labels, {run.n_failed} unreadable; layer saved to {path}\n"
         f"use it: --encoder '{encoder}|adapt={path}'"
     )
+
+
+def _check_sizes(workers: int | None, scheduler: str, resolution: int | None = None) -> None:
+    """--workers and --resolution within their bounds, before any data is read (the
+    extraction checks them again; this answers before a dataset is listed)."""
+    from ilias.indexing.limits import check_resolution, check_workers
+
+    check_workers(workers, scheduler)
+    check_resolution(resolution)
 
 
 def _open_store(spec: str):  # -> ilias.indexing.Store, imported only when a command runs
@@ -1415,6 +1429,8 @@ def serve(
 
     from ilias.serve import ServeSettings, create_app
 
+    if not 1 <= port <= 65535:
+        raise IliasError(f"--port {port}: give a TCP port from 1 to 65535")
     if runs is not None and not runs.is_dir():
         raise IliasError(f"--runs {runs}: no such folder; give the folder holding run folders")
     if max_upload_bytes is not None and max_upload_bytes < 1:

@@ -20,6 +20,7 @@ from tar_shards import write_shard
 from ilias.errors import DatasetError
 from ilias.loader import (
     DecodeFailure,
+    Selection,
     ShardReport,
     decode_image,
     expand_shards,
@@ -90,8 +91,8 @@ def test_shard_specs_folder_brace_glob_and_url(shards):
     with pytest.raises(DatasetError) as missing:
         expand_shards(f"{shards}/{{00000..00003}}.tar")
     assert str(missing.value) == (
-        f"{shards}/{{00000..00003}}.tar: 2 of 4 shards are missing (first: "
-        f"{shards}/00002.tar); download them or narrow the pattern"
+        f"{shards}/{{00000..00003}}.tar: 2 of 4 shards are missing ({shards}/00002.tar, "
+        f"{shards}/00003.tar); download them or narrow the pattern"
     )
 
 
@@ -114,9 +115,12 @@ def test_selections_keep_listed_keys_as_the_reference(shards, tmp_path):
     zipped = tmp_path / "mini.txt.gz"
     with gzip.open(zipped, "wt") as out:
         out.write("1002\nsub/1003\n")
+    assert read_selection(plain) == Selection(
+        frozenset({"1002"}), frozenset({"00000.tar/sub/1003"})
+    )
+    assert read_selection(zipped) == Selection(frozenset({"1002", "sub/1003"}), frozenset())
     for path in (plain, zipped):
         selection = read_selection(path)
-        assert selection == {"1002", "sub/1003"}
         report = ShardReport("00000.tar")
         kept = [r.id for r in read_shard(str(shards / "00000.tar"), report, selection)]
         assert kept == ["00000.tar/1002", "00000.tar/sub/1003"] and report.not_selected == 1

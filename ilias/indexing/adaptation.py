@@ -22,6 +22,7 @@ check on unseen labels, ``init="xavier"`` (Xavier-initialised classifier) and
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, RandomSampler
 
 from ilias.errors import AdaptationError, EncoderSpecError
+from ilias.indexing.checkpoints import check_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,12 @@ def load_adaptation(path: Path | str) -> LinearAdaptation:
         raise EncoderSpecError(
             f"adaptation layer {path} does not exist; train one: ilias adapt train"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_checkpoint(path, "a linear adaptation layer (|adapt=)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else "unreadable"
+        raise EncoderSpecError(f"{path} is not a torch checkpoint ({first})") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or "layer.weight" not in state:

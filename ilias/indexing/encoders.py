@@ -41,6 +41,7 @@ from PIL import Image
 
 from ilias.config import DEFAULT_ENCODER
 from ilias.errors import EncoderSpecError
+from ilias.indexing.checkpoints import check_checkpoint
 from ilias.indexing.devices import resolve_device, resolve_precision
 from ilias.indexing.local_features import (
     LocalConfig,
@@ -434,6 +435,11 @@ class TimmEncoder(Encoder):
                 raise EncoderSpecError(
                     f"timm has no model {spec.name!r}; see timm.list_models() for names"
                 ) from error
+            if weights_file is not None:  # a checkpoint of another model (missing keys, ...)
+                raise EncoderSpecError(
+                    f"{weights_file} does not fit timm's {spec.name}: "
+                    f"{str(error).strip().splitlines()[0][:300]}"
+                ) from error
             raise
         except (OSError, ValueError) as error:  # hub unreachable, bad file
             raise EncoderSpecError(
@@ -592,6 +598,7 @@ def _resolve_timm_weights(spec: EncoderSpec) -> Path | None:
             f"weights {spec.weights!r} are neither a file nor a known weights package "
             f"({', '.join(sorted(WEIGHT_PACKAGES))})"
         )
+    check_checkpoint(path, f"timm:{spec.name}")
     return path
 
 
@@ -732,6 +739,8 @@ class OpenClipEncoder(Encoder):
 
         self.spec = str(spec)
         self._place(device, precision)
+        if spec.weights and Path(spec.weights).expanduser().is_file():
+            check_checkpoint(Path(spec.weights).expanduser(), f"open_clip:{spec.name}")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=spec.weights

@@ -44,6 +44,7 @@ from ilias.indexing.devices import (
     worker_device,
 )
 from ilias.indexing.encoders import Encoder, cached_encoder
+from ilias.indexing.limits import check_batch_size, check_resolution, check_workers
 from ilias.indexing.local_features import LocalConfig, LocalFeatures
 from ilias.loader import DecodeFailure, Record, ShardReport, crop_to_box, decode_image
 from ilias.loader.images import original_size
@@ -87,6 +88,9 @@ class ExtractionOptions:
         check_precision(self.precision)
         if self.decode_threads is not None and self.decode_threads < 1:
             raise IliasError(f"--decode-threads {self.decode_threads}: use 1 or more")
+        check_workers(self.n_workers, self.scheduler)  # before any process or pixel
+        check_batch_size(self.batch_size)
+        check_resolution(self.resolution)
 
     def workers(self) -> int:
         return self.n_workers or max(1, min(os.cpu_count() or 1, 8))

@@ -21,6 +21,7 @@ from ilias.loader.records import FILE_STAMP, Record, Role, TextQuery, file_stamp
 from ilias.loader.sources import RecordChunk, Shard, TarShard, selection_tag
 from ilias.loader.uned import UNED_TEST_SPLITS, UnedDataset, UnedSplits, is_uned_layout, load_uned
 from ilias.loader.webdataset import (
+    Selection,
     ShardReport,
     expand_shards,
     is_shard_spec,
@@ -41,6 +42,7 @@ __all__ = [
     "Record",
     "RecordChunk",
     "Role",
+    "Selection",
     "Shard",
     "ShardReport",
     "TarShard",

@@ -368,8 +368,16 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _paths_in_list(list_file: Path) -> list[Path]:
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as error:
+        reason = "it is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error
+        raise DatasetError(
+            f"{list_file}: cannot read it as a list of image paths ({reason}); pass an image "
+            "folder, a text file of paths, or WebDataset shards (.tar, .tar.gz)"
+        ) from error
     paths = []
-    for line in list_file.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             path = Path(line)

@@ -11,9 +11,10 @@ A source is a list of shards; one shard is one Dask partition and one unit of re
   are dropped before any pixel is decoded.
 
 A selection list (mini-ILIAS: sample keys, plain or ``.gz``) restricts distractors: a tar
-shard's worker reads the list once per process (cached by path) and keeps the listed keys,
-exactly as the reference's shortlist filter does; folder distractors are kept when their
-id, its part after ``<shard>.tar/``, or its file stem is listed.
+shard's worker reads the list once per process (cached by path) and keeps the listed keys
+in any shard, exactly as the reference's shortlist filter does, and the listed full ids
+(``<shard>.tar/<key>``) in their own shard only; folder distractors are kept when their
+id or its file stem is listed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from ilias.loader.records import Record, Role
-from ilias.loader.webdataset import ShardReport, read_selection, read_shard, shard_name
+from ilias.loader.webdataset import (
+    Selection,
+    ShardReport,
+    read_selection,
+    read_shard,
+    shard_name,
+    split_id,
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,8 @@ class TarShard:
         return shard_name(self.location)
 
     def read(self, report: ShardReport) -> Iterator[Record]:
-        keys = cached_selection(self.selection) if self.selection else None
-        return read_shard(self.location, report, selection=keys, role=self.role)
+        listed = cached_selection(self.selection) if self.selection else None
+        return read_shard(self.location, report, selection=listed, role=self.role)
 
 
 Shard = RecordChunk | TarShard
@@ -86,15 +94,27 @@ def _hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-def cached_selection(path: str) -> KeySet:
+@dataclass(frozen=True)
+class HashedSelection:
+    """A ``Selection`` held as two ``KeySet``: what a worker filters its shards with."""
+
+    keys: KeySet
+    ids: KeySet
+
+    def keeps(self, shard: str, key: str) -> bool:
+        return key in self.keys or (len(self.ids) > 0 and f"{shard}/{key}" in self.ids)
+
+
+def cached_selection(path: str) -> HashedSelection:
     """A selection list read once per process and file version (every shard of a load
     shares it; a list rewritten in place is read again)."""
     return _key_set(path, _stamp(path))
 
 
 @functools.lru_cache(maxsize=4)
-def _key_set(path: str, stamp: tuple[int, int] | None) -> KeySet:
-    return KeySet(read_selection(path))
+def _key_set(path: str, stamp: tuple[int, int] | None) -> HashedSelection:
+    selection = read_selection(path)
+    return HashedSelection(KeySet(selection.keys), KeySet(selection.ids))
 
 
 @dataclass(frozen=True)
@@ -113,8 +133,8 @@ def summarize_selection(path: str | Path) -> SelectionSummary:
 
 @functools.lru_cache(maxsize=8)
 def _summary(path: str, stamp: tuple[int, int] | None) -> SelectionSummary:
-    keys = read_selection(path)
-    return SelectionSummary(tag_of(path, keys), len(keys))
+    selection = read_selection(path)
+    return SelectionSummary(tag_of(path, selection), len(selection))
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
@@ -131,25 +151,28 @@ def selection_tag(path: str | Path) -> str:
     return summarize_selection(path).tag
 
 
-def tag_of(path: str | Path, keys: frozenset[str]) -> str:
-    """``selection_tag`` of keys already read from ``path``."""
-    digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:8]
+def tag_of(path: str | Path, selection: Selection) -> str:
+    """``selection_tag`` of a selection already read from ``path`` (its lines, sorted)."""
+    digest = hashlib.sha1("\n".join(sorted(selection.lines())).encode()).hexdigest()[:8]
     stem = Path(path).name.split(".")[0] or "selection"
     return f"{stem}-{digest}"
 
 
 def select_records(records: Sequence[Record], path: str | Path) -> list[Record]:
     """Folder or list distractors kept by a selection list (see the module docstring)."""
-    keys = read_selection(path)
-    return [r for r in records if selected(r.id, keys)]
+    selection = read_selection(path)
+    return [r for r in records if selected(r.id, selection)]
 
 
-def selected(dataset_id: str, keys: frozenset[str]) -> bool:
-    """Whether a distractor id is listed: by its sample key after ``.tar/`` (the
-    reference's rule), by the whole id, or by its file stem."""
-    key = dataset_id.rpartition(".tar/")[2]
+def selected(dataset_id: str, selection: Selection) -> bool:
+    """Whether a distractor id is listed. A tar sample (``<shard>.tar/<key>``): by its
+    key on a key-only line (the reference's rule), or by its full id. Any other id (a
+    folder image): by the whole id, or by its file stem."""
+    shard, key = split_id(dataset_id)
+    if shard is not None:
+        return selection.keeps(shard, key)
     stem = key.rpartition("/")[2].split(".")[0]
-    return key in keys or dataset_id in keys or stem in keys
+    return key in selection.keys or stem in selection.keys
 
 
 def chunks(records: Sequence[Record], size: int, prefix: str = "records") -> list[RecordChunk]:

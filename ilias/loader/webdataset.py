@@ -15,8 +15,8 @@ Reading streams the tar once, front to back (``tarfile`` stream mode): no index,
 so a remote shard is read as it downloads. A member that is not part of an image sample is
 skipped and counted; a truncated or corrupt tar ends that shard with what was read so far
 and the reason, counted, never fatal. Selections (mini-ILIAS) keep the samples whose key
-is listed, as the reference's selection filter does (``in_shortlist``: the key, not the
-shard).
+is listed, as the reference's selection filter does (``in_shortlist``: the key, in any
+shard), or whose full id (``<shard>/<key>``) is listed.
 """
 
 from __future__ import annotations
@@ -24,42 +24,43 @@ from __future__ import annotations
 import glob
 import gzip
 import tarfile
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ilias.errors import DatasetError
+from ilias.loader import braces
 from ilias.loader.records import Record, Role
 
 IMAGE_MEMBER = "jpg"  # the reference keeps samples with a .jpg member
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# A load is one partition per shard and the driver lists them all: 100 times the 1,000
+# shards of the ILIAS distractors is a generous bound, and it refuses a typo such as
+# {00000..99999999} before any of its 100 million names is made.
+MAX_SHARDS = 100_000
+SHOWN_MISSING = 3  # missing shards named in the error (the rest are counted)
 
 
 def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
     """The shard locations ``spec`` names, in order.
 
-    A folder: its ``*.tar`` files, sorted. A brace pattern: every expansion (local ones
-    must exist). A glob: its sorted matches. A URL (``scheme://``): as written, brace
-    patterns expanded. A list: each item expanded in turn.
+    A folder: its ``.tar`` (and ``.tar.gz`` / ``.tgz``) files, sorted. A brace pattern:
+    every expansion (local ones must exist), counted first: a pattern naming more than
+    ``MAX_SHARDS`` is refused before any name is made (``ilias.loader.braces``). A glob:
+    its sorted matches. A URL (``scheme://``): as written, brace patterns expanded. A list:
+    each item expanded in turn.
     """
     if not isinstance(spec, str | Path):
         return [shard for item in spec for shard in expand_shards(item)]
     text = str(spec)
-    if "{" in text:
-        from braceexpand import braceexpand
-
-        shards = list(braceexpand(text))
-        missing = [s for s in shards if "://" not in s and not Path(s).is_file()]
-        if missing:
-            raise DatasetError(
-                f"{text}: {len(missing)} of {len(shards)} shards are missing (first: "
-                f"{missing[0]}); download them or narrow the pattern"
-            )
-        return shards
+    if braces.has_braces(text):
+        return _expand_pattern(text)
     if "://" in text:
         return [text]
     path = Path(text).expanduser()
     if path.is_dir():
-        shards = sorted(str(p) for p in path.glob("*.tar"))
+        shards = sorted(str(p) for p in path.iterdir() if is_shard_name(p.name))
         if not shards:
             raise DatasetError(f"{path} holds no .tar shards")
         return shards
@@ -73,15 +74,49 @@ def expand_shards(spec: str | Path | Iterable[str | Path]) -> list[str]:
     return [str(path)]
 
 
+def _expand_pattern(text: str) -> list[str]:
+    """A brace pattern's shards: counted, then expanded one name at a time; local shards
+    that are missing are named (the first few) and counted, never listed whole."""
+    total = braces.count(text)
+    if total > MAX_SHARDS:
+        raise DatasetError(
+            f"{text}: the pattern names {total:,} shards, more than the {MAX_SHARDS:,} a load "
+            "takes; narrow the pattern (the ILIAS distractors are 1,000 shards of 100K)"
+        )
+    shards: list[str] = []
+    missing: list[str] = []
+    n_missing = 0
+    for name in braces.expand(text):
+        if "://" not in name and not Path(name).expanduser().is_file():
+            n_missing += 1
+            if len(missing) < SHOWN_MISSING:
+                missing.append(name)
+            continue
+        shards.append(name)
+    if n_missing:
+        more = f" and {n_missing - len(missing):,} more" if n_missing > len(missing) else ""
+        raise DatasetError(
+            f"{text}: {n_missing:,} of {total:,} shards are missing ({', '.join(missing)}"
+            f"{more}); download them or narrow the pattern"
+        )
+    return shards
+
+
+def is_shard_name(name: str) -> bool:
+    """A WebDataset shard file: ``.tar``, or gzip-compressed ``.tar.gz`` / ``.tgz`` (read
+    as WebDataset reads them: ``tarfile`` decompresses the stream)."""
+    return name.endswith(SHARD_SUFFIXES)
+
+
 def is_shard_spec(spec: str | Path) -> bool:
-    """Whether ``spec`` names tar shards rather than image files: a ``.tar`` path, a brace
-    pattern or glob of them, a URL, or a folder holding ``.tar`` files."""
+    """Whether ``spec`` names tar shards rather than image files: a ``.tar`` / ``.tar.gz``
+    path, a brace pattern or glob of them, a URL, or a folder holding shard files."""
     text = str(spec)
-    if "://" in text or "{" in text or text.endswith(".tar"):
+    if "://" in text or braces.has_braces(text) or is_shard_name(text):
         return True
     path = Path(text).expanduser()
     if path.is_dir():
-        return any(p.suffix == ".tar" and p.is_file() for p in path.iterdir())
+        return any(is_shard_name(p.name) and p.is_file() for p in path.iterdir())
     return False
 
 
@@ -98,24 +133,62 @@ def sample_key(member: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (extension.lower() if dot else "")
 
 
-def read_selection(path: str | Path) -> frozenset[str]:
-    """A selection list (mini-ILIAS): one sample key per line, plain or ``.gz``.
+class SampleFilter(Protocol):
+    """What a shard reader asks of a selection: is this sample of this shard listed?"""
 
-    A line written as a full id (``00000.tar/<key>``) selects its key, so a list of ilias
-    ids works too.
+    def keeps(self, shard: str, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection list as read: its key-only lines and its full-id lines, kept apart.
+
+    A key-only line (``s0k002``, the reference's form: its filter compares the WebDataset
+    ``__key__``) matches that key in any shard. A full-id line (``99999.tar/s0k002``: a
+    shard file name, then the key) matches that sample of that shard only, so a list of
+    ilias ids selects exactly those ids.
     """
+
+    keys: frozenset[str]
+    ids: frozenset[str]
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.ids)
+
+    def lines(self) -> frozenset[str]:
+        return self.keys | self.ids
+
+    def keeps(self, shard: str, key: str) -> bool:
+        return key in self.keys or f"{shard}/{key}" in self.ids
+
+
+def split_id(dataset_id: str) -> tuple[str | None, str]:
+    """``(shard, key)`` of a tar sample's id (``00000.tar/a/b`` -> ``("00000.tar", "a/b")``);
+    ``(None, id)`` for any other id (a folder image's ``distractors/x.jpg``)."""
+    shard, slash, key = dataset_id.partition("/")
+    return (shard, key) if slash and key and is_shard_name(shard) else (None, dataset_id)
+
+
+def read_selection(path: str | Path) -> Selection:
+    """A selection list (mini-ILIAS): one sample key or full id per line, plain or ``.gz``
+    (see ``Selection`` for what each form matches)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"{path}: no such selection file")
     opener = gzip.open if path.suffix == ".gz" else open
+    keys: set[str] = set()
+    ids: set[str] = set()
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
-            keys = [line.strip().rpartition(".tar/")[2] for line in lines if line.strip()]
+            for line in lines:
+                text = line.strip()
+                if text:
+                    (ids if split_id(text)[0] is not None else keys).add(text)
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: cannot read the selection ({error})") from error
-    if not keys:
+    if not keys and not ids:
         raise DatasetError(f"{path}: the selection is empty")
-    return frozenset(keys)
+    return Selection(frozenset(keys), frozenset(ids))
 
 
 @dataclass
@@ -135,7 +208,7 @@ class ShardReport:
 def read_shard(
     location: str,
     report: ShardReport | None = None,
-    selection: Container[str] | None = None,
+    selection: SampleFilter | None = None,
     role: Role = Role.DISTRACTOR,
 ) -> Iterator[Record]:
     """The image samples of one shard as records (the image bytes as ``source``).
@@ -155,7 +228,7 @@ def read_shard(
             for extension in members:
                 report.skip(f"not an image sample (.{extension})" if extension else "no extension")
             return
-        if selection is not None and key not in selection:
+        if selection is not None and not selection.keeps(name, key):
             report.not_selected += 1
             return
         for extension in members:

@@ -90,7 +90,11 @@ class Store:
         return sorted(self.engine.list_collections())
 
     def collection_exists(self, name: str) -> bool:
-        """A collection, or an alias of one, of this name."""
+        """A collection, or an alias of one, of this name (never one no collection can have)."""
+        try:
+            check_name(name)
+        except StoreError:
+            return False
         return name in self.list_aliases() or self.engine.has_collection(name)
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
@@ -451,6 +455,7 @@ class Store:
     # -- internals -------------------------------------------------------------------
     def _target(self, name: str) -> str:
         """The name the engine gets: resolved here unless the engine resolves aliases."""
+        check_name(name)  # a name no collection can have never reaches the file system
         return name if self.capabilities.native_aliases else self.resolve(name)
 
     def _writable_config(self, name: str) -> CollectionConfig:
@@ -645,9 +650,21 @@ def check_k(k: int) -> None:
         raise StoreError(f"k = {k}: ask for at least one result (-k 10)")
 
 
+# A name is a folder name on Edge (255 bytes on Linux file systems) and must leave room for
+# a versioned load's ``-v<N>`` suffix; Qdrant servers refuse names over 255 characters.
+MAX_NAME_BYTES = 200
+
+
 def check_name(name: str) -> None:
     """Collection and alias names: they become folder names (Edge) and URL parts (server)."""
     if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise StoreError(
+            f"collection name {name[:40]!r}... is {len(name)} characters long: use at most "
+            f"{MAX_NAME_BYTES} bytes"
+        )
+    if not name.isprintable():
         raise StoreError(f"invalid collection name {name!r}: use letters, digits, - and _")
 
 

@@ -113,9 +113,15 @@ class EdgeEngine(Engine):
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
         folder = self.root / name
-        if folder.exists():  # a creation that died before collection.json was written
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        try:
+            if folder.exists():  # a creation that died before collection.json was written
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        except OSError as error:  # /proc, a read-only mount, no permission
+            raise StoreError(
+                f"{self.location}: cannot create {folder} ({error.strerror or error}); give a "
+                "folder this user can write (--store edge:PATH)"
+            ) from error
         shard = qe.EdgeShard.create(str(folder / "shard"), _edge_config(config))
         for field_name, schema in config.payload_indexes.items():
             if schema not in _SCHEMA_TYPES:
