@@ -502,7 +502,7 @@ def query_vectors(
         path = root / feature_file_name(part)
         if not path.is_file():
             continue
-        found = read_features(path, with_encoder=True)
+        found = read_features(path)
         if found.encoder and encoder and found.encoder != encoder:
             raise DatasetError(
                 f"{path}: features of {found.encoder}, but the collection holds {encoder}; "

@@ -525,6 +525,8 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
             default_segment_number=plan.number,
             max_segment_size=plan.max_size_kb,
         ),
+        # Without a WAL an upsert is durable at the next flush (see _write_progress).
+        wal_enabled=None if config.wal else False,
     )
 
 
