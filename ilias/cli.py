@@ -218,6 +218,14 @@ def load(
     upload: UploadOption = "auto",
     storage: StorageOption = "auto",
     index: IndexOption = "auto",
+    for_eval: Annotated[
+        bool,
+        typer.Option(
+            "--for-eval",
+            help="The collection is for exact evaluation: --index auto builds no HNSW graph "
+            "(a scan collection at any size; the build only quantizes).",
+        ),
+    ] = False,
     local: Annotated[
         bool,
         typer.Option(
@@ -272,6 +280,9 @@ def load(
     check_index(index, "--index")
     _check_sync_options(sync, sync_all, versioned, bool(features))
     check_resolution(resolution)
+    if for_eval and index == "hnsw":
+        raise IliasError("--for-eval builds no graph: drop --index hnsw (or --for-eval)")
+    index = "scan" if for_eval else index
     if features:
         if versioned or local or select:
             raise IliasError(
@@ -616,7 +627,11 @@ def evaluate(
     ] = None,
     k: Annotated[int, typer.Option("-k", help="mAP@k cut-off.")] = 1000,
     queries: Annotated[
-        str, typer.Option(help="image, text, or hybrid (image + its instance's text).")
+        str,
+        typer.Option(
+            help="image, text, or hybrid (image + its instance's text); several as "
+            "image,text (exact image and text queries are ranked in one pass)."
+        ),
     ] = "image",
     weight: Annotated[float, typer.Option(help="Text share of hybrid scores.")] = 0.5,
     rerank: RerankOption = None,
@@ -662,6 +677,15 @@ def evaluate(
     ] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
+    query_features: Annotated[
+        Path | None,
+        typer.Option(
+            "--query-features",
+            help="Folder of the reference's features_image_queries.hdf5 / "
+            "features_text_queries.hdf5: rank these instead of encoding the queries (no "
+            "model, no images; exact search).",
+        ),
+    ] = None,
 ) -> None:
     """Run the dataset's queries against the collection: mAP@k and oracle@k."""
     from ilias.loader import benchmark_for_collection
@@ -689,18 +713,31 @@ def evaluate(
                 f"distractors in {collection}, {applied.points} points searched"
                 + (" (tagged before)" if applied.reused else "")
             )
+        kinds = tuple(dict.fromkeys(q.strip() for q in queries.split(",") if q.strip()))
+        if query_features is not None and approximate:
+            raise IliasError("--query-features ranks exactly: drop --approximate")
         with _progress() as bar:
             evaluation = evaluate_collection(
-                backend, collection, benchmark, kinds=(queries,), k=k, weight=weight,
+                backend, collection, benchmark, kinds=kinds, k=k, weight=weight,
                 filter=search_filter, params=params, rerank=rerank or (),
                 ames_weights=str(ames_weights) if ames_weights else None, progress=_staged(bar),
                 crop_queries=crop_queries, mask_queries=mask_queries, device=device or "auto",
-                precision=precision or "auto",
+                precision=precision or "auto", query_features=query_features,
             )  # fmt: skip
-    run = evaluation.run(queries)
-    _print_scores(run, f"{benchmark.name} ({queries})", collection)
+    runs = {kind: evaluation.run(kind) for kind in kinds}
+    for kind, run in runs.items():
+        _print_scores(run, f"{benchmark.name} ({kind})", collection)
     if output:
-        output.write_text(json.dumps(run_summary_json(run), indent=2) + "\n")
+        written = (
+            run_summary_json(runs[kinds[0]])
+            if len(kinds) == 1
+            else {
+                "k": k,
+                "queries": {kind: run_summary_json(r) for kind, r in runs.items()},
+                "timings": evaluation.timings,
+            }
+        )
+        output.write_text(json.dumps(written, indent=2) + "\n")
         console.print(f"per-query AP written to {output}")
 
 

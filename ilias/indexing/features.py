@@ -37,10 +37,12 @@ import numpy as np
 
 from ilias import __version__
 from ilias.errors import DatasetError, StoreError, VectorValidationError
-from ilias.indexing.store import CollectionConfig, Store
+from ilias.indexing.store import CollectionConfig, Store, validate_vectors
 from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.search_index import check_index
 from ilias.loader.records import Record, Role
+
+ADAPTATION_MARK = "|adapt="  # as ilias.indexing.encoders (not imported: it loads torch)
 
 FEATURES_NAME = "features"  # the reference's --hdf5_name default
 PARTS = ("image_queries", "text_queries", "positives", "distractors")
@@ -170,6 +172,7 @@ class FeatureFile:
     path: Path
     ids: list[str]
     features: np.ndarray
+    encoder: str | None = None  # the ``encoder`` attribute ilias writes (the reference: none)
 
     @property
     def dim(self) -> int:
@@ -193,9 +196,11 @@ def write_features(
     *,
     fp16: bool = True,
     compression: int | None = None,
+    encoder: str | None = None,
 ) -> Path:
     """Write ``ids`` and ``features`` as the reference does (``index`` ASCII, ``features``
-    float16 unless ``fp16=False``; ``compression``: a gzip level)."""
+    float16 unless ``fp16=False``; ``compression``: a gzip level); ``encoder`` is kept as
+    an attribute of the file (the reference writes none; readers check it where given)."""
     import h5py
 
     path = Path(path)
@@ -213,6 +218,8 @@ def write_features(
             compression="gzip" if compression else None,
             compression_opts=compression,
         )
+        if encoder:
+            out.attrs["encoder"] = encoder
     return path
 
 
@@ -252,10 +259,31 @@ def read_feature_ids(path: Path | str) -> list[str]:
 
     path = Path(path).expanduser()
     with h5py.File(path, "r") as found:
-        ids = [decode_id(i) for i in found["index"].asstr()[:].tolist()]
+        index = found["index"]
+        encoding = h5py.check_string_dtype(index.dtype).encoding
+        raw = index[:]
+    try:
+        texts = [i if isinstance(i, str) else bytes(i).decode(encoding) for i in raw.tolist()]
+    except UnicodeDecodeError as error:
+        bad = next(n for n, i in enumerate(raw.tolist()) if not _decodes(i, encoding))
+        raise DatasetError(
+            f"{path}: 'index' entry {bad} holds bytes that are not {encoding} text "
+            f"({error.reason}); the reference writes ASCII ids, escaping other characters "
+            "(#U00e9): re-export the file"
+        ) from None
+    ids = [decode_id(i) for i in texts]
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{path}: 'index' repeats ids; each id must appear once")
     return ids
+
+
+def _decodes(value: object, encoding: str) -> bool:
+    try:
+        if not isinstance(value, str):
+            bytes(value).decode(encoding)  # type: ignore[call-overload]
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_features(path: Path | str) -> FeatureFile:
@@ -266,7 +294,41 @@ def read_features(path: Path | str) -> FeatureFile:
     ids = read_feature_ids(header.path)
     with h5py.File(header.path, "r") as found:
         features = np.asarray(found["features"][:], dtype=np.float32)
-    return FeatureFile(header.path, ids, features)
+        encoder = found.attrs.get("encoder")
+    if isinstance(encoder, bytes):
+        encoder = encoder.decode("utf-8", "replace")
+    return FeatureFile(header.path, ids, features, encoder if isinstance(encoder, str) else None)
+
+
+def adaptation_layer(encoder: str | None) -> Any:
+    """The linear adaptation layer an encoder spec ends in (``...|adapt=LAYER``), or None.
+
+    Feature files hold the frozen encoder's descriptors (the reference applies its
+    ``--lin_adapt_path`` after reading them), so a collection or a query set whose encoder
+    names a layer gets the layer applied to the files' rows: the same vectors an image load
+    with that spec gives."""
+    if not encoder or ADAPTATION_MARK not in encoder:
+        return None
+    from ilias.indexing.adaptation import load_adaptation
+
+    layer_path = encoder.partition(ADAPTATION_MARK)[2].partition("|head=")[0]
+    return load_adaptation(layer_path)
+
+
+def adapt_features(
+    rows: np.ndarray, encoder: str | None, path: Path | str, layer: Any = None
+) -> np.ndarray:
+    """``rows`` through the adaptation layer of ``encoder`` (unchanged without one); a file
+    whose width is not the layer's input is one line naming it."""
+    layer = layer if layer is not None else adaptation_layer(encoder)
+    if layer is None:
+        return rows
+    if rows.shape[1] != layer.d_in:
+        raise DatasetError(
+            f"{path}: {rows.shape[1]}-d features, but the adaptation layer of {encoder} "
+            f"takes {layer.d_in}-d ones: give the frozen encoder's features"
+        )
+    return np.asarray(layer.apply_numpy(rows), dtype=np.float32)
 
 
 def expand_feature_paths(patterns: Sequence[Path | str]) -> list[Path]:
@@ -346,21 +408,36 @@ def import_features(
     headers = [inspect_features(path) for path in paths]
     exists = store.collection_exists(collection)
     if exists:
-        recorded = store.collection_config(collection).metadata.get("encoder")
+        meta = store.collection_config(collection).metadata
+        recorded, made_at = meta.get("encoder"), meta.get("resolution")
         if recorded != encoder:
             raise StoreError(
                 f"collection {collection!r} holds descriptors of {recorded}, not {encoder}; "
                 "load these features into a new collection (--collection NAME)"
             )
+        if resolution not in (None, made_at):
+            raise StoreError(
+                f"collection {collection!r} holds descriptors made at {made_at}px, not "
+                f"{resolution}px (--resolution); load these features into a new collection "
+                "(--collection NAME)"
+            )
+        resolution = made_at
+    layer = adaptation_layer(encoder)
     dim = store.collection_config(collection).dim if exists else None
+    file_dim = layer.d_in if layer is not None else dim
     for header in headers:
-        if dim is None:
-            dim = header.dim
-        elif header.dim != dim:
+        if file_dim is None:
+            file_dim = header.dim
+        elif header.dim != file_dim:
             holder = f"{collection!r} holds" if exists else f"{headers[0].path} has"
+            wanted = (
+                f"the adaptation layer of {encoder} takes {file_dim}-d ones"
+                if layer is not None
+                else f"{holder} {file_dim}-d vectors"
+            )
             raise DatasetError(
-                f"{header.path}: {header.dim}-d features, but {holder} {dim}-d vectors; "
-                "one collection holds the features of one encoder"
+                f"{header.path}: {header.dim}-d features, but {wanted}; one collection holds "
+                "the features of one encoder"
             )
     known = {record.id: record.payload for record in records}
     holds_queries = [_holds_queries(header.path, known) for header in headers]
@@ -369,45 +446,55 @@ def import_features(
     report.query_files = [str(h.path) for h, q in zip(headers, holds_queries, strict=True) if q]
     total, done = sum(h.rows for h in database), 0
     may_hold = exists and store.count(collection) > 0  # else no id can be stored yet
-    for header in database:
-        ids = read_feature_ids(header.path)
-        if not store.collection_exists(collection):
-            meta: dict[str, Any] = {
-                "encoder": encoder,
-                "resolution": resolution,
-                "ilias_version": __version__,
-                "features": sorted({str(h.path.parent.resolve()) for h in headers}),
-                **(metadata or {}),
-            }
-            config = CollectionConfig(
-                dim=header.dim,
-                metadata=meta,
-                storage=storage,
-                index=index,
-                expected_points=total,
-            )
-            store.create_collection(collection, config)
-        present = store.existing_ids(collection, ids) if may_hold else set()
-        report.already_present += len(present)
-        payloads = [known.get(i) or _payload(i, *role_of(i)) for i in ids]
-        for start, rows in _chunks(header.path, chunk):
-            end = start + len(rows)
-            chunk_ids, chunk_payloads = ids[start:end], payloads[start:end]
-            if present:
-                keep = [n for n, i in enumerate(chunk_ids) if i not in present]
-                chunk_ids, rows = [chunk_ids[n] for n in keep], rows[keep]
-                chunk_payloads = [chunk_payloads[n] for n in keep]
-            try:
-                store.upsert(collection, chunk_ids, rows, chunk_payloads)
-            except VectorValidationError as error:
-                raise DatasetError(f"{header.path}: {error}") from error
-            report.loaded += len(chunk_ids)
+    created = False
+    try:
+        for header in database:
+            ids = read_feature_ids(header.path)
+            if not store.collection_exists(collection):
+                meta = {
+                    "encoder": encoder,
+                    "resolution": resolution,
+                    "ilias_version": __version__,
+                    "features": sorted({str(h.path.parent.resolve()) for h in headers}),
+                    **(metadata or {}),
+                }
+                config = CollectionConfig(
+                    dim=layer.d_out if layer is not None else header.dim,
+                    metadata=meta,
+                    storage=storage,
+                    index=index,
+                    expected_points=total,
+                    wal=False,  # the files can be read again: see CollectionConfig.wal
+                )
+                store.create_collection(collection, config)
+                created = True
+            present = store.existing_ids(collection, ids) if may_hold else set()
+            report.already_present += len(present)
+            payloads = [known.get(i) or _payload(i, *role_of(i)) for i in ids]
+            for start, rows in _prefetched(_chunks(header.path, chunk)):
+                end = start + len(rows)
+                chunk_ids, chunk_payloads = ids[start:end], payloads[start:end]
+                if present:
+                    keep = [n for n, i in enumerate(chunk_ids) if i not in present]
+                    chunk_ids, rows = [chunk_ids[n] for n in keep], rows[keep]
+                    chunk_payloads = [chunk_payloads[n] for n in keep]
+                try:
+                    validate_vectors(rows, header.dim, chunk_ids)
+                    rows = adapt_features(rows, encoder, header.path, layer)
+                    store.upsert(collection, chunk_ids, rows, chunk_payloads)
+                except VectorValidationError as error:
+                    raise DatasetError(f"{header.path}: {error}") from error
+                report.loaded += len(chunk_ids)
+                if progress:
+                    progress(done + end, total)
+            done += header.rows
+            report.files.append(str(header.path))
             if progress:
-                progress(done + end, total)
-        done += header.rows
-        report.files.append(str(header.path))
-        if progress:
-            progress(done, total)
+                progress(done, total)
+    except BaseException:
+        if created and store.collection_exists(collection) and store.count(collection) == 0:
+            store.drop(collection)  # refused before any row was stored: leave nothing behind
+        raise
     if store.collection_exists(collection):
         store.finish_load(collection)
     return report
@@ -446,6 +533,21 @@ def _chunks(path: Path, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         features = found["features"]
         for start in range(0, len(features), rows):
             yield start, np.asarray(features[start : start + rows], dtype=np.float32)
+
+
+def _prefetched(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """The chunks, the next one read and converted in a thread while this one is upserted
+    (HDF5 decompression and the float16 conversion run beside the engine's writes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="hdf5") as pool:
+        pending = pool.submit(next, chunks, None)
+        while True:
+            item = pending.result()
+            if item is None:
+                return
+            pending = pool.submit(next, chunks, None)
+            yield item
 
 
 def _payload(dataset_id: str, role: Role, instance: str | None) -> dict[str, Any]:

@@ -25,15 +25,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ilias.errors import IliasError
+from ilias.errors import DatasetError, IliasError
 from ilias.eval import Breakdowns, IliasIds, RetrievalScores, score_rankings
 from ilias.loader import Benchmark, benchmark_for_collection
 from ilias.types import Filter, Hit, SearchParams
 
 if TYPE_CHECKING:  # the engines and models load when a query runs, not at import
-    from ilias.indexing import Store
+    from ilias.indexing import CollectionConfig, Store
     from ilias.query.retriever import Retriever
     from ilias.rerank import Reranker
 
@@ -126,6 +127,7 @@ def evaluate_collection(
     mask_queries: bool = False,
     device: str = "auto",
     precision: str = "auto",
+    query_features: str | Path | None = None,
 ) -> Evaluation:
     """Run the benchmark's queries of each kind against ``collection`` and score them once.
 
@@ -142,7 +144,15 @@ def evaluate_collection(
     Image queries are whole by default, as the reference extracts them; ``crop_queries``
     crops them to the union of their boxes, ``mask_queries`` zeroes the encoder input
     outside their boxes (the reference's two options; one at a time). ``device`` /
-    ``precision``: where the queries are encoded (``ilias.indexing.devices``).
+    ``precision``: where the queries are encoded (``ilias.indexing.devices``), and where
+    exact ranking runs (a CUDA device: torch; else numpy).
+
+    Exact search of image and text queries (without re-rankers) is batched: every such
+    query is encoded first, then all are ranked in one pass over the stored vectors
+    (``ilias.query.exact``), streamed once from the collection; the pass's time is split
+    over the kinds by their number of queries. ``query_features``: a folder holding the
+    reference's ``features_image_queries.hdf5`` / ``features_text_queries.hdf5``, used
+    instead of encoding the queries (no model, no images; ``query_vectors``).
     """
     from ilias.query.retriever import Retriever, query_region
 
@@ -162,17 +172,37 @@ def evaluate_collection(
     runs: dict[str, BenchmarkRun] = {}
     skipped: dict[str, str] = {}
     score_seconds = 0.0
+    given = query_vectors(query_features, benchmark, store.collection_config(collection))
+    batched = [
+        kind for kind in kinds
+        if params == EXACT and (kind == "text" or (kind == "image" and not steps))
+        and (kind in given or skip_reason(benchmark, retriever, kind) is None)
+    ]  # fmt: skip
+    done = _run_batched(
+        benchmark, retriever, batched, given, k=k, filter=filter, batch_size=batch_size,
+        region=region, device=device, progress=progress,
+    )  # fmt: skip
     for kind in kinds:
-        reason = skip_reason(benchmark, retriever, kind)
+        reason = None if kind in done else skip_reason(benchmark, retriever, kind)
         if reason is not None:
             skipped[kind] = reason
             continue
-        report = (lambda d, t, s=f"{kind} queries": progress(s, d, t)) if progress else None
-        rankings, encode_s, search_s, stages, recalls = _run_kind(
-            benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
-            batch_size=batch_size, progress=report, rerank=steps if kind == "image" else (),
-            region=region,
-        )  # fmt: skip
+        if kind in done:
+            rankings, encode_s, search_s = done[kind]
+            stages: dict[str, float] = {}
+            recalls: list[float] = []
+        else:
+            if query_features is not None:
+                raise IliasError(
+                    f"{kind} queries: query features serve exact image and text search "
+                    "without re-rankers; encode the queries for this run (drop --query-features)"
+                )
+            report = (lambda d, t, s=f"{kind} queries": progress(s, d, t)) if progress else None
+            rankings, encode_s, search_s, stages, recalls = _run_kind(
+                benchmark, retriever, kind, k=k, weight=weight, filter=filter, params=params,
+                batch_size=batch_size, progress=report, rerank=steps if kind == "image" else (),
+                region=region,
+            )  # fmt: skip
         began = time.perf_counter()
         scores, breakdown = _score(
             rankings, ids, kind, k, breakdowns=breakdowns, taxonomy=taxonomy,
@@ -185,7 +215,11 @@ def evaluate_collection(
             recall=sum(recalls) / len(recalls) if recalls else None,
             recall_queries=len(recalls),
         )  # fmt: skip
-    resolution = getattr(retriever.encoder, "resolution", None)
+    resolution = (
+        store.collection_config(collection).metadata.get("resolution")
+        if query_features is not None
+        else getattr(retriever.encoder, "resolution", None)
+    )
     return Evaluation(benchmark, collection, k, runs, skipped, score_seconds, resolution)
 
 
@@ -365,6 +399,135 @@ def _run_kind(
         if progress:
             progress(start + len(chunk), len(queries))
     return rankings, encode_seconds, search_seconds, stages, recalls
+
+
+def _run_batched(
+    benchmark: Benchmark,
+    retriever: Retriever,
+    kinds: Sequence[str],
+    given: Mapping[str, Any],
+    *,
+    k: int,
+    filter: Filter | None,
+    batch_size: int,
+    region: str,
+    device: str,
+    progress: Progress | None,
+) -> dict[str, tuple[dict[str, list[Hit]], float, float]]:
+    """Exact search of whole kinds at once: encode (or take) every query of each kind,
+    then rank them all in one pass over the stored vectors (``ilias.query.exact``).
+    Per kind: rankings, encoding seconds, its share of the pass's seconds."""
+    if not kinds:
+        return {}
+    import numpy as np
+
+    from ilias.indexing.store.stream import StreamMismatch
+    from ilias.query.exact import block_rows, exact_top_k, hits_of_keys, torch_device_for
+    from ilias.query.retriever import query_images_of
+
+    vectors: dict[str, Any] = {}
+    ids: dict[str, list[str]] = {}
+    encode: dict[str, float] = {}
+    for kind in kinds:
+        queries: list = benchmark.image_queries if kind == "image" else benchmark.text_queries
+        ids[kind] = [q.id for q in queries]
+        began = time.perf_counter()
+        if kind in given:
+            vectors[kind] = given[kind]
+        else:
+            parts = []
+            for start in range(0, len(queries), batch_size):
+                chunk = queries[start : start + batch_size]
+                if kind == "text":
+                    parts.append(retriever.encoder.encode_texts([q.text for q in chunk]))
+                else:
+                    parts.append(retriever.encode_images(query_images_of(chunk, region)))
+                if progress:
+                    progress(f"{kind} queries", start + len(chunk), len(queries))
+            vectors[kind] = np.concatenate(parts)
+        encode[kind] = time.perf_counter() - began
+        retriever.store._query_vectors(retriever.collection, vectors[kind])  # dim, NaN, zero
+    ranking_device = torch_device_for(device)
+    store, collection = retriever.store, retriever.collection
+    rows = block_rows(sum(len(v) for v in vectors.values()))
+    began = time.perf_counter()
+    for direct in (True, False):
+        stream = store.stream_vectors(collection, filter, block=rows, direct=direct)
+        report = (
+            (lambda done, t=stream.total: progress("exact search", done, t)) if progress else None
+        )
+        result = exact_top_k(vectors, stream.blocks, k, device=ranking_device, progress=report)
+        try:
+            names = stream.names()
+            break
+        except StreamMismatch:
+            continue
+    seconds = time.perf_counter() - began
+    total = sum(len(v) for v in vectors.values())
+    out = {}
+    for kind in kinds:
+        hits = hits_of_keys(result.keys[kind], result.scores[kind], names)
+        share = seconds * len(vectors[kind]) / max(1, total)
+        out[kind] = (dict(zip(ids[kind], hits, strict=True)), encode[kind], share)
+    return out
+
+
+def query_vectors(
+    folder: str | Path | None, benchmark: Benchmark, config: CollectionConfig
+) -> dict[str, Any]:
+    """Query descriptors from the reference's feature files in ``folder``
+    (``features_image_queries.hdf5``, ``features_text_queries.hdf5``), per kind, in the
+    order of the benchmark's queries; a kind whose file is absent is not given.
+
+    The files must fit the collection: its dimension, and the encoder it records where a
+    file records one (an ``encoder`` attribute). A collection whose encoder ends in
+    ``|adapt=LAYER`` takes the frozen base encoder's features, as the reference's
+    ``--lin_adapt_path`` does: the layer is applied here, as ``ilias load --features``
+    applies it to the database. Every fault is one line naming the file.
+    """
+    if folder is None:
+        return {}
+    from ilias.indexing.features import adapt_features, feature_file_name, read_features
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--query-features {root}: not a folder (expected the folder of "
+                           "features_image_queries.hdf5 / features_text_queries.hdf5)")  # fmt: skip
+    out: dict[str, Any] = {}
+    encoder = config.metadata.get("encoder")
+    for kind, part, queries in (
+        ("image", "image_queries", benchmark.image_queries),
+        ("text", "text_queries", benchmark.text_queries),
+    ):
+        path = root / feature_file_name(part)
+        if not path.is_file():
+            continue
+        found = read_features(path)
+        if found.encoder and encoder and found.encoder != encoder:
+            raise DatasetError(
+                f"{path}: features of {found.encoder}, but the collection holds {encoder}; "
+                "use the query features of the collection's encoder"
+            )
+        rows = adapt_features(found.features, encoder, path)
+        if rows.shape[1] != config.dim:
+            raise DatasetError(
+                f"{path}: {rows.shape[1]}-d query features, but the collection holds "
+                f"{config.dim}-d vectors; use the query features of its encoder ({encoder})"
+            )
+        by_id = {i: n for n, i in enumerate(found.ids)}
+        missing = [q.id for q in queries if q.id not in by_id]
+        if missing:
+            raise DatasetError(
+                f"{path}: no features for {len(missing)} of the dataset's {kind} queries "
+                f"(e.g. {missing[0]}); use the query files of this dataset"
+            )
+        out[kind] = rows[[by_id[q.id] for q in queries]]
+    if not out:
+        raise DatasetError(
+            f"--query-features {root}: neither {feature_file_name('image_queries')} nor "
+            f"{feature_file_name('text_queries')} is there"
+        )
+    return out
 
 
 def recall_at_k(

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from ilias.indexing.store.schema import (
     point_id,
 )
 from ilias.indexing.store.search_index import resolve_index
+from ilias.indexing.store.stream import VectorStream, scroll_stream
 from ilias.types import Filter, Hit, LocalFeatures, Range, SearchParams
 
 T = TypeVar("T")
@@ -361,6 +362,35 @@ class Store:
                 yield PointPage(ids, rows, [dict(p.payload) for p in points])
             if offset is None:
                 return
+
+    def stream_vectors(
+        self,
+        name: str,
+        filter: Filter | None = None,
+        *,
+        block: int = 16_384,
+        direct: bool = True,
+    ) -> VectorStream:
+        """Every stored ``global`` vector (matching ``filter``), once, ``block`` rows at a
+        time: what exact evaluation ranks all queries against (``stream.VectorStream``).
+
+        Read straight from the engine's storage where it can (Edge, a built collection, no
+        filter), else through its scroll (always with ``direct=False``: after a
+        ``StreamMismatch``); either way nothing is copied to a second store and memory
+        holds one block.
+        """
+        target = self._target(name)
+        config = self.collection_config(name)
+        conditions = self._conditions(name, filter)
+        if direct and config.managed and not conditions:
+            direct = self.engine.stored_vectors(target, GLOBAL_VECTOR, config.dim, block)
+            if direct is not None:
+                return cast(VectorStream, direct)
+        total = self.engine.count(target, conditions)
+        named_by = ID_KEY if config.managed else None
+        return scroll_stream(
+            self.engine, target, GLOBAL_VECTOR, config.dim, conditions, named_by, total, block
+        )
 
     def retrieve_local(self, name: str, ids: Sequence[str]) -> dict[str, LocalFeatures]:
         """Stored local descriptors and patch centres by dataset id."""

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import qdrant_edge as qe
 
 from ilias.errors import CollectionBusy, StoreError
 from ilias.indexing.store.base import Store
+from ilias.indexing.store.edge_segments import read_segments, sorted_uuids, uuid_order
 from ilias.indexing.store.engine import (
     Capabilities,
     Condition,
@@ -45,7 +47,14 @@ from ilias.indexing.store.engine import (
     missing_collection,
 )
 from ilias.indexing.store.layout import LAYOUTS, StorageLayout, segment_plan
-from ilias.indexing.store.schema import GLOBAL_VECTOR, LOCAL_VECTOR, LOCAL_XY, CollectionConfig
+from ilias.indexing.store.schema import (
+    GLOBAL_VECTOR,
+    ID_KEY,
+    LOCAL_VECTOR,
+    LOCAL_XY,
+    CollectionConfig,
+)
+from ilias.indexing.store.stream import StreamMismatch, VectorStream
 from ilias.types import Hit, SearchParams
 
 logger = logging.getLogger(__name__)
@@ -271,6 +280,43 @@ class EdgeEngine(Engine):
         results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
         return [hits_of(points, named_by) for points in results]
 
+    def stored_vectors(self, name: str, vector: str, dim: int, block: int) -> VectorStream | None:
+        """The rows of a built collection straight from its segment files (see
+        ``edge_segments``), checked against the engine: the live total must equal its
+        exact count, and the dataset ids, read through a payload-only scroll in the
+        engine's id order, must come with the UUIDs the files give that order (checked on
+        the first and last point of every page). None when anything differs."""
+        shard = self._shard(name)
+        segments = read_segments(self.root / name / "shard", vector, dim)
+        if segments is None:
+            return None
+        total = sum(len(s.uuids) for s in segments)
+        if total != self.count(name, ()):
+            return None  # points still in an appendable segment: the scroll reads them
+        positions = uuid_order(segments)
+        expected = sorted_uuids(segments, positions)
+        # The ids are read while the caller ranks the blocks (the scroll costs about 5 us a
+        # point, the binding lets the matrix products run meanwhile).
+        pool = ThreadPoolExecutor(1, thread_name_prefix="edge-ids")
+        reading = pool.submit(_ids_in_uuid_order, shard, expected)
+        pool.shutdown(wait=False)
+
+        def names() -> list[str]:
+            found = reading.result()
+            if found is None:
+                raise StreamMismatch(
+                    f"collection {name!r}: the segment files and the engine disagree on the "
+                    "points' order; read it through the engine instead"
+                )
+            return found
+
+        def blocks() -> Iterator[tuple[Any, Any]]:
+            for segment, position in zip(segments, positions, strict=True):
+                for start in range(0, len(segment.rows), block):
+                    yield position[start : start + block], segment.rows[start : start + block]
+
+        return VectorStream(total, dim, blocks(), names, direct=True)
+
     def count(self, name: str, conditions: Sequence[Condition]) -> int:
         request = qe.CountRequest(exact=True, filter=_edge_filter(conditions))
         return int(self._shard(name).count(request))
@@ -385,6 +431,32 @@ class EdgeEngine(Engine):
         shard.flush()
 
 
+def _ids_in_uuid_order(shard: qe.EdgeShard, expected: Any, page: int = 16_384) -> list[str] | None:
+    """The ``id`` payload of every point in the engine's id order, if that order is the one
+    of the UUIDs ``expected`` (rows of 16 big-endian bytes); None otherwise. Only the first
+    and last point id of each page are read (a point id costs the binding a UUID object)."""
+    names: list[str] = []
+    offset: Any = None
+    selector = qe.PayloadSelector.Include([ID_KEY])
+    while True:
+        request = qe.ScrollRequest(offset=offset, limit=page, with_payload=selector,
+                                   with_vector=False)  # fmt: skip
+        records, offset = shard.scroll(request)
+        if records:
+            first, last = len(names), len(names) + len(records) - 1
+            if last >= len(expected):
+                return None
+            for position, record in ((first, records[0]), (last, records[-1])):
+                if getattr(record.id, "bytes", None) != expected[position].tobytes():
+                    return None
+            try:
+                names.extend([str(r.payload[ID_KEY]) for r in records])
+            except KeyError:
+                return None
+        if offset is None:
+            return names if len(names) == len(expected) else None
+
+
 def _remove_interrupted_builds(shard_dir: Path) -> None:
     """Delete index builds a killed process left in ``temp_segments/`` (hundreds of MB).
 
@@ -478,6 +550,8 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
             default_segment_number=plan.number,
             max_segment_size=plan.max_size_kb,
         ),
+        # Without a WAL an upsert is durable at the next flush (see _write_progress).
+        wal_enabled=None if config.wal else False,
     )
 
 

@@ -213,7 +213,13 @@ class Engine(ABC):
     @abstractmethod
     def delete_alias(self, alias: str) -> None: ...
 
-    # -- optional: writers in other processes, snapshots --------------------------------
+    # -- optional: direct reads, writers in other processes, snapshots -----------------
+    def stored_vectors(self, name: str, vector: str, dim: int, block: int) -> Any:
+        """A ``stream.VectorStream`` of every point's ``vector`` read from the engine's own
+        storage (much faster than paging through ``scroll``), or None where this engine
+        cannot (the store then pages through ``scroll``)."""
+        return None
+
     def worker_spec(self) -> str | None:
         """A spec for ``open_store`` that another process opens to write these collections."""
         return None

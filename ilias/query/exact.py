@@ -1,0 +1,226 @@
+"""Exact top k of many queries at once: one pass over the stored vectors, in blocks.
+
+The evaluation's ranking is the reference's: every query scored against every stored
+original, the k best kept (faiss' flat index). Per query through the engine that is a full
+scan per query; here all queries of an evaluation (image and text together) are scored in
+one pass over the collection (``Store.stream_vectors``): per block of stored rows, one
+matrix product ``queries x block`` and an update of a running top k per query. Each block
+is read once, float16 blocks (``compact``) are converted to float32 as they come.
+
+The running top k costs little beside the products: once a query holds k candidates, only
+the scores of a block above its current k-th score can enter (one comparison per score,
+``np.nonzero``), and only those queries' lists are merged. A plain ``argpartition`` of
+every score row, what the numpy baseline does, costs several times that.
+
+Ties: the k-th score's ties are where any exact search may differ (faiss, numpy and the
+engine break them by their own internal order); here a score equal to a query's current
+k-th score does not displace it (the point met first stays), and each final list is
+ordered by score, then by the engine's point order.
+
+``device``: ``cpu`` (numpy, BLAS on all cores) or a torch device (``cuda``, ``cuda:N``;
+``torch-cpu`` runs the torch code on the CPU, which the tests use): the queries stay on
+the device, each block is copied there (float16 blocks as float16, converted there), and
+``torch.topk`` keeps the running top k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ilias.types import Hit
+
+Blocks = Iterable[tuple[np.ndarray, np.ndarray]]  # (int64 keys, rows float32 / float16)
+# Scores of one block are held as float32 queries x rows: at most this many bytes.
+SCORE_BYTES = 1 << 27
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    """Per query set: ``(keys, scores)`` arrays of shape (queries, <= k), best first
+    (keys -1 / scores -inf pad a list when fewer than k points exist)."""
+
+    keys: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    seconds: float
+    rows: int
+
+
+def block_rows(queries: int, dim: int = 0) -> int:
+    """Stored rows per block: the score block stays within ``SCORE_BYTES``."""
+    return int(max(1024, min(65_536, SCORE_BYTES // (4 * max(1, queries)))))
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    """float32 unit rows (the engine normalises cosine queries the same way)."""
+    rows = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1)
+
+
+def exact_top_k(
+    queries: Mapping[str, np.ndarray],
+    blocks: Blocks,
+    k: int,
+    *,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> ExactResult:
+    """The exact top ``k`` (inner product of unit rows: cosine) of every query set in
+    ``queries`` (name -> rows) over the stored ``blocks``, in one pass."""
+    names = list(queries)
+    sizes = [len(queries[n]) for n in names]
+    matrix = normalized(np.concatenate([queries[n] for n in names])) if names else None
+    began = time.perf_counter()
+    if matrix is None or not len(matrix):
+        empty = {n: np.zeros((0, 0), np.int64) for n in names}
+        return ExactResult(empty, {n: np.zeros((0, 0), np.float32) for n in names}, 0.0, 0)
+    if device == "cpu":
+        keys, scores, rows = _numpy_top_k(matrix, blocks, k, progress)
+    else:
+        keys, scores, rows = _torch_top_k(matrix, blocks, k, device, progress)
+    keys, scores = _ordered(keys, scores)
+    out_keys, out_scores, start = {}, {}, 0
+    for name, size in zip(names, sizes, strict=True):
+        out_keys[name], out_scores[name] = keys[start : start + size], scores[start : start + size]
+        start += size
+    return ExactResult(out_keys, out_scores, time.perf_counter() - began, rows)
+
+
+def hits_of_keys(keys: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[list[Hit]]:
+    """Rankings as hits named by dataset id (payload: the id alone; evaluation reads ids
+    and scores)."""
+    out = []
+    for row_keys, row_scores in zip(keys.tolist(), scores.tolist(), strict=True):
+        hits = []
+        for key, score in zip(row_keys, row_scores, strict=True):
+            if key < 0:
+                break
+            name = names[key]
+            hits.append(Hit(name, score, {"id": name}))
+        out.append(hits)
+    return out
+
+
+# ------------------------------------------------------------------------- numpy
+
+
+def _numpy_top_k(
+    queries: np.ndarray, blocks: Blocks, k: int, progress: Callable[[int], None] | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    n = len(queries)
+    top_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    top_keys = np.full((n, k), -1, dtype=np.int64)
+    filled = 0  # columns of the lists that hold real candidates (all rows alike)
+    seen = 0
+    for keys, rows in blocks:
+        block = np.asarray(rows, dtype=np.float32)  # float16: converted here, block by block
+        keys = np.asarray(keys, dtype=np.int64)
+        scores = queries @ block.T
+        if filled < k:
+            merged_s = np.concatenate([top_scores[:, :filled], scores], axis=1)
+            merged_k = np.concatenate(
+                [top_keys[:, :filled], np.broadcast_to(keys, scores.shape)], axis=1
+            )
+            if merged_s.shape[1] <= k:
+                filled = merged_s.shape[1]
+                top_scores[:, :filled], top_keys[:, :filled] = merged_s, merged_k
+            else:
+                pick = np.argpartition(-merged_s, k - 1, axis=1)[:, :k]
+                top_scores = np.take_along_axis(merged_s, pick, axis=1)
+                top_keys = np.take_along_axis(merged_k, pick, axis=1)
+                filled = k
+        else:
+            _admit(top_scores, top_keys, scores, keys, k)
+        seen += len(keys)
+        if progress:
+            progress(seen)
+    return top_keys, top_scores, seen
+
+
+def _admit(
+    top_scores: np.ndarray, top_keys: np.ndarray, scores: np.ndarray, keys: np.ndarray, k: int
+) -> None:
+    """Merge the scores of one block that beat a query's current k-th into its list."""
+    kth = top_scores.min(axis=1)
+    rows, cols = np.nonzero(scores > kth[:, None])
+    if not len(rows):
+        return
+    counts = np.bincount(rows, minlength=len(scores))
+    touched = np.flatnonzero(counts)
+    width = int(counts.max())
+    slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+    where = np.searchsorted(touched, rows)
+    cand_s = np.full((len(touched), width), -np.inf, dtype=np.float32)
+    cand_k = np.full((len(touched), width), -1, dtype=np.int64)
+    cand_s[where, slot] = scores[rows, cols]
+    cand_k[where, slot] = keys[cols]
+    merged_s = np.concatenate([top_scores[touched], cand_s], axis=1)
+    merged_k = np.concatenate([top_keys[touched], cand_k], axis=1)
+    pick = np.argpartition(-merged_s, k - 1, axis=1)[:, :k]
+    top_scores[touched] = np.take_along_axis(merged_s, pick, axis=1)
+    top_keys[touched] = np.take_along_axis(merged_k, pick, axis=1)
+
+
+def _ordered(keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each list best first: by score, then by key (the engine's point order)."""
+    order = np.lexsort((keys, -scores), axis=1)
+    return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+# ------------------------------------------------------------------------- torch
+
+
+def _torch_top_k(
+    queries: np.ndarray,
+    blocks: Blocks,
+    k: int,
+    device: str,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    import torch
+
+    where = torch.device("cpu" if device == "torch-cpu" else device)
+    q = torch.from_numpy(queries).to(where)
+    n = len(queries)
+    top_scores = torch.full((n, 0), -float("inf"), device=where)
+    top_keys = torch.full((n, 0), -1, dtype=torch.int64, device=where)
+    seen = 0
+    for keys, rows in blocks:
+        array = np.ascontiguousarray(rows)
+        if not array.flags.writeable:  # a memory-mapped segment: torch wants its own copy
+            array = array.copy()
+        block = torch.from_numpy(array).to(where, non_blocking=True).to(torch.float32)
+        key_row = torch.from_numpy(np.asarray(keys, dtype=np.int64)).to(where)
+        scores = q @ block.T
+        merged_s = torch.cat([top_scores, scores], dim=1)
+        merged_k = torch.cat([top_keys, key_row.expand(n, -1)], dim=1)
+        top_scores, pick = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1)
+        top_keys = torch.gather(merged_k, 1, pick)
+        seen += len(array)
+        if progress:
+            progress(seen)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    out_k = np.full((n, k), -1, dtype=np.int64)
+    width = top_scores.shape[1]
+    out_s[:, :width] = top_scores.cpu().numpy()
+    out_k[:, :width] = top_keys.cpu().numpy()
+    return out_k, out_s, seen
+
+
+def torch_device_for(device: str) -> str:
+    """The ranking device for an evaluation's ``--device``: a CUDA device when one is asked
+    for (or ``auto`` and torch sees one), else ``cpu`` (numpy). Imports torch only when a
+    GPU may be meant."""
+    if device == "cpu":
+        return "cpu"
+    from ilias.indexing.devices import resolve_device
+
+    resolved = resolve_device(device)
+    return "cpu" if resolved.type == "cpu" else str(resolved)
+
+
+__all__ = ["ExactResult", "block_rows", "exact_top_k", "hits_of_keys", "torch_device_for"]
