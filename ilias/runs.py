@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
+import re
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -32,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ilias import __version__
+from ilias.config import data_home
 from ilias.errors import DatasetError, IliasError
 from ilias.eval import read_taxonomy
 from ilias.eval.report import (
@@ -47,7 +50,14 @@ from ilias.eval.report import (
 )
 from ilias.indexing import EncoderSpec, ExtractionOptions, load_collection, open_store
 from ilias.indexing.devices import check_device, check_precision
-from ilias.loader import Benchmark, Gpr1200Dataset, UnedDataset, open_dataset, selection_tag
+from ilias.loader import (
+    Benchmark,
+    Gpr1200Dataset,
+    UnedDataset,
+    is_ilias_layout,
+    open_dataset,
+    selection_tag,
+)
 from ilias.query import EXACT, evaluate_collection, ilias_ids_of, parse_where
 from ilias.query.report import (
     SIMILARITY_FORMATS,
@@ -276,7 +286,7 @@ def parse_run_config(
     def resolve(value: str | None) -> Path | None:
         if value is None:
             return None
-        candidate = Path(value).expanduser()
+        candidate = Path(expand_variables(value, origin)).expanduser()
         return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
     dataset = resolve(parsed.dataset.path)
@@ -330,13 +340,13 @@ def parse_run_config(
         name=name,
         kind=kind,
         dataset=dataset,
-        distractors=_resolve_spec(parsed.dataset.distractors, base),
+        distractors=_resolve_spec(parsed.dataset.distractors, base, origin),
         select=resolve(parsed.dataset.select),
         taxonomy=resolve(parsed.dataset.taxonomy),
         encoder=parsed.encoder.spec,
         resolution=parsed.encoder.resolution,
         adaptation=resolve(parsed.encoder.adaptation),
-        store=_resolve_store(parsed.store.spec, base),
+        store=_resolve_store(parsed.store.spec, base, origin),
         collection=parsed.store.collection,
         scheduler=parsed.extraction.scheduler,
         workers=parsed.extraction.workers,
@@ -369,21 +379,67 @@ def parse_run_config(
     )
 
 
-def _resolve_spec(spec: str | None, base: Path) -> str | None:
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_variables(value: str, origin: str = "run description") -> str:
+    """``${NAME}`` replaced by the environment variable; ``${ILIAS_HOME}`` is ilias's data
+    folder even when unset (``~/.local/share/ilias``), so a run file written against it
+    follows ``ILIAS_HOME`` as ``ilias demo`` does. Any other unset variable is refused."""
+
+    def value_of(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "ILIAS_HOME":
+            return str(data_home())
+        if name not in os.environ:
+            raise RunConfigError(
+                f"{origin}: {value!r} uses ${{{name}}}, which is not set; set it or write "
+                "the path out"
+            )
+        return os.environ[name]
+
+    return _VARIABLE.sub(value_of, value)
+
+
+def _resolve_spec(spec: str | None, base: Path, origin: str) -> str | None:
     """A distractor path or shard pattern relative to the config file; URLs as written."""
     if spec is None or "://" in spec:
         return spec
-    path = Path(spec).expanduser()
+    path = Path(expand_variables(spec, origin)).expanduser()
     return str(path if path.is_absolute() else base / path)
 
 
-def _resolve_store(spec: str, base: Path) -> str:
+def _resolve_store(spec: str, base: Path, origin: str) -> str:
     """``edge:relative/path`` is relative to the config file, like every other path."""
     kind, sep, rest = spec.partition(":")
     if kind == "edge" and sep and rest:
-        path = Path(rest).expanduser()
+        path = Path(expand_variables(rest, origin)).expanduser()
         return f"edge:{path if path.is_absolute() else (base / path).resolve()}"
     return spec
+
+
+def _check_dataset(config: RunConfig) -> None:
+    """An ILIAS run's dataset and distractors exist, named by their keys when not (checked
+    before anything is loaded; the loader alone could only say what it expected)."""
+    origin = config.source.name if config.source else "run description"
+    hint = (
+        f"`ilias demo` writes its dataset under ILIAS_HOME ({data_home()}); write paths "
+        "as ${ILIAS_HOME}/... to follow it"
+    )
+    if not config.dataset.exists():
+        raise RunConfigError(f"{origin}: [dataset] path {config.dataset}: no such folder. {hint}")
+    if not is_ilias_layout(config.dataset):
+        raise RunConfigError(
+            f"{origin}: [dataset] path {config.dataset} is not an ILIAS-layout dataset (no "
+            "<instance>/query/ folder in it); point it at the folder of instances"
+        )
+    distractors = config.distractors
+    if distractors is None or "://" in distractors or any(c in distractors for c in "*?[{"):
+        return  # a shard pattern or URL: the loader expands it and names what it lacks
+    if not Path(distractors).exists():
+        raise RunConfigError(
+            f"{origin}: [dataset] distractors {distractors}: no such file or folder. {hint}"
+        )
 
 
 def encoder_spec(config: RunConfig) -> str:
@@ -474,10 +530,11 @@ def run_config(
     needs_local = _check_rerank(config)
     spec = encoder_spec(config)
     _check_output(config)
+    _check_dataset(config)
     taxonomy = read_taxonomy(config.taxonomy) if config.taxonomy else None
     source = open_dataset(config.dataset, config.distractors, config.select)
     benchmark = source.benchmark
-    assert benchmark is not None  # parse_run_config checked the ILIAS layout
+    assert benchmark is not None  # _check_dataset checked the ILIAS layout
     # The ids inside tar shards are only known once read: check_ids cannot list them.
     check_ids = config.check_ids and not source.tar_shards
     if config.check_ids and source.tar_shards:

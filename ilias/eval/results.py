@@ -31,7 +31,7 @@ row multiplied by ``k / len(row)`` (above 100 where every positive is found), an
 
 Which queries count: as in the reference, only the queries present in a file (a query the
 file lacks is skipped and reported, not scored 0); image and text queries are scored
-separately (DESIGN.md section 2), and together as ``all``, the number ``evaluate.py`` prints
+separately (as ILIAS reports them), and together as ``all``, the number ``evaluate.py`` prints
 for a file that holds both. Two deliberate differences, both stricter: ties are ranked
 stably (the reference's ``np.argsort`` leaves the order of tied results undefined, which
 matters only where a tie straddles rank k), and a query id the dataset does not know is
