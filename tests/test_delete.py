@@ -151,3 +151,20 @@ def test_an_edge_delete_acknowledged_before_a_kill_9_stays_done(tmp_path):
     assert stored(spec, ids) == expected
     with open_store(spec) as store:
         assert store.count("c") == len(expected) == 133
+
+
+def test_delete_mistakes_are_one_line(tmp_path):
+    spec = f"edge:{tmp_path / 'q'}"
+    ids = filled(spec)
+    base = ["delete", "--store", spec, "-c", "c", "-y"]
+    cases = {
+        (): "name the points: ids, --from FILE or --where",
+        ("--from", str(tmp_path / "none.txt")): f"--from {tmp_path / 'none.txt'}: cannot read it",
+        ("--where", "instance"): "instance",
+        ("-c", "gone", "a.jpg"): "no collection 'gone'",
+    }
+    for args, message in cases.items():
+        result = runner.invoke(app, [*base, *args])
+        assert isinstance(result.exception, IliasError), (args, result.output)
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert stored(spec, ids) == set(ids)  # nothing was deleted

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from small_pictures import write
 from typer.testing import CliRunner
@@ -199,3 +202,63 @@ def test_writes_are_off_unless_asked(tmp_path):
         assert client.post("/api/collections/c/points/delete", json={"ids": ["photos/p1.jpg"]}
                            ).status_code == 403  # fmt: skip
         assert client.app.state.service.store.count("c") == 6  # type: ignore[attr-defined]
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="no Chromium: apt-get install chromium")
+def test_the_page_adds_and_deletes_when_writes_are_on(tmp_path):
+    """Headless Chromium on the real page: the add panel appears only with writes on; a
+    chosen file becomes a point (prefix + file name) found by a search, and the delete
+    form removes it after a confirmation."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    spec, _ = loaded(tmp_path)
+    new = write(tmp_path / "incoming", "new.jpg", seed=400)
+    errors: list[str] = []
+    for writes in (False, True):
+        app = create_app(ServeSettings(store=spec, collection="c", api_key=None, writes=writes))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning"))  # fmt: skip
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.05)
+            with sync_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+                )
+                page = browser.new_page()
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function("document.querySelector('#collection').value === 'c'")
+                if not writes:
+                    page.wait_for_timeout(300)
+                    assert page.locator("#writes").is_hidden()
+                    browser.close()
+                    continue
+                page.wait_for_selector("#writes", state="visible")
+                page.set_input_files("#add-files", str(new))
+                page.fill("#add-prefix", "incoming/")
+                page.click("#add-button")
+                page.wait_for_function("document.querySelector('#status').textContent"
+                                       ".startsWith('added 1 image')")  # fmt: skip
+                store = app.state.service.store
+                assert store.existing_ids("c", ["incoming/new.jpg"]) == {"incoming/new.jpg"}
+                page.on("dialog", lambda dialog: dialog.accept())
+                page.fill("#delete-id", "incoming/new.jpg")
+                page.click("#delete-button")
+                page.wait_for_function("document.querySelector('#status').textContent"
+                                       ".startsWith('deleted incoming/new.jpg')")  # fmt: skip
+                assert store.existing_ids("c", ["incoming/new.jpg"]) == set()
+                assert store.count("c") == 6 and not errors
+                browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(10)

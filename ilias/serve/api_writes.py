@@ -28,7 +28,10 @@ from ilias.serve.filters import request_filter
 from ilias.serve.state import ServiceState
 from ilias.serve.uploads import read_limited
 
-router = APIRouter(prefix="/api/collections", tags=["writes"])
+# ``router`` (what app.py includes) holds ``/api/writes`` and, once the module is read,
+# the collection routes below.
+router = APIRouter(tags=["writes"])
+collections = APIRouter(prefix="/api/collections", tags=["writes"])
 # Payload keys the store and loads write themselves: a caller may not set them.
 RESERVED_KEYS = frozenset({"id", "file_stamp", "local_xy", "shard", "selection"})
 
@@ -69,7 +72,17 @@ def _writable(request: Request, collection: str) -> ServiceState:
     return state
 
 
-@router.post("/{collection}/images", response_model=AddedImage, status_code=201)
+class WritesState(BaseModel):
+    writes: bool
+
+
+@router.get("/api/writes", response_model=WritesState)
+def writes_state(request: Request) -> WritesState:
+    """Whether this service takes writes (the page shows its add/delete panel then)."""
+    return WritesState(writes=request.app.state.service.settings.writes)
+
+
+@collections.post("/{collection}/images", response_model=AddedImage, status_code=201)
 def add_image(
     collection: str,
     request: Request,
@@ -118,7 +131,7 @@ def add_image(
     return AddedImage(collection=collection, id=id, points=points)
 
 
-@router.delete("/{collection}/points/{point:path}", response_model=Deleted)
+@collections.delete("/{collection}/points/{point:path}", response_model=Deleted)
 def delete_point(collection: str, point: str, request: Request) -> Deleted:
     """Delete one point by its dataset id (404 if it is not stored)."""
     state = _writable(request, collection)
@@ -131,7 +144,7 @@ def delete_point(collection: str, point: str, request: Request) -> Deleted:
                    points=state.engine(lambda: store.count(collection)))  # fmt: skip
 
 
-@router.post("/{collection}/points/delete", response_model=Deleted)
+@collections.post("/{collection}/points/delete", response_model=Deleted)
 def delete_points(collection: str, body: DeleteRequest, request: Request) -> Deleted:
     """Delete points by ids or by a filter; a filter that matches nothing, or a delete of
     every point without ``all``, is refused (400), as ``ilias delete`` refuses them."""
@@ -176,3 +189,6 @@ def _load_id(path: Path, roots: list[str]) -> str:
         if path.is_relative_to(base):
             return path.relative_to(base.parent).as_posix()
     return path.as_posix()
+
+
+router.include_router(collections)  # last: it copies the routes defined above

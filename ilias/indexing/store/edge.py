@@ -426,9 +426,8 @@ class EdgeEngine(Engine):
             if selector is None:
                 raise StoreError("a delete by filter needs at least one condition")
             shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
-        # The WAL already holds the delete (it survives a kill -9); the flush only bounds
-        # how much of it a reopen replays, as after a load.
-        shard.flush()
+        # No flush: the WAL holds the delete once update returns (it survives a kill -9),
+        # and a flush per call made a 1,024-id delete 17x slower (0.27 s vs 0.016 s here).
 
 
 def _ids_in_uuid_order(shard: qe.EdgeShard, expected: Any, page: int = 16_384) -> list[str] | None:

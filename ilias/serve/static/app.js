@@ -347,3 +347,89 @@ function differences(c) {
 
 // ----------------------------------------------------------------- start
 loadCollections();
+
+// ----------------------------------------------------------------- writes (ilias serve --writes)
+// Shown only when the service says writes are on. Each dropped or chosen file becomes one
+// point, id = prefix + file name, encoded by the service exactly as a load would.
+const adding = { files: [] };
+
+async function showWrites() {
+  try {
+    const answer = await api("/api/writes");
+    $("writes").hidden = !answer.writes;
+  } catch (error) {
+    $("writes").hidden = true;
+  }
+}
+
+function chooseAdded(files) {
+  adding.files = Array.from(files || []);
+  $("add-text").textContent = adding.files.length
+    ? `${adding.files.length} image(s): ${adding.files.map((f) => f.name).join(", ")}`
+    : "Add images: drop them here or choose files";
+}
+
+async function addImages() {
+  if (!state.collection) { say("choose a collection first", true); return; }
+  if (!adding.files.length) { say("choose or drop images to add first", true); return; }
+  const base = `/api/collections/${encodeURIComponent(state.collection)}/images`;
+  const prefix = $("add-prefix").value.trim();
+  let last = null;
+  for (const [i, file] of adding.files.entries()) {
+    say(`adding ${i + 1} of ${adding.files.length}: ${file.name}...`);
+    const form = new FormData();
+    form.append("image", file);
+    form.append("id", prefix + file.name);
+    try {
+      last = await api(base, { method: "POST", body: form });
+    } catch (error) {
+      say(`${file.name}: ${error.message}`, true);
+      return;
+    }
+  }
+  const added = adding.files.length;
+  chooseAdded([]);
+  $("add-files").value = "";
+  const target = state.collection;
+  await refreshCollections(); // the point counts in the menu; then the message it would replace
+  say(`added ${added} image(s) to ${target}; ${last.points} points`);
+}
+
+async function refreshCollections() {
+  const chosen = state.collection;
+  await loadCollections();
+  if ([...$("collection").options].some((o) => o.value === chosen)) {
+    $("collection").value = chosen;
+    state.collection = chosen;
+  }
+}
+
+async function deletePoint() {
+  const id = $("delete-id").value.trim();
+  if (!state.collection || !id) { say("give the id of the point to delete", true); return; }
+  if (!window.confirm(`delete ${id} from ${state.collection}?`)) return;
+  const url = `/api/collections/${encodeURIComponent(state.collection)}/points/${id.split("/").map(encodeURIComponent).join("/")}`;
+  try {
+    const answer = await api(url, { method: "DELETE" });
+    $("delete-id").value = "";
+    await refreshCollections();
+    say(`deleted ${id} from ${answer.collection}; ${answer.points} points left`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+const addDrop = $("add-drop");
+$("add-files").addEventListener("change", (e) => chooseAdded(e.target.files));
+addDrop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("add-files").click(); } });
+addDrop.addEventListener("dragover", (e) => { e.preventDefault(); addDrop.classList.add("over"); });
+addDrop.addEventListener("dragleave", () => addDrop.classList.remove("over"));
+addDrop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  addDrop.classList.remove("over");
+  chooseAdded(e.dataTransfer.files);
+});
+$("add-form").addEventListener("submit", (e) => { e.preventDefault(); addImages(); });
+$("delete-form").addEventListener("submit", (e) => { e.preventDefault(); deletePoint(); });
+$("api-key").addEventListener("change", showWrites);
+showWrites();
