@@ -12,7 +12,7 @@ from pydantic import AfterValidator
 
 from ilias.serve.errors import error_responses
 from ilias.serve.files import THUMBNAIL_SIZES, contained_path, file_response, thumbnail_response
-from ilias.serve.schemas import MAX_ID_CHARS, clean_text
+from ilias.serve.schemas import MAX_ID_CHARS, NO_NUL, clean_text
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
@@ -20,7 +20,9 @@ router = APIRouter(
 )
 IdQuery = Annotated[
     str,
-    Query(description="the point's dataset id", min_length=1, max_length=MAX_ID_CHARS),
+    Query(
+        description="the point's dataset id", min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL
+    ),
     AfterValidator(clean_text),
 ]
 _IMAGE: dict[int | str, dict[str, Any]] = {

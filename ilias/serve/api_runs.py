@@ -22,6 +22,7 @@ from ilias.serve.errors import NotFound, error_responses
 from ilias.serve.files import contained_path, file_response
 from ilias.serve.schemas import (
     MAX_ID_CHARS,
+    NO_NUL,
     ComparedQuery,
     MissedPositive,
     QueryAP,
@@ -41,7 +42,10 @@ router = APIRouter(
 QueryId = Annotated[
     str,
     Query(
-        description="the query id, e.g. cat/query/Q000.jpg", min_length=1, max_length=MAX_ID_CHARS
+        description="the query id, e.g. cat/query/Q000.jpg",
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        pattern=NO_NUL,
     ),
     AfterValidator(clean_text),
 ]

@@ -77,10 +77,15 @@ def _one_line(text: str) -> str:
 
 
 def validation_detail(error: RequestValidationError) -> str:
-    """The first invalid field as ``field: reason`` (pydantic's own words, one line)."""
+    """The first invalid field as ``field: reason`` (pydantic's own words, one line; a
+    pattern in the schema is said in words)."""
+    from ilias.serve.schemas import NO_NUL
+
     first = error.errors()[0] if error.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
     message = first.get("msg", "invalid request")
+    if (first.get("ctx") or {}).get("pattern") == NO_NUL:
+        message = "holds a NUL character; remove it"
     return _one_line(f"{where}: {message}" if where else message)
 
 

@@ -25,7 +25,7 @@ from ilias.loader.images import (
     decode_image,
     draft_scale,
 )
-from ilias.serve.errors import TooLarge, Unprocessable
+from ilias.serve.errors import ServiceError, TooLarge
 from ilias.serve.settings import MAX_PIXELS_ENV, MAX_UPLOAD_ENV
 
 
@@ -58,7 +58,7 @@ def decode_bounded(
     what: str, source: bytes | Path, cap: int, target: int | None = None
 ) -> Image.Image:
     """An RGB image of at most ``cap`` pixels (a larger JPEG decoded reduced), or a 413
-    naming the cap, or a 422 that says why the data is not an image. ``target``: the side
+    naming the cap, or a 400 that says why the data is not an image. ``target``: the side
     the caller shrinks to next (a thumbnail's), so a JPEG may be decoded reduced below
     the cap too."""
     try:
@@ -84,8 +84,8 @@ def decode_bounded(
     image = decode_image(what, source, draft_to=draft_to)
     if isinstance(image, DecodeFailure):
         if LOADER_MAX_PIXELS_ENV in image.reason:
-            raise Unprocessable(f"{what} is {image.reason}")
-        raise Unprocessable(f"cannot read the {what}: {image.reason}")
+            raise TooLarge(f"{what} is {image.reason}")
+        raise ServiceError(f"cannot read the {what}: {image.reason}")
     return image
 
 
