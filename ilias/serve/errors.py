@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,11 +105,26 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(app, request.scope)
         return JSONResponse(
             {"detail": _one_line(str(error.detail))},
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers or None,
         )
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method the OpenAPI document gives this path (Starlette's 405 names only the
+    first route's, and a path such as /api/session has one route per method)."""
+    path = scope.get("path", "")
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in item}
+    return ", ".join(sorted(methods))
 
 
 class ErrorGuard:

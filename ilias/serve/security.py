@@ -116,23 +116,13 @@ class ApiKeyMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-@router.api_route(
-    "",
-    methods=["POST", "DELETE"],
-    status_code=204,
-    response_class=Response,
-    responses=error_responses(401),
-)
-def session(request: Request) -> Response:
-    """POST: trade the key (``X-API-Key`` header) for an HttpOnly, SameSite=Strict session
-    cookie, so that the page's image URLs carry no key (without a key configured: nothing
-    to do). DELETE: forget the cookie (sign out). One route for both, so that a 405 on
-    this path lists both methods."""
+@router.post("", status_code=204, response_class=Response, responses=error_responses(401))
+def start_session(request: Request) -> Response:
+    """Trade the key (``X-API-Key`` header) for an HttpOnly, SameSite=Strict session cookie,
+    so that the page's image URLs carry no key (without a key configured: nothing to do)."""
     answer = Response(status_code=204)
     key = request.app.state.service.settings.api_key
-    if request.method == "DELETE":
-        answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-    elif key:
+    if key:
         answer.set_cookie(
             COOKIE,
             session_token(key),
@@ -142,6 +132,14 @@ def session(request: Request) -> Response:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
+    return answer
+
+
+@router.delete("", status_code=204, response_class=Response, responses=error_responses(401))
+def end_session() -> Response:
+    """Forget the session cookie (the page's "sign out")."""
+    answer = Response(status_code=204)
+    answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return answer
 
 
