@@ -16,7 +16,7 @@ from ilias.serve.schemas import MAX_ID_CHARS, NO_NUL, clean_text
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
-    prefix="/api/collections", tags=["images"], responses=error_responses(400, 404, 422)
+    prefix="/api/collections", tags=["images"], responses=error_responses(400, 401, 404, 422)
 )
 IdQuery = Annotated[
     str,

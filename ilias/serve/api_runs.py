@@ -37,7 +37,7 @@ from ilias.serve.settings import MAX_K
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
-    prefix="/api/runs", tags=["evaluation runs"], responses=error_responses(400, 404, 422)
+    prefix="/api/runs", tags=["evaluation runs"], responses=error_responses(400, 401, 404, 422)
 )
 QueryId = Annotated[
     str,

@@ -29,7 +29,7 @@ from ilias.serve.uploads import check_upload, decode_upload, read_limited
 from ilias.types import Hit, SearchParams
 
 router = APIRouter(
-    prefix="/api/collections", tags=["search"], responses=error_responses(400, 404, 413, 422)
+    prefix="/api/collections", tags=["search"], responses=error_responses(400, 401, 404, 413, 422)
 )
 
 

@@ -39,7 +39,7 @@ class ErrorModel(BaseModel):
 
 _MEANINGS = {
     400: "the request cannot be done as asked (the detail says why)",
-    401: "missing or wrong API key",
+    401: "missing or wrong API key (a service started with ILIAS_API_KEY)",
     404: "no such collection, point, run or file",
     413: "the request body or the image is larger than the service's limit",
     422: "a field is missing, of the wrong type or out of range",
