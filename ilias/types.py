@@ -59,11 +59,17 @@ class SearchParams:
     ignore_quantization: bool = False  # search the float32 originals (quality baseline)
 
     def __post_init__(self) -> None:
-        if self.hnsw_ef is not None and not 1 <= self.hnsw_ef <= MAX_HNSW_EF:
+        if self.hnsw_ef is not None and self.hnsw_ef < 1:
+            raise IliasError(f"hnsw_ef = {self.hnsw_ef}: give a positive number (--hnsw-ef)")
+        if self.hnsw_ef is not None and self.hnsw_ef > MAX_HNSW_EF:
             raise IliasError(
                 f"hnsw_ef = {self.hnsw_ef}: give a number from 1 to {MAX_HNSW_EF:,} (--hnsw-ef)"
             )
-        if self.oversampling is not None and not 1.0 <= self.oversampling <= MAX_OVERSAMPLING:
+        if self.oversampling is not None and not self.oversampling >= 1.0:
+            raise IliasError(
+                f"oversampling = {self.oversampling}: give a factor of at least 1 (--oversampling)"
+            )
+        if self.oversampling is not None and self.oversampling > MAX_OVERSAMPLING:
             raise IliasError(
                 f"oversampling = {self.oversampling}: give a factor from 1 to "
                 f"{MAX_OVERSAMPLING:g} (--oversampling)"

@@ -273,7 +273,7 @@ def test_unknown_collection_and_corrupt_upload(client: TestClient) -> None:
     answer = client.post("/api/collections/nope/search", json={"id": "x"})
     assert answer.status_code == 404 and "no collection 'nope'" in answer.json()["detail"]
     corrupt = upload(client, b"\xff\xd8\xff\xe0 not a jpeg at all")
-    assert corrupt.status_code == 422
+    assert corrupt.status_code == 400
     assert corrupt.json()["detail"].startswith("cannot read the uploaded image:")
     bad_query = client.post(
         f"/api/collections/{COLLECTION}/search/image",
@@ -303,7 +303,7 @@ def test_upload_size_and_pixel_limits(client: TestClient, monkeypatch: pytest.Mo
         f"/api/collections/{COLLECTION}/search/image",
         files={"image": ("wide.png", wide, "image/png")},
     )
-    assert answer.status_code == 422
+    assert answer.status_code == 413
     assert answer.json()["detail"] == (
         "uploaded image is 200 x 100 = 20,000 pixels, above the limit of 10,000; raise "
         "ILIAS_MAX_PIXELS to load it"

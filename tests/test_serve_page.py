@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real uvicorn in a thread, serving the tiny collection and two runs."""
-    store, runs = build_runs(tiny_ilias, tmp_path_factory.mktemp("serve_page"))
-    app = create_app(ServeSettings(store=store, collection=COLLECTION, runs=runs))
+def built(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return build_runs(tiny_ilias, tmp_path_factory.mktemp("serve_page"))
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` under a real uvicorn in a thread, on a free loopback port."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -56,9 +60,19 @@ def base_url(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def base_url(built: tuple[str, Path]) -> Iterator[str]:
+    """The tiny collection and two runs, served with no API key."""
+    store, runs = built
+    with served(create_app(ServeSettings(store=store, collection=COLLECTION, runs=runs))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +209,40 @@ def test_the_evaluation_explorer_frames_positives_and_compares_runs(
         ".every(i => i.complete && i.naturalWidth)"
     )
     page.screenshot(path=str(screenshot_path(tmp_path, "serve-explorer.png")), full_page=True)
+
+
+def test_the_page_trades_the_key_for_a_cookie_and_puts_it_in_no_url(
+    browser, built: tuple[str, Path], tiny_ilias: Path, tmp_path: Path
+) -> None:
+    """With ILIAS_API_KEY set, the page asks for the key once, trades it for the session
+    cookie and then searches and shows thumbnails: no request URL carries the key, and
+    the page keeps it nowhere (a copy of the store: the module's server owns the original)."""
+    key = "page-key-5e1d"
+    shutil.copytree(Path(built[0].removeprefix("edge:")), tmp_path / "q")
+    settings = ServeSettings(store=f"edge:{tmp_path / 'q'}", collection=COLLECTION, api_key=key)
+    with served(create_app(settings)) as url:
+        context = browser.new_context(viewport={"width": 1366, "height": 860})
+        page = context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#status').textContent.includes('API key')")
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_function("document.querySelector('#collection').options.length > 0")
+        page.fill("#stored-id", "cat/pos/P000.jpg")
+        page.click("#search-button")
+        page.wait_for_function("document.querySelectorAll('#results li').length > 0")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#results img')]"
+            ".every(i => i.complete && i.naturalWidth)"
+        )
+        assert page.input_value("#api-key") == ""
+        assert page.evaluate("sessionStorage.length + localStorage.length") == 0
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: not readable by scripts
+        cookies = context.cookies()
+        assert [c["name"] for c in cookies] == ["ilias_session"]
+        assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+        assert any("/thumbnail?id=" in u for u in requested)
+        assert not any(key in u or "api_key" in u for u in requested)
+        context.close()

@@ -3,10 +3,14 @@
 One process serves one store: ``create_app(ServeSettings(...))`` builds the FastAPI app,
 ``ilias serve`` runs it under uvicorn. The modules are split by concern:
 
-- ``settings``: what the service is configured with (the CLI's settings plus its own limits);
-- ``state``: the open store, one cached ``Retriever`` per collection, the run folders;
-- ``security``: the optional API key and CORS;
-- ``errors``: every failure as a one-line ``{"detail": ...}`` (no stack traces);
+- ``settings``: what the service is configured with (the CLI's settings plus its own limits,
+  and the memory budget they add up to);
+- ``state``: the open store, one cached ``Retriever`` per collection, the decode slots;
+- ``limits``: request bodies counted while they stream, the decode slots and their queue;
+- ``uploads``: pictures decoded for a request within the service's pixel cap;
+- ``security``: the optional API key (header, or the page's session cookie) and CORS;
+- ``errors``: every failure as a one-line ``{"detail": ...}`` (no stack traces, no dropped
+  connection), documented as ``ErrorModel``;
 - ``schemas``: the request and response models (the OpenAPI document is built from them);
 - ``api_search``, ``api_collections``, ``api_images``, ``api_runs``: one router each;
 - ``static/``: the page (plain HTML, CSS and JavaScript; no build step, no CDN).

@@ -13,7 +13,7 @@ from ilias.serve.schemas import CollectionModel, CollectionsResponse
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
-    prefix="/api/collections", tags=["collections"], responses=error_responses(404, 422)
+    prefix="/api/collections", tags=["collections"], responses=error_responses(401, 404, 422)
 )
 health_router = APIRouter(tags=["health"])
 

@@ -12,15 +12,17 @@ from pydantic import AfterValidator
 
 from ilias.serve.errors import error_responses
 from ilias.serve.files import THUMBNAIL_SIZES, contained_path, file_response, thumbnail_response
-from ilias.serve.schemas import MAX_ID_CHARS, clean_text
+from ilias.serve.schemas import MAX_ID_CHARS, NO_NUL, clean_text
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
-    prefix="/api/collections", tags=["images"], responses=error_responses(400, 404, 422)
+    prefix="/api/collections", tags=["images"], responses=error_responses(400, 401, 404, 422)
 )
 IdQuery = Annotated[
     str,
-    Query(description="the point's dataset id", min_length=1, max_length=MAX_ID_CHARS),
+    Query(
+        description="the point's dataset id", min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL
+    ),
     AfterValidator(clean_text),
 ]
 _IMAGE: dict[int | str, dict[str, Any]] = {

@@ -22,6 +22,7 @@ from ilias.serve.errors import NotFound, error_responses
 from ilias.serve.files import contained_path, file_response
 from ilias.serve.schemas import (
     MAX_ID_CHARS,
+    NO_NUL,
     ComparedQuery,
     MissedPositive,
     QueryAP,
@@ -36,12 +37,15 @@ from ilias.serve.settings import MAX_K
 from ilias.serve.state import ServiceState
 
 router = APIRouter(
-    prefix="/api/runs", tags=["evaluation runs"], responses=error_responses(400, 404, 422)
+    prefix="/api/runs", tags=["evaluation runs"], responses=error_responses(400, 401, 404, 422)
 )
 QueryId = Annotated[
     str,
     Query(
-        description="the query id, e.g. cat/query/Q000.jpg", min_length=1, max_length=MAX_ID_CHARS
+        description="the query id, e.g. cat/query/Q000.jpg",
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        pattern=NO_NUL,
     ),
     AfterValidator(clean_text),
 ]

@@ -25,11 +25,11 @@ from ilias.serve.errors import NotFound, ServiceError, error_responses
 from ilias.serve.filters import request_filter
 from ilias.serve.schemas import HitModel, SearchRequest, SearchResponse
 from ilias.serve.state import ServiceState
-from ilias.serve.uploads import decode_upload, read_limited
+from ilias.serve.uploads import check_upload, decode_upload, read_limited
 from ilias.types import Hit, SearchParams
 
 router = APIRouter(
-    prefix="/api/collections", tags=["search"], responses=error_responses(400, 404, 413, 422)
+    prefix="/api/collections", tags=["search"], responses=error_responses(400, 401, 404, 413, 422)
 )
 
 
@@ -191,6 +191,7 @@ def search_image(
         where = ".".join(str(p) for p in first["loc"])
         raise ServiceError(f"query: {where}: {first['msg']}") from None
     state.check_collection(collection)
+    check_upload(image, state.settings.max_pixels)
     name = (image.filename or "")[:200].encode("utf-8", "backslashreplace").decode("utf-8")
     described = f"upload {name}".strip()
     with state.decodes.slot():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,7 +39,7 @@ class ErrorModel(BaseModel):
 
 _MEANINGS = {
     400: "the request cannot be done as asked (the detail says why)",
-    401: "missing or wrong API key",
+    401: "missing or wrong API key (a service started with ILIAS_API_KEY)",
     404: "no such collection, point, run or file",
     413: "the request body or the image is larger than the service's limit",
     422: "a field is missing, of the wrong type or out of range",
@@ -77,10 +78,15 @@ def _one_line(text: str) -> str:
 
 
 def validation_detail(error: RequestValidationError) -> str:
-    """The first invalid field as ``field: reason`` (pydantic's own words, one line)."""
+    """The first invalid field as ``field: reason`` (pydantic's own words, one line; a
+    pattern in the schema is said in words)."""
+    from ilias.serve.schemas import NO_NUL
+
     first = error.errors()[0] if error.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
     message = first.get("msg", "invalid request")
+    if (first.get("ctx") or {}).get("pattern") == NO_NUL:
+        message = "holds a NUL character; remove it"
     return _one_line(f"{where}: {message}" if where else message)
 
 
@@ -99,11 +105,26 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(app, request.scope)
         return JSONResponse(
             {"detail": _one_line(str(error.detail))},
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers or None,
         )
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method the OpenAPI document gives this path (Starlette's 405 names only the
+    first route's, and a path such as /api/session has one route per method)."""
+    path = scope.get("path", "")
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in item}
+    return ", ".join(sorted(methods))
 
 
 class ErrorGuard:

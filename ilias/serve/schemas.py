@@ -29,12 +29,21 @@ def clean_text(value: str) -> str:
     return value
 
 
-IdText = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(clean_text)]
+NO_NUL = r"^[^\x00]*$"  # in the schema too, so that a client's generator knows
+IdText = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL),
+    AfterValidator(clean_text),
+]
 QueryText = Annotated[
-    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(clean_text)
+    str,
+    Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NO_NUL),
+    AfterValidator(clean_text),
 ]
 Clause = Annotated[
-    str, Field(min_length=1, max_length=MAX_CLAUSE_CHARS), AfterValidator(clean_text)
+    str,
+    Field(min_length=1, max_length=MAX_CLAUSE_CHARS, pattern=NO_NUL),
+    AfterValidator(clean_text),
 ]
 
 

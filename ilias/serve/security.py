@@ -119,7 +119,7 @@ class ApiKeyMiddleware:
 @router.post("", status_code=204, response_class=Response, responses=error_responses(401))
 def start_session(request: Request) -> Response:
     """Trade the key (``X-API-Key`` header) for an HttpOnly, SameSite=Strict session cookie,
-    so that the page's image URLs carry no key. Without a key configured: nothing to do."""
+    so that the page's image URLs carry no key (without a key configured: nothing to do)."""
     answer = Response(status_code=204)
     key = request.app.state.service.settings.api_key
     if key:

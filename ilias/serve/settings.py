@@ -34,17 +34,19 @@ DECODES_ENV = "ILIAS_SERVE_DECODES"
 QUEUE_ENV = "ILIAS_SERVE_QUEUE"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # 20 MiB: any photo; far below what would hurt memory
 DEFAULT_MAX_JSON = 1024 * 1024  # 1 MiB: a search request is a few hundred bytes
-# 10 megapixels: a 4K frame or a 10 MP camera photo decodes whole; larger JPEGs decode at
-# 1/2 or 1/4 (the encoder resizes to at most ~1k pixels anyway). One decode of 10 MP costs
-# at most ~360 MB (32-bit float TIFF, the worst mode), 120 MB for an RGB photo.
-DEFAULT_MAX_PIXELS = 10_000_000
+# 8 MiP (2**23 = 8,388,608 pixels): a 4K frame (3840 x 2160) or an 8 MP photo decodes whole;
+# larger JPEGs decode at 1/2 or 1/4 (the encoder resizes to at most ~1k pixels anyway).
+# One decode of 8 MiP costs at most ~345 MB (a 32-bit float TIFF, the worst mode), 100 MB
+# for an RGB photo.
+DEFAULT_MAX_PIXELS = 8_388_608
 DEFAULT_DECODES = 2  # concurrent decode+encode: the CPU cores the model uses well anyway
 DEFAULT_QUEUE = 16  # requests waiting for a decode slot before 503s (their bodies on disk)
 QUEUE_WAIT_S = 30.0  # a queued request waits at most this long, then 503
 # Peak bytes one decode holds per pixel of its input, measured on the worst mode (a 32-bit
 # float TIFF: the image, a float64 copy for the 0-255 scaling, its temporaries, the RGB
-# result; 36 B/px, bench/serve.py --decode-cost) and rounded up; an RGB JPEG takes 12.
-DECODE_BYTES_PER_PIXEL = 40
+# result: 41 B/px; 16-bit PNG 35, RGBA 24, RGB 12, one-bit 6; python bench/serve.py
+# --decode-cost) and rounded up with room for the encoder's input.
+DECODE_BYTES_PER_PIXEL = 48
 MAX_K = 1000  # the benchmark's k; larger answers are pages nobody reads over HTTP
 
 
@@ -76,7 +78,7 @@ class ServeSettings:
         MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD, "a number of bytes, e.g. 20971520"
     )
     max_json_bytes: int = _env(MAX_JSON_ENV, DEFAULT_MAX_JSON, "a number of bytes, e.g. 1048576")
-    max_pixels: int = _env(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "a number of pixels, e.g. 10000000")
+    max_pixels: int = _env(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "a number of pixels, e.g. 8388608")
     decodes: int = _env(DECODES_ENV, DEFAULT_DECODES, "a number of decodes at once, e.g. 2")
     queue: int = _env(QUEUE_ENV, DEFAULT_QUEUE, "a number of waiting requests, e.g. 16")
     max_k: int = MAX_K

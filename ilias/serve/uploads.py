@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from fastapi import UploadFile
 from PIL import Image
@@ -25,7 +26,7 @@ from ilias.loader.images import (
     decode_image,
     draft_scale,
 )
-from ilias.serve.errors import TooLarge, Unprocessable
+from ilias.serve.errors import ServiceError, TooLarge
 from ilias.serve.settings import MAX_PIXELS_ENV, MAX_UPLOAD_ENV
 
 
@@ -54,28 +55,46 @@ def _reduction(size: tuple[int, int], fmt: str | None, cap: int) -> int:
     return 0
 
 
+def _probe(handle: Any) -> tuple[tuple[int, int], str | None]:
+    """(size, format) from the header, or ((0, 0), None) for data that is no image."""
+    try:
+        with Image.open(handle) as probe:
+            return probe.size, probe.format
+    except Exception:  # not an image at all: decode_image says why, in its own words
+        return (0, 0), None
+
+
+def _refuse(what: str, size: tuple[int, int], fmt: str | None, cap: int) -> TooLarge:
+    width, height = size
+    kind = "a JPEG too large even at 1/4" if fmt == "JPEG" else f"a {fmt or 'non-JPEG'}"
+    return TooLarge(
+        f"{what} is {width} x {height} = {width * height:,} pixels ({kind}), above the "
+        f"service's decode limit of {cap:,}; send a smaller image ({MAX_PIXELS_ENV} sets "
+        "the limit)"
+    )
+
+
+def check_upload(upload: UploadFile, cap: int) -> None:
+    """Refuse an upload above the cap from its header alone, before it waits for a decode
+    slot: a decompression bomb costs a header read, not a place in the queue."""
+    upload.file.seek(0)
+    size, fmt = _probe(upload.file)
+    upload.file.seek(0)
+    if _reduction(size, fmt, cap) == 0:
+        raise _refuse("uploaded image", size, fmt, cap)
+
+
 def decode_bounded(
     what: str, source: bytes | Path, cap: int, target: int | None = None
 ) -> Image.Image:
     """An RGB image of at most ``cap`` pixels (a larger JPEG decoded reduced), or a 413
-    naming the cap, or a 422 that says why the data is not an image. ``target``: the side
+    naming the cap, or a 400 that says why the data is not an image. ``target``: the side
     the caller shrinks to next (a thumbnail's), so a JPEG may be decoded reduced below
     the cap too."""
-    try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(handle) as probe:
-            size, fmt = probe.size, probe.format
-    except Exception:  # not an image at all: decode_image says why, in its own words
-        size, fmt = (0, 0), None
+    size, fmt = _probe(io.BytesIO(source) if isinstance(source, bytes) else source)
     scale = _reduction(size, fmt, cap)
     if scale == 0:
-        width, height = size
-        kind = "a JPEG too large even at 1/4" if fmt == "JPEG" else f"a {fmt or 'non-JPEG'}"
-        raise TooLarge(
-            f"{what} is {width} x {height} = {width * height:,} pixels ({kind}), above the "
-            f"service's decode limit of {cap:,}; send a smaller image ({MAX_PIXELS_ENV} sets "
-            "the limit)"
-        )
+        raise _refuse(what, size, fmt, cap)
     if target is not None and fmt == "JPEG":
         scale = max(scale, draft_scale(size, target))
     draft_to = max(size) // (2 * scale) if scale > 1 else None
@@ -84,8 +103,8 @@ def decode_bounded(
     image = decode_image(what, source, draft_to=draft_to)
     if isinstance(image, DecodeFailure):
         if LOADER_MAX_PIXELS_ENV in image.reason:
-            raise Unprocessable(f"{what} is {image.reason}")
-        raise Unprocessable(f"cannot read the {what}: {image.reason}")
+            raise TooLarge(f"{what} is {image.reason}")
+        raise ServiceError(f"cannot read the {what}: {image.reason}")
     return image
 
 
