@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 
 from ilias import __version__
 from ilias.config import Settings, data_home
-from ilias.errors import CollectionBusy, IliasError
+from ilias.errors import CollectionBusy, DiskFull, IliasError
 from ilias.query.where import parse_bbox, parse_where
 from ilias.types import LocalConfig, SearchParams
 
@@ -1062,11 +1062,14 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     for name in names:
         try:
             details = backend.info(name)
-        except CollectionBusy:  # a load holds it: show what its config says, not a failure
+        except (CollectionBusy, DiskFull) as error:  # show what its config says, and why
             config = backend.collection_config(name)
+            if isinstance(error, DiskFull):
+                placements.append(f"{name}: not opened: {error}")
+            status = "disk full" if isinstance(error, DiskFull) else "in use by another process"
             rows.append((
                 name, ", ".join(aliases.get(name, [])) or "-", "?", "?",
-                "in use by another process", "-", "-", config.index or "-", config.storage or "-",
+                status, "-", "-", config.index or "-", config.storage or "-",
                 str(config.dim),
                 str(config.local_dim or "-"), str(config.metadata.get("encoder")),
                 str(config.metadata.get("resolution")),
@@ -1168,7 +1171,10 @@ def drop(
 ) -> None:
     """Drop a collection and the aliases pointing at it (its points are gone for good)."""
     with _open_store(store) as backend:
-        points = backend.count(collection)
+        try:
+            points: int | str = backend.count(collection)
+        except DiskFull:  # dropping is how space is freed: it needs no open collection
+            points = "? (not opened: disk full)"
         if not yes and not typer.confirm(
             f"drop {collection} ({points} points) from {backend.location}?"
         ):

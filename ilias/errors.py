@@ -26,6 +26,11 @@ class CollectionBusy(StoreError):
     """A collection another process holds (an Edge shard has one owner, e.g. a running load)."""
 
 
+class DiskFull(StoreError):
+    """Too little free disk for a write (or for opening a collection): refused before the
+    engine runs out of it, so nothing stored is lost."""
+
+
 class VectorValidationError(StoreError):
     """Vectors that must not reach the engine: NaN/inf, wrong dimension, not normalised."""
 

@@ -33,6 +33,7 @@ from ilias.indexing.extract import (
 )
 from ilias.indexing.local_features import LocalConfig
 from ilias.indexing.store import CollectionConfig, Store
+from ilias.indexing.store.base import check_name
 from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.schema import ID_KEY, SHARD_KEY
 from ilias.indexing.store.search_index import check_index
@@ -110,6 +111,7 @@ def load_collection(
     """
     check_storage(storage)
     check_index(index)
+    check_name(collection)  # before any work, not at the first partition
     source = records if isinstance(records, DatasetSource) else DatasetSource(list(records), {})
     known = source.records
     report = LoadReport(collection=collection, total=len(known), shards=len(source.tar_shards))
@@ -130,6 +132,11 @@ def load_collection(
             logger.info(
                 "%s: %d of %d already stored, resuming", collection, len(present), report.total
             )
+        current = store.collection_config(collection)
+        _check_room(store, collection, len(known), current.dim, current.storage, options,
+                    current.local_dim)  # fmt: skip
+    else:  # the dimension comes with the first partition: for now, room for an empty one
+        store.check_room(collection, points=0, dim=1)
     plan += [(chunk, frozenset()) for chunk in chunks(known, options.partition_size)]
     plan += (
         _tar_plan(store, collection, source.tar_shards, tags, report)
@@ -149,6 +156,9 @@ def load_collection(
 
     def create(dim: int, resolution: int, local_dim: int | None = None) -> None:
         if not store.collection_exists(collection):
+            # The images known up front; those inside tar shards are only counted as they
+            # are read, and every write checks the room again (the engine's own guard).
+            _check_room(store, collection, len(known), dim, storage, options, local_dim)
             meta = {
                 "encoder": options.encoder,
                 "resolution": resolution,
@@ -206,6 +216,24 @@ def load_collection(
             "see the log for the reasons"
         )
     return report
+
+
+def _check_room(
+    store: Store,
+    collection: str,
+    points: int,
+    dim: int,
+    storage: str | None,
+    options: ExtractionOptions,
+    local_dim: int | None,
+) -> None:
+    """One line with both numbers if the disk cannot take ``points`` more points and their
+    index build (``Store.check_room``); checked before anything is written."""
+    per_point = options.local.top_k_database if options.local is not None else 0
+    store.check_room(
+        collection, points=points, dim=dim, storage=storage, local_dim=local_dim,
+        local_per_point=per_point,
+    )  # fmt: skip
 
 
 def _selection_tags(shards: Sequence[TarShard]) -> dict[str, str | None]:

@@ -34,7 +34,7 @@ from ilias.indexing.store.engine import (
     StoredPoint,
     VectorQuery,
 )
-from ilias.indexing.store.layout import resolve_storage
+from ilias.indexing.store.layout import DEFAULT_PRESET, LAYOUTS, resolve_storage, sizing
 from ilias.indexing.store.schema import (
     GLOBAL_VECTOR,
     ID_KEY,
@@ -47,6 +47,7 @@ from ilias.indexing.store.schema import (
     point_id,
 )
 from ilias.indexing.store.search_index import resolve_index
+from ilias.indexing.store.space import FRESH_COLLECTION, WRITE_MARGIN
 from ilias.indexing.store.stream import VectorStream, scroll_stream
 from ilias.types import Filter, Hit, LocalFeatures, Range, SearchParams
 
@@ -322,6 +323,36 @@ class Store:
         """Record shards as completely stored (after their points are written)."""
         if entries:
             self.engine.record_shards(self._target(name), entries)
+
+    def check_room(
+        self,
+        name: str,
+        *,
+        points: int,
+        dim: int,
+        storage: str | None = None,
+        local_dim: int | None = None,
+        local_per_point: int = 0,
+    ) -> None:
+        """Refuse, in one line with both numbers, a load of ``points`` more points into
+        ``name`` (new or not) that the store's disk cannot hold through its index build.
+
+        What it needs: the points at the bytes per point of their layout (``sizing``; an
+        undecided layout counts as ``ram``, the largest on disk, with local descriptors as
+        float32 rows), twice, because the build writes the rebuilt segments next to the
+        loaded ones; a new collection adds what an empty one takes. Engines that cannot
+        see their disk (a server) check nothing.
+        """
+        preset = storage if storage in LAYOUTS else DEFAULT_PRESET
+        per_point = sizing(preset, dim).disk + 4 * (local_dim or 0) * local_per_point
+        needed = 2 * points * per_point + WRITE_MARGIN
+        exists = self.collection_exists(name)
+        target = self._target(name) if exists else name
+        if not exists:
+            check_name(name)
+            needed += FRESH_COLLECTION
+        what = f"loading {points:,} points into {name!r}" if points else f"creating {name!r}"
+        self.engine.ensure_room(target, needed, what)
 
     def finish_load(self, name: str) -> None:
         """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""

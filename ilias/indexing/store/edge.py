@@ -18,12 +18,14 @@ them before every call.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from ilias.errors import CollectionBusy, StoreError
+from ilias.errors import CollectionBusy, DiskFull, StoreError
 from ilias.indexing.store.base import Store
 from ilias.indexing.store.edge_segments import read_segments, sorted_uuids, uuid_order
 from ilias.indexing.store.engine import (
@@ -53,6 +55,15 @@ from ilias.indexing.store.schema import (
     LOCAL_VECTOR,
     LOCAL_XY,
     CollectionConfig,
+)
+from ilias.indexing.store.space import (
+    FRESH_COLLECTION,
+    OPEN_MARGIN,
+    WRITE_MARGIN,
+    allocated,
+    free_bytes,
+    holes,
+    mib,
 )
 from ilias.indexing.store.stream import StreamMismatch, VectorStream
 from ilias.types import Hit, SearchParams
@@ -75,6 +86,9 @@ _CONFIG = "collection.json"
 _LEDGER = "shards.jsonl"
 # Flush a collection every this many bytes of upserted float32 vectors (bounds the WAL).
 FLUSH_BYTES = 1 << 30
+# Holes (see space.py) are counted again on every write once the room is within this of
+# what the write needs, and at most once a second before: counting stats every file.
+HOLES_SLACK = 512 << 20
 
 
 @dataclass
@@ -110,6 +124,7 @@ class EdgeEngine(Engine):
         self._shards: dict[str, qe.EdgeShard] = {}
         self._writes: dict[str, _LoadWrites] = {}  # per collection: see _write_progress
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
+        self._holes_seen: dict[str, tuple[float, int]] = {}  # name -> (when, holes)
 
     # -- collections -----------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -122,6 +137,7 @@ class EdgeEngine(Engine):
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:
         folder = self.root / name
+        self.ensure_room(name, FRESH_COLLECTION + WRITE_MARGIN, f"creating collection {name!r}")
         try:
             if folder.exists():  # a creation that died before collection.json was written
                 shutil.rmtree(folder)
@@ -131,18 +147,20 @@ class EdgeEngine(Engine):
                 f"{self.location}: cannot create {folder} ({error.strerror or error}); give a "
                 "folder this user can write (--store edge:PATH)"
             ) from error
-        shard = qe.EdgeShard.create(str(folder / "shard"), _edge_config(config))
-        for field_name, schema in config.payload_indexes.items():
-            if schema not in _SCHEMA_TYPES:
-                raise StoreError(
-                    f"payload index {field_name!r}: unknown type {schema!r}; use one of "
-                    f"{', '.join(_SCHEMA_TYPES)}"
-                )
-            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[schema]))
-        shard.flush()
-        self._shards[name] = shard
-        # Written last: a collection exists only once its shard and indexes do.
-        (folder / _CONFIG).write_text(json.dumps(config.to_dict(), indent=2))
+        with self._disk_errors(name, "creating it"):
+            shard = qe.EdgeShard.create(str(folder / "shard"), _edge_config(config))
+            for field_name, schema in config.payload_indexes.items():
+                if schema not in _SCHEMA_TYPES:
+                    raise StoreError(
+                        f"payload index {field_name!r}: unknown type {schema!r}; use one of "
+                        f"{', '.join(_SCHEMA_TYPES)}"
+                    )
+                index = qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[schema])
+                shard.update(index)
+            shard.flush()
+            self._shards[name] = shard
+            # Written last: a collection exists only once its shard and indexes do.
+            (folder / _CONFIG).write_text(json.dumps(config.to_dict(), indent=2))
 
     def read_config(self, name: str) -> CollectionConfig:
         path = self.root / name / _CONFIG
@@ -166,23 +184,29 @@ class EdgeEngine(Engine):
         # Flush first: it persists the appendable segment and empties the WAL, which holds
         # every upsert since the last flush (a second copy of the load: 21 GB at 5M x 1024),
         # before the optimizer checks for the free space its rebuilt segment needs.
-        shard.flush()
-        shard.optimize()  # seals what was appendable: nothing is left unflushed or unsealed
-        shard.flush()
+        with self._disk_errors(name, "building its index"):
+            shard.flush()
+            self._ensure_build_room(name, "building its index")
+            shard.optimize()  # seals what was appendable: nothing is left unflushed or unsealed
+            shard.flush()
         writes = self._writes.get(name)
         if writes is not None:  # kept: the plan comes from the config, read once
             writes.unsealed = writes.unflushed = 0
 
     def drop(self, name: str) -> None:
         self._writes.pop(name, None)
+        self._holes_seen.pop(name, None)
         shard = self._shards.pop(name, None)
         if shard is not None:
             shard.close()
         shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
-        for shard in self._shards.values():
-            shard.flush()
+        for name, shard in self._shards.items():
+            try:
+                shard.flush()
+            except Exception as error:  # a full disk: the WAL already holds every point
+                logger.warning("collection %r: not flushed on close (%s)", name, error)
             shard.close()
         self._shards.clear()
 
@@ -194,9 +218,15 @@ class EdgeEngine(Engine):
             for row, (point, payload) in enumerate(zip(batch.ids, batch.payloads, strict=True))
         ]
         shard = self._shard(name)
-        shard.update(qe.UpdateOperation.upsert_points(points))
         local_rows = sum(len(rows) for rows in batch.vectors.get(LOCAL_VECTOR, ()))
-        self._write_progress(name, shard, len(points), local_rows)
+        size = sum(len(vector) for vector in batch.vectors.get(GLOBAL_VECTOR, ()))
+        size += sum(len(row) for rows in batch.vectors.get(LOCAL_VECTOR, ()) for row in rows)
+        size = 4 * size + sum(len(str(payload)) for payload in batch.payloads)
+        # Twice: once in the WAL, once in the segment.
+        self.ensure_room(name, WRITE_MARGIN + 2 * size, f"writing {len(points)} points")
+        with self._disk_errors(name, "writing points"):
+            shard.update(qe.UpdateOperation.upsert_points(points))
+            self._write_progress(name, shard, len(points), local_rows)
 
     def _write_progress(
         self, name: str, shard: qe.EdgeShard, added: int, local_rows: int = 0
@@ -224,6 +254,7 @@ class EdgeEngine(Engine):
         writes.unsealed += added
         if writes.seal_every is not None and writes.unsealed >= writes.seal_every:
             shard.flush()  # persisted before it is sealed; the WAL emptied
+            self._ensure_build_room(name, "sealing a segment")
             shard.optimize()
             writes.unsealed = writes.unflushed = 0
         elif writes.unflushed >= FLUSH_BYTES:
@@ -322,7 +353,10 @@ class EdgeEngine(Engine):
         return int(self._shard(name).count(request))
 
     def set_payload(self, name: str, ids: Sequence[str | int], payload: Mapping[str, Any]) -> None:
-        self._shard(name).update(qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+        shard = self._shard(name)
+        self.ensure_room(name, WRITE_MARGIN, "tagging points")
+        with self._disk_errors(name, "tagging points"):
+            shard.update(qe.UpdateOperation.set_payload(list(ids), dict(payload)))
 
     # -- the shard ledger ----------------------------------------------------------------
     def read_ledger(self, name: str) -> dict[str, dict[str, Any]]:
@@ -342,7 +376,7 @@ class EdgeEngine(Engine):
     def record_shards(self, name: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         path = self.root / name / _LEDGER
         lines = "".join(json.dumps({**e, "shard": shard}) + "\n" for shard, e in entries.items())
-        with path.open("a+b") as ledger:
+        with self._disk_errors(name, "recording loaded shards"), path.open("a+b") as ledger:
             if ledger.tell():  # append mode: at the end; a line a kill cut is ended first
                 ledger.seek(-1, os.SEEK_END)
                 if ledger.read(1) != b"\n":
@@ -392,12 +426,58 @@ class EdgeEngine(Engine):
                 os.replace(temporary, path)
                 self._aliases_seen = None
 
+    # -- disk room (see ilias.indexing.store.space) --------------------------------------
+    def ensure_room(self, name: str, needed: int, what: str) -> None:
+        """Refuse ``what`` unless the room on this store's disk (free bytes less the holes
+        of ``name``'s memory-mapped files) is at least ``needed``: one line, both numbers."""
+        free = free_bytes(self.root)
+        folder = self.root / name
+        seen = self._holes_seen.get(name)
+        now = time.monotonic()
+        if seen is not None and now - seen[0] < 1.0 and free - seen[1] >= needed + HOLES_SLACK:
+            return  # far from the limit: the holes counted a moment ago will do
+        unfilled = holes(folder) if folder.is_dir() else 0
+        self._holes_seen[name] = (now, unfilled)
+        if free - unfilled >= needed:
+            return
+        held = f" less {mib(unfilled)} its files may still fill" if unfilled else ""
+        raise DiskFull(
+            f"{self.location}: {what} needs {mib(needed)} of free disk, and the disk holding "
+            f"{self.root} has {mib(max(0, free - unfilled))} ({mib(free)} free{held}); free "
+            "space or move the store, then run the same command again (what is stored is kept)"
+        )
+
+    def _ensure_build_room(self, name: str, what: str) -> None:
+        """The optimizer writes the rebuilt segments next to the loaded ones."""
+        segments = allocated(self.root / name / "shard" / "segments")
+        self.ensure_room(name, segments + WRITE_MARGIN, f"{what} of {name!r}")
+
+    @contextlib.contextmanager
+    def _disk_errors(self, name: str, what: str) -> Iterator[None]:
+        """A write the engine or the file system refused for want of space, as one line."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as error:  # the binding raises plain Exception
+            text = str(error)
+            full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+            if not full and not any(s in text for s in ("No space left", "Not enough space")):
+                raise
+            raise DiskFull(
+                f"{self.location}: the disk is full while {what} in collection {name!r} "
+                f"({text.strip().splitlines()[0][:200]}); {mib(free_bytes(self.root))} free. "
+                "Free space, then run the same command again (what is stored is kept)"
+            ) from error
+
     # -- internals -------------------------------------------------------------------
     def _shard(self, name: str) -> qe.EdgeShard:
         shard = self._shards.get(name)
         if shard is None:
             if not self.has_collection(name):
                 raise missing_collection(name, self.location, self.list_collections())
+            # Opening writes (the WAL's next segment) and may fill holes: see space.py.
+            self.ensure_room(name, OPEN_MARGIN, f"opening collection {name!r}")
             try:
                 shard = qe.EdgeShard.load(str(self.root / name / "shard"))
             except Exception as error:  # the binding raises plain Exception

@@ -133,6 +133,12 @@ class Engine(ABC):
         ``auto``): ``ram``, unless the store was opened to keep originals on disk."""
         return DEFAULT_PRESET
 
+    def ensure_room(self, name: str, needed: int, what: str) -> None:
+        """Refuse (``DiskFull``, one line with both numbers) a step that needs ``needed``
+        more bytes of disk for collection ``name`` than there is; an engine that cannot
+        see its disk (a remote server) checks nothing."""
+        return None
+
     @abstractmethod
     def read_config(self, name: str) -> CollectionConfig:
         """The stored config; a collection made by another tool gets ``managed=False``."""
