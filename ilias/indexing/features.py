@@ -39,7 +39,7 @@ from ilias import __version__
 from ilias.errors import DatasetError, StoreError, VectorValidationError
 from ilias.indexing.store import CollectionConfig, Store, validate_vectors
 from ilias.indexing.store.layout import check_storage
-from ilias.indexing.store.search_index import check_index
+from ilias.indexing.store.search_index import check_index, resolve_index
 from ilias.loader.records import Record, Role
 
 ADAPTATION_MARK = "|adapt="  # as ilias.indexing.encoders (not imported: it loads torch)
@@ -397,8 +397,16 @@ def import_features(
     that are not finite are found while loading: the error names the file and the ids.
     Query files (every id ``<instance>/query/...``) are skipped and listed: queries are
     embedded at evaluation time. Ids already stored are skipped, so an interrupted import
-    resumes. Rows stream in chunks of ``chunk`` (float16 -> float32 once per chunk);
-    ``progress(done, total)`` counts rows. ``storage``: the layout of the collection if
+    resumes. A graph-less collection (``index`` scan) this import creates has no
+    write-ahead log (``wal=False``: about twice the engine's upsert rate on Edge): its
+    points are durable at each checkpoint (``Store.checkpoint``, after every file, and at
+    the load's own seals), so a kill loses at most the rows read since the last one, and
+    the rerun reads exactly those again. A collection with a graph keeps its WAL. Rows
+    stream in chunks of ``chunk`` (float16 -> float32 once per chunk, the next chunk read
+    in a thread meanwhile); ``progress(done, total)`` counts rows. An ``encoder`` ending
+    in ``|adapt=LAYER`` takes the frozen encoder's features and stores them through the
+    layer (the reference's ``--lin_adapt_path``), so the collection equals an image load
+    with that spec. ``storage``: the layout of the collection if
     this import creates it (``ram``, ``disk``, ``compact``, or ``auto`` to pick by the
     rows of the database files; None: the store's default); ``index`` likewise
     (``hnsw``, ``scan``, ``auto``/None: by the rows).
@@ -464,7 +472,10 @@ def import_features(
                     storage=storage,
                     index=index,
                     expected_points=total,
-                    wal=False,  # the files can be read again: see CollectionConfig.wal
+                    # The files can be read again: no WAL where a checkpoint costs only a
+                    # seal (no graph; see CollectionConfig.wal, Store.checkpoint).
+                    wal=resolve_index(index, dim=file_dim or header.dim, expected_points=total)
+                    != "scan",
                 )
                 store.create_collection(collection, config)
                 created = True
@@ -487,6 +498,7 @@ def import_features(
                 report.loaded += len(chunk_ids)
                 if progress:
                     progress(done + end, total)
+            store.checkpoint(collection)  # this file's points now survive a kill
             done += header.rows
             report.files.append(str(header.path))
             if progress:

@@ -358,6 +358,12 @@ class Store:
         """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
         self.engine.build_index(self._target(name), self.collection_config(name))
 
+    def checkpoint(self, name: str) -> None:
+        """Make what was written so far durable, whatever a kill does next: a bulk load
+        into a collection without a WAL (``CollectionConfig.wal``) calls it between its
+        files (Edge seals the appendable segment; nothing to do with a WAL)."""
+        self.engine.checkpoint(self._target(name), self.collection_config(name))
+
     def count(self, name: str, filter: Filter | None = None) -> int:
         return self.engine.count(self._target(name), self._conditions(name, filter))
 

@@ -219,7 +219,11 @@ class Engine(ABC):
     @abstractmethod
     def delete_alias(self, alias: str) -> None: ...
 
-    # -- optional: direct reads, writers in other processes, snapshots -----------------
+    # -- optional: durability points, direct reads, writers in other processes, snapshots
+    def checkpoint(self, name: str, config: CollectionConfig) -> None:  # noqa: B027
+        """Make every applied write durable now (an engine that syncs each write, or a
+        collection with a write-ahead log: nothing to do)."""
+
     def stored_vectors(self, name: str, vector: str, dim: int, block: int) -> Any:
         """A ``stream.VectorStream`` of every point's ``vector`` read from the engine's own
         storage (much faster than paging through ``scroll``), or None where this engine

@@ -75,10 +75,11 @@ class CollectionConfig:
     storage: str | None = None  # ram / disk / compact / auto; None: the store's default
     expected_points: int | None = None  # size hint for storage="auto" and segment sizing
     index: str | None = None  # hnsw / scan / auto; None: auto
-    # Qdrant's write-ahead log. False for bulk imports of files that can be read again
-    # (``ilias load --features``): about 2x the upsert rate on Edge, points durable at each
-    # flush (every 1 GiB of vectors and at the end) instead of at each upsert; a crash
-    # loses what came after the last flush, and the rerun re-reads exactly that.
+    # Qdrant's write-ahead log. False for bulk imports of files that can be read again into
+    # a graph-less collection (``ilias load --features`` with index scan): about 2x the
+    # upsert rate on Edge; points are durable at each ``Store.checkpoint`` (after every
+    # file, and at each mid-load seal) instead of at each upsert, so a crash loses what
+    # came after the last one, and the rerun re-reads exactly that.
     wal: bool = True
 
     def __post_init__(self) -> None:
