@@ -119,6 +119,7 @@ def test_sync_of_a_list_file_and_the_refusals(tmp_path):
     wrong = load(spec, str(other), "--sync")  # shares nothing: a wrong folder
     assert isinstance(wrong.exception, IliasError)
     assert "shares no image with 'c' (4 points)" in str(wrong.exception)
+    assert "Pass --sync-all" in str(wrong.exception)
     assert stored_ids(spec) == {f"shop/item{i}.jpg" for i in range(2, 6)}  # nothing done
     gone = load(spec, str(tmp_path / "unmounted"), "--sync")  # a folder that vanished
     assert isinstance(gone.exception, IliasError) and "does not exist" in str(gone.exception)

@@ -111,7 +111,7 @@ def sync_collection(
     if len(stale) >= after and not allow_all:
         raise StoreError(
             f"the sync would remove every point of {collection!r} ({after}): none of what was "
-            "given could be loaded; nothing was removed (pass --all to empty it anyway)"
+            "given could be loaded; nothing was removed (--sync-all empties it anyway)"
         )
     for start in range(0, len(stale), _DELETE_BATCH):
         sync.removed += store.delete(collection, ids=stale[start : start + _DELETE_BATCH])
@@ -131,7 +131,7 @@ def _check_overlap(
     raise StoreError(
         f"what was given shares no image with {collection!r} ({stored} points): a sync would "
         "load it and remove every point there (a wrong or unmounted folder?); nothing was "
-        "done. Pass --all to replace the collection's points anyway"
+        "done. Pass --sync-all to replace the collection's points anyway"
     )
 
 
