@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,86 @@ def test_cluster_nodes_bootstrap_from_node_0_with_own_volumes():
 @needs_compose
 def test_cluster_refuses_to_start_without_an_api_key():
     done = _config("qdrant-cluster.yml", env={})
-    assert done.returncode != 0 and "QDRANT_API_KEY" in (done.stderr + done.stdout)
+    message = done.stderr + done.stdout
+    assert done.returncode != 0 and "QDRANT_API_KEY" in message
+    # The message is printed as written: no compose escape ($$) for the reader to undo.
+    assert "openssl rand -hex 24" in message and "$$" not in message
+
+
+@needs_compose
+def test_single_node_and_cluster_are_alternatives_with_one_name():
+    """Both publish 127.0.0.1:6333 (documented as alternatives in both files and in
+    docs/deploy.md), and both answer as ``qdrant`` on the compose network, the address
+    deploy/dask.yml and deploy/ilias.yml use."""
+    single = _resolved("qdrant.yml")["services"]["qdrant"]
+    node0 = _resolved("qdrant-cluster.yml")["services"]["qdrant-0"]
+    assert ("127.0.0.1", "6333", "6333") in _ports(single)
+    assert ("127.0.0.1", "6333", "6333") in _ports(node0)
+    assert "qdrant" in node0["networks"]["default"]["aliases"]
+    for name in ("qdrant.yml", "qdrant-cluster.yml"):
+        assert "alternative" in (DEPLOY / name).read_text(), name
+    assert "are alternatives, not companions" in (ROOT / "docs" / "deploy.md").read_text()
+    cluster = _resolved("qdrant-cluster.yml", "dask.yml", "ilias.yml")["services"]
+    assert _env(cluster["ilias"])["ILIAS_STORE"] == "http://qdrant:6333"
+
+
+@needs_compose
+def test_paths_are_the_same_in_every_container(tmp_path):
+    """The dataset is /data for the CLI, the workers and the service; runs are /runs,
+    written by the CLI container (eval run) and read by the service (--runs /runs)."""
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    services = _resolved(
+        "qdrant.yml", "dask.yml", "ilias.yml", ILIAS_DATA=str(data), ILIAS_RUNS=str(runs)
+    )["services"]
+    for name in ("ilias", "ilias-serve", "dask-worker"):
+        assert _volume_sources(services[name])["/data"] == str(data), name
+    assert _volume_sources(services["ilias"])["/runs"] == str(runs)
+    assert _volume_sources(services["ilias-serve"])["/runs"] == str(runs)
+    writable = {_mount_target(v): _read_only(v) for v in services["ilias"]["volumes"]}
+    served = {_mount_target(v): _read_only(v) for v in services["ilias-serve"]["volumes"]}
+    assert writable["/runs"] is False and served["/runs"] is True
+    command = services["ilias-serve"]["command"]
+    assert command[command.index("--runs") + 1] == "/runs"
+
+
+def _mount_target(volume) -> str:
+    return volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
+
+
+def _read_only(volume) -> bool:
+    if isinstance(volume, dict):
+        return bool(volume.get("read_only"))
+    return str(volume).split(":")[2:] == ["ro"]
+
+
+def test_the_walkthrough_run_reads_data_and_writes_where_the_service_looks():
+    """docs/deploy.md's run description, parsed as `ilias eval run /runs/ilias.toml` reads
+    it inside the container: the dataset under /data, the results folder under /runs."""
+    from ilias.runs import parse_run_config
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    match = re.search(r"cat > \"\$ILIAS_RUNS/ilias\.toml\" <<'TOML'\n(.*?)\nTOML\n", text, re.S)
+    assert match, "docs/deploy.md lost the walk-through's run description"
+    config = parse_run_config(tomllib.loads(match.group(1)), base=Path("/runs"))
+    assert config.dataset == Path("/data/ilias_core")
+    assert config.distractors == "/data/distractors"
+    assert config.output.parent == Path("/runs")  # one folder ilias-serve --runs /runs lists
+    assert config.store == "http://qdrant:6333" and config.collection == "ilias"
+    assert "docker compose run --rm ilias eval run /runs/ilias.toml" in text
+
+
+def test_ilias_home_is_a_folder_the_image_user_owns():
+    """The named volume ilias-home mounts at ILIAS_HOME; Docker copies the owner of the
+    image's folder into a new volume, so the Dockerfile creates it as uid 1000."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    home = re.search(r"ILIAS_HOME=(\S+)", dockerfile).group(1)
+    user_at = dockerfile.index("USER 1000:1000")
+    made_at = dockerfile.index(f"RUN mkdir -p {home}")
+    assert made_at > user_at  # made by the ilias user, not by root
+    compose = yaml.safe_load((DEPLOY / "ilias.yml").read_text())
+    for name in ("ilias", "ilias-serve"):
+        assert f"ilias-home:{home}" in compose["services"][name]["volumes"], name
+    assert "-c constraints.txt" in dockerfile  # the tested torch pair, as CI installs it
 
 
 @needs_compose
