@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -50,7 +51,7 @@ console = Console()
 try:
     _defaults = Settings()  # option defaults: environment > ilias.toml > built-in
 except IliasError as _config_error:  # a malformed ilias.toml: one line, no traceback
-    Console(stderr=True).print(f"[bold red]error:[/] {_config_error}")
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(_config_error))}")
     sys.exit(1)
 
 StoreOption = Annotated[
@@ -1414,7 +1415,7 @@ def main() -> None:
     try:
         app()
     except IliasError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(1)
 
 
