@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,7 @@ class EdgeEngine(Engine):
         self._shards: dict[str, qe.EdgeShard] = {}
         self._writes: dict[str, _LoadWrites] = {}  # per collection: see _write_progress
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
+        self._readers: list[Future[Any]] = []  # id reads of stored_vectors still running
 
     # -- collections -----------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -168,6 +169,7 @@ class EdgeEngine(Engine):
             writes.unsealed = writes.unflushed = 0
 
     def drop(self, name: str) -> None:
+        wait(self._readers)
         self._writes.pop(name, None)
         shard = self._shards.pop(name, None)
         if shard is not None:
@@ -175,6 +177,8 @@ class EdgeEngine(Engine):
         shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
+        wait(self._readers)  # a shard cannot close while a thread still reads it
+        self._readers.clear()
         for shard in self._shards.values():
             shard.flush()
             shard.close()
@@ -312,6 +316,7 @@ class EdgeEngine(Engine):
         pool = ThreadPoolExecutor(1, thread_name_prefix="edge-ids")
         reading = pool.submit(_ids_in_uuid_order, shard, expected)
         pool.shutdown(wait=False)
+        self._readers.append(reading)  # close() waits for it: the shard is in use
 
         def names() -> list[str]:
             found = reading.result()
