@@ -14,8 +14,9 @@ every score row, what the numpy baseline does, costs several times that.
 
 Ties: the k-th score's ties are where any exact search may differ (faiss, numpy and the
 engine break them by their own internal order); here a score equal to a query's current
-k-th score does not displace it (the point met first stays), and each final list is
-ordered by score, then by the engine's point order.
+k-th score does not displace it, which of several points tied within one merge stays is
+``argpartition``'s choice, and each final list is ordered by score, then by the engine's
+point order.
 
 ``device``: ``cpu`` (numpy, BLAS on all cores) or a torch device (``cuda``, ``cuda:N``;
 ``torch-cpu`` runs the torch code on the CPU, which the tests use): the queries stay on
@@ -112,57 +113,86 @@ def _numpy_top_k(
     queries: np.ndarray, blocks: Blocks, k: int, progress: Callable[[int], None] | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     n = len(queries)
-    top_scores = np.full((n, k), -np.inf, dtype=np.float32)
-    top_keys = np.full((n, k), -1, dtype=np.int64)
-    filled = 0  # columns of the lists that hold real candidates (all rows alike)
+    top = _RunningTopK(n, k)
     seen = 0
     for keys, rows in blocks:
         block = np.asarray(rows, dtype=np.float32)  # float16: converted here, block by block
-        keys = np.asarray(keys, dtype=np.int64)
-        scores = queries @ block.T
-        if filled < k:
-            merged_s = np.concatenate([top_scores[:, :filled], scores], axis=1)
-            merged_k = np.concatenate(
-                [top_keys[:, :filled], np.broadcast_to(keys, scores.shape)], axis=1
-            )
-            if merged_s.shape[1] <= k:
-                filled = merged_s.shape[1]
-                top_scores[:, :filled], top_keys[:, :filled] = merged_s, merged_k
-            else:
-                pick = np.argpartition(-merged_s, k - 1, axis=1)[:, :k]
-                top_scores = np.take_along_axis(merged_s, pick, axis=1)
-                top_keys = np.take_along_axis(merged_k, pick, axis=1)
-                filled = k
-        else:
-            _admit(top_scores, top_keys, scores, keys, k)
+        top.add(queries @ block.T, np.asarray(keys, dtype=np.int64))
         seen += len(keys)
         if progress:
             progress(seen)
-    return top_keys, top_scores, seen
+    top.merge()
+    return top.keys, top.scores, seen
 
 
-def _admit(
-    top_scores: np.ndarray, top_keys: np.ndarray, scores: np.ndarray, keys: np.ndarray, k: int
-) -> None:
-    """Merge the scores of one block that beat a query's current k-th into its list."""
-    kth = top_scores.min(axis=1)
-    rows, cols = np.nonzero(scores > kth[:, None])
-    if not len(rows):
-        return
-    counts = np.bincount(rows, minlength=len(scores))
-    touched = np.flatnonzero(counts)
-    width = int(counts.max())
-    slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
-    where = np.searchsorted(touched, rows)
-    cand_s = np.full((len(touched), width), -np.inf, dtype=np.float32)
-    cand_k = np.full((len(touched), width), -1, dtype=np.int64)
-    cand_s[where, slot] = scores[rows, cols]
-    cand_k[where, slot] = keys[cols]
-    merged_s = np.concatenate([top_scores[touched], cand_s], axis=1)
-    merged_k = np.concatenate([top_keys[touched], cand_k], axis=1)
-    pick = np.argpartition(-merged_s, k - 1, axis=1)[:, :k]
-    top_scores[touched] = np.take_along_axis(merged_s, pick, axis=1)
-    top_keys[touched] = np.take_along_axis(merged_k, pick, axis=1)
+class _RunningTopK:
+    """Per query, the k best (score, key) so far, and the scores above the k-th found since.
+
+    Until every list is full, blocks are merged whole (``argpartition``). After that a
+    block costs one comparison per score against each query's k-th best at the last merge
+    (a lower bound of the true k-th, so nothing that belongs is missed); the few scores
+    above it wait in a buffer, merged once some query has gathered k of them."""
+
+    def __init__(self, n: int, k: int):
+        self.k = k
+        self.scores = np.full((n, 0), -np.inf, dtype=np.float32)
+        self.keys = np.full((n, 0), -1, dtype=np.int64)
+        self.kth = np.full(n, -np.inf, dtype=np.float32)
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows, keys, scores
+        self.waiting = np.zeros(n, dtype=np.int64)
+
+    def add(self, scores: np.ndarray, keys: np.ndarray) -> None:
+        if self.scores.shape[1] < self.k:
+            merged_s = np.concatenate([self.scores, scores], axis=1)
+            merged_k = np.concatenate([self.keys, np.broadcast_to(keys, scores.shape)], axis=1)
+            self._keep(merged_s, merged_k, np.arange(len(scores)))
+            return
+        rows, cols = np.nonzero(scores > self.kth[:, None])
+        if not len(rows):
+            return
+        self.pending.append((rows, keys[cols], scores[rows, cols]))
+        self.waiting += np.bincount(rows, minlength=len(scores))
+        if self.waiting.max() >= self.k:
+            self.merge()
+
+    def merge(self) -> None:
+        """Fold the waiting scores into the lists of the queries that have any."""
+        if not self.pending:
+            return
+        rows = np.concatenate([p[0] for p in self.pending])
+        keys = np.concatenate([p[1] for p in self.pending])
+        values = np.concatenate([p[2] for p in self.pending])
+        self.pending, self.waiting[:] = [], 0
+        order = np.argsort(rows, kind="stable")
+        rows, keys, values = rows[order], keys[order], values[order]
+        counts = np.bincount(rows, minlength=len(self.scores))
+        touched = np.flatnonzero(counts)
+        width = int(counts.max())
+        slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+        where = np.searchsorted(touched, rows)
+        cand_s = np.full((len(touched), width), -np.inf, dtype=np.float32)
+        cand_k = np.full((len(touched), width), -1, dtype=np.int64)
+        cand_s[where, slot], cand_k[where, slot] = values, keys
+        merged_s = np.concatenate([self.scores[touched], cand_s], axis=1)
+        merged_k = np.concatenate([self.keys[touched], cand_k], axis=1)
+        self._keep(merged_s, merged_k, touched)
+
+    def _keep(self, merged_s: np.ndarray, merged_k: np.ndarray, rows: np.ndarray) -> None:
+        """The k best of ``merged`` become the lists of ``rows`` (which of several points
+        tied at the k-th score stays is ``argpartition``'s choice)."""
+        if merged_s.shape[1] <= self.k:
+            self.scores, self.keys = merged_s, merged_k
+            if merged_s.shape[1] == self.k:
+                self.kth = merged_s.min(axis=1)
+            return
+        pick = np.argpartition(-merged_s, self.k - 1, axis=1)[:, : self.k]
+        best_s = np.take_along_axis(merged_s, pick, axis=1)
+        best_k = np.take_along_axis(merged_k, pick, axis=1)
+        if len(rows) == len(self.scores) and self.scores.shape[1] < self.k:
+            self.scores, self.keys = best_s, best_k
+        else:
+            self.scores[rows], self.keys[rows] = best_s, best_k
+        self.kth[rows] = best_s.min(axis=1)
 
 
 def _ordered(keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

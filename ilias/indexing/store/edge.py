@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,7 @@ class EdgeEngine(Engine):
         self._writes: dict[str, _LoadWrites] = {}  # per collection: see _write_progress
         self._aliases_seen: tuple[int, int, dict[str, str]] | None = None
         self._holes_seen: dict[str, tuple[float, int]] = {}  # name -> (when, holes)
+        self._readers: list[Future[Any]] = []  # id reads of stored_vectors still running
 
     # -- collections -----------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -194,6 +195,7 @@ class EdgeEngine(Engine):
             writes.unsealed = writes.unflushed = 0
 
     def drop(self, name: str) -> None:
+        wait(self._readers)
         self._writes.pop(name, None)
         self._holes_seen.pop(name, None)
         shard = self._shards.pop(name, None)
@@ -202,6 +204,8 @@ class EdgeEngine(Engine):
         shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
+        wait(self._readers)  # a shard cannot close while a thread still reads it
+        self._readers.clear()
         for name, shard in self._shards.items():
             try:
                 shard.flush()
@@ -349,6 +353,7 @@ class EdgeEngine(Engine):
         pool = ThreadPoolExecutor(1, thread_name_prefix="edge-ids")
         reading = pool.submit(_ids_in_uuid_order, shard, expected)
         pool.shutdown(wait=False)
+        self._readers.append(reading)  # close() waits for it: the shard is in use
 
         def names() -> list[str]:
             found = reading.result()
