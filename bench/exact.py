@@ -145,7 +145,7 @@ def main() -> None:
     picks = np.random.default_rng(1).integers(0, args.n, args.queries)
     noise = np.random.default_rng(2).standard_normal((args.queries, args.dim), dtype=np.float32)
     queries = np.asarray(vectors[picks], dtype=np.float32) + 0.3 * noise / np.sqrt(args.dim)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     rows = block_rows(args.queries, args.dim)
     flops = 2.0 * args.queries * args.n * args.dim
     print(
@@ -154,39 +154,44 @@ def main() -> None:
     )
 
     table: list[tuple[str, float, float]] = []
+    print("\n| ranking | seconds | ms/query | TFLOP/s | vs numpy floor | agree |")
+    print("|---|---|---|---|---|---|")
+
+    def row(name: str, seconds: float, agree: float) -> None:
+        """One row, printed as soon as it is measured (a long run keeps what it measured)."""
+        table.append((name, seconds, agree))
+        print(
+            f"| {name} | {seconds:.2f} | {1000 * seconds / args.queries:.2f} | "
+            f"{flops / seconds / 1e12:.2f} | {table[0][1] / seconds:.2f}x | {agree:.4f} |"
+        )
+
     truth, floor_s = timed(lambda: numpy_floor(queries, vectors, args.k, rows))
-    table.append(("numpy floor (GEMM + argpartition)", floor_s, 1.0))
+    row("numpy floor (GEMM + argpartition)", floor_s, 1.0)
     if not args.skip_faiss:
         found = faiss_flat(queries, vectors, args.k)
         if found is not None:
-            table.append(("faiss flat (IndexFlatIP)", found[1], agreement(found[0], truth)))
-    result, _ = timed(lambda: exact_top_k({"q": queries}, blocks_of(vectors, rows), args.k))
-    table.append(("ilias exact_top_k cpu", result.seconds, agreement(result.keys["q"], truth)))
+            row("faiss flat (IndexFlatIP)", found[1], agreement(found[0], truth))
+    result = exact_top_k({"q": queries}, blocks_of(vectors, rows), args.k)
+    row("ilias exact_top_k cpu", result.seconds, agreement(result.keys["q"], truth))
     if args.device != "cpu":
         import torch
 
         if not torch.cuda.is_available():
             print(f"--device {args.device}: torch sees no GPU; GPU rows skipped")
         else:
-            print(f"gpu: {torch.cuda.get_device_name(torch.device(args.device))}")
             for _ in range(2):  # the first call pays CUDA's start; report the second
                 gpu = exact_top_k(
                     {"q": queries}, blocks_of(vectors, rows), args.k, device=args.device
                 )
-            table.append((f"ilias exact_top_k {args.device} (blocks from host)", gpu.seconds,
-                          agreement(gpu.keys["q"], truth)))  # fmt: skip
+            name = f"ilias exact_top_k {args.device} (blocks from host)"
+            row(name, gpu.seconds, agreement(gpu.keys["q"], truth))
             keys, seconds = torch_floor(queries, vectors, args.k, args.device)
-            name = f"torch floor {args.device} (resident, matmul + topk)"
-            table.append((name, seconds, agreement(keys, truth)))
-
-    print("\n| ranking | seconds | ms/query | TFLOP/s | vs numpy floor | agree |")
-    print("|---|---|---|---|---|---|")
-    for name, seconds, agree in table:
-        per_query = 1000 * seconds / args.queries
-        print(
-            f"| {name} | {seconds:.2f} | {per_query:.2f} | {flops / seconds / 1e12:.2f} | "
-            f"{floor_s / seconds:.2f}x | {agree:.4f} |"
-        )
+            row(
+                f"torch floor {args.device} (resident, matmul + topk)",
+                seconds,
+                agreement(keys, truth),
+            )
+            print(f"gpu: {torch.cuda.get_device_name(torch.device(args.device))}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     ratios = ", ".join(f"{name.split(' (')[0]} {floor_s / s:.2f}x" for name, s, _ in table[1:])
     print(f"\npeak RSS {peak:.1f} GiB; vs numpy floor: {ratios}")
