@@ -1,8 +1,10 @@
-"""Bounds on what one request may cost: its body, and its share of the decode slots.
+"""Bounds on what one request may cost: its body, its share of the decode slots, and what
+its decode leaves behind in the heap.
 
-Both are plain ASGI / threading code rather than ``BaseHTTPMiddleware``: a body is counted
-as it streams in (a chunked body has no Content-Length to trust), and the 413 is sent by
-the middleware itself, whatever the route was doing with the body when it ran over.
+The body limit is plain ASGI rather than ``BaseHTTPMiddleware``: a body is counted as it
+streams in (a chunked body has no Content-Length to trust), and the 413 is sent by the
+middleware itself, whatever the route was doing with the body when it ran over. The decode
+slots are a threading semaphore with a bounded queue (route handlers run in threads).
 """
 
 from __future__ import annotations
