@@ -177,8 +177,9 @@ HOSTILE = [
     ("POST", SEARCH, '{"id": "a\\u0000b"}', 422, "NUL"),
     ("POST", SEARCH, json.dumps({"id": "x" * 5000}), 422, "at most 1024"),
     # deeply nested JSON, as the body and inside the upload's query field
-    ("POST", SEARCH, NESTED, 400, ""),
-    ("POST", SEARCH, '{"id": "cat/pos/P000.jpg", "filter": {"a": ' + NESTED + "}}", 400, ""),
+    ("POST", SEARCH, NESTED, 400, "nested too deeply"),
+    ("POST", SEARCH, '{"id": "cat/pos/P000.jpg", "filter": {"a": ' + NESTED + "}}", 400,
+     "nested too deeply"),
     ("UPLOAD", NESTED, None, 400, "nested too deeply"),
     # numbers a filter cannot hold
     ("POST", SEARCH, '{"id": "cat/pos/P000.jpg", "filter": {"scale": {"gte": NaN}}}', 400,
