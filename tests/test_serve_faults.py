@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import math
 import os
 import shutil
 import socket
@@ -162,6 +163,18 @@ def test_cli_refuses_the_same_values_in_one_line(
         )
         assert isinstance(result.exception, IliasError), (extra, result.output)
         assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_a_non_finite_range_is_refused_before_any_engine() -> None:
+    """The Python API's filters too: a NaN or inf bound is one line, never an Edge panic."""
+    from ilias.errors import IliasError
+    from ilias.types import Range
+
+    for bound in ("gte", "lte", "gt", "lt"):
+        for value in (math.nan, math.inf, -math.inf):
+            with pytest.raises(IliasError, match=f"range {bound} = .*: give a finite number"):
+                Range(**{bound: value})
+    assert Range(gte=0.1, lt=2**64).lt == 2**64
 
 
 # ------------------------------------------------------------------ no 500 for client input
