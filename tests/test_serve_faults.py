@@ -472,7 +472,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
          "--checks", "all", "--max-examples", "5", "--max-time", "40", "--seed", "7",
          "--workers", "1", "--generation-database", "none", "--no-color",
          "--header", f"X-API-Key: {KEY}", "--request-timeout", "30"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache stays there
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "passed" in done.stdout and "failures" not in done.stdout.split("SUMMARY")[-1]
