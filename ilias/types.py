@@ -7,6 +7,7 @@ stages re-export them from their public faces (``ilias.indexing``, ``ilias.query
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,14 @@ class Range:
     lte: float | None = None
     gt: float | None = None
     lt: float | None = None
+
+    def __post_init__(self) -> None:
+        # NaN or inf reaching the engine panics one of Qdrant Edge's threads; refuse here,
+        # whichever way the range was made (--where, the service, the Python API).
+        for bound in ("gte", "lte", "gt", "lt"):
+            value = getattr(self, bound)
+            if value is not None and not math.isfinite(value):
+                raise IliasError(f"range {bound} = {value}: give a finite number")
 
 
 # field -> value (match), list of values (match any), or Range; every clause must hold.

@@ -310,6 +310,42 @@ def test_upload_size_and_pixel_limits(client: TestClient, monkeypatch: pytest.Mo
     )
 
 
+@pytest.mark.slow
+def test_the_service_pixel_cap_reduces_jpegs_and_refuses_the_rest(
+    client: TestClient, tiny_ilias: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ILIAS_SERVE_MAX_PIXELS a JPEG is decoded at 1/2 or 1/4 and searched; a PNG is
+    refused from its header with a 413 naming the setting; a JPEG too large even at 1/4 too."""
+    state = client.app.state.service  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "settings", replace(state.settings, max_pixels=40_000))
+    photo = Image.open(tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg")
+    assert photo.width * photo.height > 4 * 40_000  # needs 1/4 (1/2 is not enough)
+    assert photo.width * photo.height // 16 <= 40_000
+    reduced = upload(client, (tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg").read_bytes())
+    assert reduced.status_code == 200, reduced.text
+    assert reduced.json()["hits"][0]["payload"]["instance"] == "rocket"
+    for data, kind in ((_png(300, 300), "PNG"), (_jpeg(1000, 1000), "JPEG too large even")):
+        refused = upload(client, data)
+        assert refused.status_code == 413, refused.text
+        detail = refused.json()["detail"]
+        assert f"(a {kind}" in detail and "above the service's decode limit of 40,000" in detail
+        assert detail.endswith("(ILIAS_SERVE_MAX_PIXELS sets the limit)")
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 80, 120)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_a_bad_limit_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ilias.errors import IliasError
+
+    monkeypatch.setenv("ILIAS_SERVE_DECODES", "0")
+    with pytest.raises(IliasError, match=r"^ILIAS_SERVE_DECODES='0': give a number of decodes"):
+        ServeSettings(store="edge:/nowhere")
+
+
 def test_a_declared_huge_upload_is_refused_before_it_is_read(tmp_path: Path) -> None:
     settings = ServeSettings(store=f"edge:{tmp_path / 'q'}", max_upload_bytes=1000)
     with TestClient(create_app(settings)) as small:

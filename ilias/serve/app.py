@@ -7,6 +7,7 @@ live in the ``api_*`` modules, the page in ``static/``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.open()
+        logging.getLogger("uvicorn.error").info(
+            "limits: %s decodes of at most %s pixels (%d MB each with the upload), %s "
+            "waiting; memory budget: this process after its first queries + %d MB",
+            settings.decodes,
+            f"{settings.max_pixels:,}",
+            settings.decode_bytes // 2**20,
+            settings.queue,
+            settings.decodes * settings.decode_bytes // 2**20,
+        )
         try:
             yield
         finally:

@@ -47,6 +47,13 @@ _MEANINGS = {
 }
 
 
+# FastAPI's own words for a body it cannot parse, said with what to do.
+_PLAIN_WORDS = {
+    "There was an error parsing the body": "the body cannot be read (malformed, or JSON "
+    "nested too deeply, or a form part too large); send one JSON object of plain fields",
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses, all with ``ErrorModel``."""
     return {s: {"model": ErrorModel, "description": _MEANINGS[s]} for s in statuses}
@@ -106,10 +113,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(error, "headers", None) or {})
+        detail = _PLAIN_WORDS.get(str(error.detail), str(error.detail))
         if error.status_code == 405:
             headers["Allow"] = _allowed_methods(app, request.scope)
         return JSONResponse(
-            {"detail": _one_line(str(error.detail))},
+            {"detail": _one_line(detail)},
             status_code=error.status_code,
             headers=headers or None,
         )

@@ -25,6 +25,9 @@ from ilias.serve.uploads import decode_bounded
 
 CACHE_CONTROL = "private, max-age=3600"
 THUMBNAIL_SIZES = (64, 512)  # the smallest and largest thumbnail side served
+# Thumbnails kept in memory: at most ~60 KB each at 512 px, so ~30 MB, part of the base of
+# the memory budget (see settings); a grid of 50 results at two sizes fits many times.
+THUMBNAIL_CACHE = 512
 
 
 def contained_path(raw: str, roots: Sequence[str | Path], what: str) -> Path:
@@ -83,7 +86,7 @@ def thumbnail_response(
     )
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=THUMBNAIL_CACHE)
 def _thumbnail(path: str, mtime_ns: int, file_size: int, size: int, max_pixels: int) -> bytes:
     image = decode_bounded("stored image", Path(path), max_pixels, target=size)
     image.thumbnail((size, size))

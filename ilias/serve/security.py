@@ -116,7 +116,7 @@ class ApiKeyMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-@router.post("", status_code=204, response_class=Response, responses=error_responses(401))
+@router.post("", status_code=204, response_class=Response, responses=error_responses(401, 413))
 def start_session(request: Request) -> Response:
     """Trade the key (``X-API-Key`` header) for an HttpOnly, SameSite=Strict session cookie,
     so that the page's image URLs carry no key (without a key configured: nothing to do)."""

@@ -34,7 +34,7 @@ class ServiceState:
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self.decodes = DecodeGate(settings.decodes, settings.queue)
+        self.decodes = DecodeGate(settings.decodes, settings.queue, settings.max_pixels)
         self._store: Store | None = None
         self._retrievers: dict[str, Retriever] = {}
         self._build_lock = threading.Lock()

@@ -27,6 +27,7 @@ from ilias.loader.images import (
     draft_scale,
 )
 from ilias.serve.errors import ServiceError, TooLarge
+from ilias.serve.limits import note_decode
 from ilias.serve.settings import MAX_PIXELS_ENV, MAX_UPLOAD_ENV
 
 
@@ -101,6 +102,7 @@ def decode_bounded(
     if draft_to is not None and draft_scale(size, draft_to) != scale:  # pragma: no cover
         raise AssertionError(f"draft_scale disagrees for {size} at {draft_to}")
     image = decode_image(what, source, draft_to=draft_to)
+    note_decode(size[0] * size[1] // (scale * scale))
     if isinstance(image, DecodeFailure):
         if LOADER_MAX_PIXELS_ENV in image.reason:
             raise TooLarge(f"{what} is {image.reason}")
