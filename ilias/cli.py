@@ -110,7 +110,9 @@ RerankOption = Annotated[
 AmesWeightsOption = Annotated[
     Path | None, typer.Option(help="AMES state dict for --rerank ames (none ship).")
 ]
-WorkersOption = Annotated[int | None, typer.Option(help="Dask worker processes.")]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Dask worker processes (local scheduler: 1 to 4 per CPU).")
+]
 SchedulerOption = Annotated[
     str, typer.Option(help="local (worker processes on this machine), sync, or tcp://host:8786")
 ]
@@ -198,9 +200,10 @@ def load(
         str, typer.Option(envvar="ILIAS_ENCODER", help="timm:NAME[@WEIGHTS] or open_clip:ARCH/TAG")
     ] = _defaults.encoder,
     resolution: Annotated[
-        int | None, typer.Option(help="Larger image side; default: the ILIAS resolution rule.")
+        int | None,
+        typer.Option(help="Larger image side, 32 to 4096; default: the ILIAS resolution rule."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (1 to 4096).")] = 16,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = "local",
     versioned: Annotated[
