@@ -402,9 +402,11 @@ class EdgeEngine(Engine):
         )
 
     def _ensure_build_room(self, name: str, what: str) -> None:
-        """The optimizer writes the rebuilt segments next to the loaded ones."""
+        """The optimizer writes the rebuilt segments next to the loaded ones before it
+        deletes those: their size again, plus half for the int8 copies and the graph
+        (about a third more at d = 512), and the room a collection needs to open after."""
         segments = allocated(self.root / name / "shard" / "segments")
-        self.ensure_room(name, segments + WRITE_MARGIN, f"{what} of {name!r}")
+        self.ensure_room(name, segments + segments // 2 + OPEN_MARGIN, f"{what} of {name!r}")
 
     @contextlib.contextmanager
     def _disk_errors(self, name: str, what: str) -> Iterator[None]:
