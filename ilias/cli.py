@@ -250,15 +250,18 @@ def load(
     ] = True,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
-    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
-    from ilias.indexing.limits import check_resolution
+    from ilias.indexing.limits import check_batch_size
+    from ilias.indexing.store.base import check_name
     from ilias.indexing.store.layout import check_storage
     from ilias.indexing.store.search_index import check_index
     from ilias.loader import open_dataset
 
+    # Light checks first: a typo is answered before torch, dask or any file is touched.
     check_storage(storage, "--storage")
     check_index(index, "--index")
-    check_resolution(resolution)
+    _check_sizes(workers, scheduler, resolution)
+    check_batch_size(batch_size)
+    check_name(collection)
     if features:
         if versioned or local or select:
             raise IliasError(
@@ -270,7 +273,11 @@ def load(
         raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    options = ExtractionOptions(  # checks --workers, --batch-size, ... before any work
+    source = open_dataset(dataset, distractors, select)  # shard patterns counted, lazily
+    metadata = source.metadata
+    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+
+    options = ExtractionOptions(
         encoder=encoder,
         resolution=resolution,
         batch_size=batch_size,
@@ -287,8 +294,6 @@ def load(
         if local
         else None,
     )
-    source = open_dataset(dataset, distractors, select)
-    metadata = source.metadata
     with _open_store(store) as backend, _progress() as bar:
         task = bar.add_task("images", total=len(source.records) or None)
         parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)

@@ -384,8 +384,10 @@ class EdgeEngine(Engine):
     def ensure_room(self, name: str, needed: int, what: str) -> None:
         """Refuse ``what`` unless the room on this store's disk (free bytes less the holes
         of ``name``'s memory-mapped files) is at least ``needed``: one line, both numbers."""
-        free = free_bytes(self.root)
         folder = self.root / name
+        if not folder.is_dir():
+            self._check_writable(folder)  # a folder that cannot be made is not "no room"
+        free = free_bytes(self.root)
         seen = self._holes_seen.get(name)
         now = time.monotonic()
         if seen is not None and now - seen[0] < 1.0 and free - seen[1] >= needed + HOLES_SLACK:
@@ -400,6 +402,17 @@ class EdgeEngine(Engine):
             f"{self.root} has {mib(max(0, free - unfilled))} ({mib(free)} free{held}); free "
             "space or move the store, then run the same command again (what is stored is kept)"
         )
+
+    def _check_writable(self, folder: Path) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as error:  # /proc, a read-only mount, no permission
+            raise StoreError(
+                f"{self.location}: cannot create {folder} ({error.strerror or error}); give a "
+                "folder this user can write (--store edge:PATH)"
+            ) from error
 
     def _ensure_build_room(self, name: str, what: str) -> None:
         """The optimizer writes the rebuilt segments next to the loaded ones before it
