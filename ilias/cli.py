@@ -111,7 +111,9 @@ RerankOption = Annotated[
 AmesWeightsOption = Annotated[
     Path | None, typer.Option(help="AMES state dict for --rerank ames (none ship).")
 ]
-WorkersOption = Annotated[int | None, typer.Option(help="Dask worker processes.")]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Dask worker processes (local scheduler: 1 to 4 per CPU).")
+]
 SchedulerOption = Annotated[
     str, typer.Option(help="local (worker processes on this machine), sync, or tcp://host:8786")
 ]
@@ -199,9 +201,10 @@ def load(
         str, typer.Option(envvar="ILIAS_ENCODER", help="timm:NAME[@WEIGHTS] or open_clip:ARCH/TAG")
     ] = _defaults.encoder,
     resolution: Annotated[
-        int | None, typer.Option(help="Larger image side; default: the ILIAS resolution rule.")
+        int | None,
+        typer.Option(help="Larger image side, 32 to 4096; default: the ILIAS resolution rule."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (1 to 4096).")] = 16,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = "local",
     versioned: Annotated[
@@ -271,16 +274,19 @@ def load(
     ] = False,
 ) -> None:
     """Extract descriptors with Dask and load them into a Qdrant collection (resumable)."""
-    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
-    from ilias.indexing.limits import check_resolution
+    from ilias.indexing.limits import check_batch_size
+    from ilias.indexing.store.base import check_name
     from ilias.indexing.store.layout import check_storage
     from ilias.indexing.store.search_index import check_index
     from ilias.loader import open_dataset
 
+    # Light checks first: a typo is answered before torch, dask or any file is touched.
     check_storage(storage, "--storage")
     check_index(index, "--index")
+    _check_sizes(workers, scheduler, resolution)
+    check_batch_size(batch_size)
+    check_name(collection)
     _check_sync_options(sync, sync_all, versioned, bool(features))
-    check_resolution(resolution)
     if for_eval and index == "hnsw":
         raise IliasError("--for-eval builds no graph: drop --index hnsw (or --for-eval)")
     index = "scan" if for_eval else index
@@ -295,7 +301,11 @@ def load(
         raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
         raise IliasError("--keep only applies to --versioned loads")
-    options = ExtractionOptions(  # checks --workers, --batch-size, ... before any work
+    source = open_dataset(dataset, distractors, select)  # shard patterns counted, lazily
+    metadata = source.metadata
+    from ilias.indexing import ExtractionOptions, load_collection, load_versioned
+
+    options = ExtractionOptions(
         encoder=encoder,
         resolution=resolution,
         batch_size=batch_size,
@@ -312,8 +322,6 @@ def load(
         if local
         else None,
     )
-    source = open_dataset(dataset, distractors, select)
-    metadata = source.metadata
     with _open_store(store) as backend, _progress() as bar, _held_by_service(collection):
         task = bar.add_task("images", total=len(source.records) or None)
         parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)

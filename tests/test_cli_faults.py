@@ -4,6 +4,7 @@ that mean what they say; gzip-compressed shards read as WebDataset reads them.""
 
 from __future__ import annotations
 
+import gzip
 import io
 import itertools
 import os
@@ -63,6 +64,8 @@ def workdir(tmp_path_factory) -> Path:
     (root / "text.safetensors").write_text("hello, not weights\n")
     (root / "text.pth").write_text("hello, not weights\n")
     (root / "random.bin").write_bytes(bytes(range(256)) * 8)
+    write_shard(root / "notes.tar", [("readme.txt", b"no image here\n")])
+    (root / "notes.tar.gz").write_bytes(gzip.compress((root / "notes.tar").read_bytes()))
     return root
 
 
@@ -98,6 +101,10 @@ CASES = {
     "a million workers": (["load", "images", "--workers", "1000000"], "--workers 1000000: this"),
     "batch size": (["load", "images", "--batch-size", "0"], "--batch-size 0: give 1 to"),
     "binary list file": (["load", "random.bin"], "random.bin: cannot read it as a list"),
+    "gzip shard of text": (
+        ["load", "notes.tar.gz"],
+        "1 tar shard(s) read, they hold no image sample (a sample needs a .jpg member",
+    ),
     "brace pattern": (
         ["load", "/x/{00000..99999999}.tar"],
         "/x/{00000..99999999}.tar: the pattern names 100,000,000 shards",
@@ -127,8 +134,6 @@ def test_gzip_shards_load_as_webdataset_reads_them(workdir, tmp_path):
     members = [(f"{k}.jpg", jpeg((k * 40, 90, 10))) for k in range(3)]
     write_shard(tmp_path / "00000.tar", members)
     with open(tmp_path / "00000.tar", "rb") as raw:
-        import gzip
-
         (tmp_path / "00001.tar.gz").write_bytes(gzip.compress(raw.read()))
     plain = [(r.id, r.source) for r in read_shard(str(tmp_path / "00000.tar"))]
     packed = [(r.id, r.source) for r in read_shard(str(tmp_path / "00001.tar.gz"))]

@@ -191,3 +191,40 @@ def test_drop_frees_a_full_disk_without_opening_the_collection(tmpfs, tmp_path):
     assert dropped.returncode == 0, dropped.stderr[-2000:]
     assert "dropped c (? (not opened: disk full) points)" in dropped.stdout
     assert not (path / "c").exists()
+
+
+def fill_leaving(disk: Path, store: Path, room_mib: int) -> None:
+    """A ballast file that leaves ``room_mib`` of room (free less the store's holes)."""
+    from ilias.indexing.store.space import MIB, free_bytes, holes
+
+    size = free_bytes(disk) - holes(store) - room_mib * MIB
+    with open(disk / "ballast", "wb") as ballast:
+        ballast.truncate(0)
+        for _ in range(size // MIB):
+            ballast.write(b"\0" * MIB)
+
+
+def test_a_load_into_a_collection_on_a_filling_disk_is_refused_then_resumes(tmpfs, tmp_path):
+    disk = tmpfs(800)  # an index build rewrites segments of 32 MiB preallocated pages
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 48), (80 * i, 10, 10)).save(images / f"{i}.jpg")
+    store = f"edge:{disk / 'store'}"
+    load = ["load", str(images), "--store", store, "--scheduler", "sync", "--resolution", "224"]
+    first = ilias(*load, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for i in range(3, 5):
+        Image.new("RGB", (64, 48), (10, 80 * i % 255, 10)).save(images / f"{i}.jpg")
+    fill_leaving(disk, disk / "store" / "ilias", 100)  # opens (64), cannot write (160)
+
+    text = refused(ilias(*load, cwd=tmp_path))
+    assert "loading 2 points into 'ilias' needs 160 MiB of free disk" in text
+    assert f"the disk holding {disk / 'store'} has 10" in text  # 100 MiB, give or take a page
+    info = ilias("info", "--store", store, cwd=tmp_path)
+    assert info.returncode == 0 and "│ 3 " in info.stdout, info.stdout  # nothing lost
+
+    (disk / "ballast").unlink()
+    again = ilias(*load, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "ilias: 2 loaded, 3 already present" in " ".join(again.stdout.split())

@@ -210,6 +210,14 @@ def load_collection(
         started = time.perf_counter()
         store.finish_load(collection)
         report.index_seconds = time.perf_counter() - started
+    elif report.shards and not report.total:
+        why = (
+            f"the selection kept none of their {report.not_selected} image samples"
+            if report.not_selected
+            else "they hold no image sample (a sample needs a .jpg member, as in the "
+            f"reference; {report.skipped_members} other members skipped)"
+        )
+        raise StoreError(f"{report.shards} tar shard(s) read, {why}: {collection!r} not created")
     elif report.total or report.shards:
         raise StoreError(
             f"no image of {report.total} could be decoded, so {collection!r} was not created; "

@@ -453,8 +453,10 @@ class EdgeEngine(Engine):
     def ensure_room(self, name: str, needed: int, what: str) -> None:
         """Refuse ``what`` unless the room on this store's disk (free bytes less the holes
         of ``name``'s memory-mapped files) is at least ``needed``: one line, both numbers."""
-        free = free_bytes(self.root)
         folder = self.root / name
+        if not folder.is_dir():
+            self._check_writable(folder)  # a folder that cannot be made is not "no room"
+        free = free_bytes(self.root)
         seen = self._holes_seen.get(name)
         now = time.monotonic()
         if seen is not None and now - seen[0] < 1.0 and free - seen[1] >= needed + HOLES_SLACK:
@@ -470,10 +472,23 @@ class EdgeEngine(Engine):
             "space or move the store, then run the same command again (what is stored is kept)"
         )
 
+    def _check_writable(self, folder: Path) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as error:  # /proc, a read-only mount, no permission
+            raise StoreError(
+                f"{self.location}: cannot create {folder} ({error.strerror or error}); give a "
+                "folder this user can write (--store edge:PATH)"
+            ) from error
+
     def _ensure_build_room(self, name: str, what: str) -> None:
-        """The optimizer writes the rebuilt segments next to the loaded ones."""
+        """The optimizer writes the rebuilt segments next to the loaded ones before it
+        deletes those: their size again, plus half for the int8 copies and the graph
+        (about a third more at d = 512), and the room a collection needs to open after."""
         segments = allocated(self.root / name / "shard" / "segments")
-        self.ensure_room(name, segments + WRITE_MARGIN, f"{what} of {name!r}")
+        self.ensure_room(name, segments + segments // 2 + OPEN_MARGIN, f"{what} of {name!r}")
 
     @contextlib.contextmanager
     def _disk_errors(self, name: str, what: str) -> Iterator[None]:

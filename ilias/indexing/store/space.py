@@ -20,8 +20,9 @@ code can catch a SIGBUS, so the store makes sure it never happens:
   chunk, payload page: 32 MiB each), so a batch is refused while the room left after it
   could fall below ``OPEN_MARGIN``: a refused write leaves a collection that opens;
 - creating a collection needs ``FRESH_COLLECTION`` more (what an empty one takes);
-- building the index needs the size of the segments again (the optimizer writes the new
-  segment next to the loaded one) plus ``WRITE_MARGIN``;
+- building the index needs 1.5 times the size of the segments (the optimizer writes the
+  new segment, with its int8 copies and graph, next to the loaded one) plus
+  ``OPEN_MARGIN``;
 - a load, before it starts, needs the sizing of its points (``layout.sizing``) twice,
   for the same reason.
 
