@@ -101,45 +101,50 @@ def screenshot_path(tmp_path: Path, name: str) -> Path:
     return tmp_path / name
 
 
+def ready(page, base_url: str) -> None:
+    """The page loaded, its collection chosen and the collection's abilities known."""
+    page.goto(base_url)
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('ready')")
+
+
 def test_upload_see_the_grid_and_click_a_result(
     page, base_url: str, tiny_ilias: Path, tmp_path: Path
 ) -> None:
-    page.goto(base_url)
-    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    ready(page, base_url)
     assert page.input_value("#collection") == COLLECTION
     page.fill("#k", "12")
     page.set_input_files("#file", str(tiny_ilias / "core" / "cat" / "query" / "Q000.jpg"))
     page.click("#search-button")
     page.wait_for_function("document.querySelectorAll('#results li').length === 12")
     assert page.text_content("#query-label") == "Query: uploaded Q000.jpg"
-    first = page.get_attribute("#results li:first-child button", "data-id")
+    first = page.get_attribute("#results li:first-child .card", "data-id")
     assert first is not None and first.startswith("cat/pos/")
     assert "decode" in page.text_content("#timings")
-    # thumbnails loaded (natural size known), payload shown on hover
+    # thumbnails loaded (natural size known), letterboxed; the role is a badge
     page.wait_for_function(
         "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)"
     )
-    page.hover("#results li:nth-child(2) button")
-    assert '"role"' in page.text_content("#tooltip")
-    page.mouse.move(0, 0)
+    fit = page.eval_on_selector("#results img", "e => getComputedStyle(e).objectFit")
+    assert fit == "contain"
+    assert page.text_content("#results li:first-child .badge") == "positive"
+    page.wait_for_function("document.querySelector('#timings').textContent.includes('first')")
     page.screenshot(path=str(screenshot_path(tmp_path, "serve-search.png")), full_page=True)
 
-    # click a result: a new search with its stored vector, the clicked image first
-    clicked = page.get_attribute("#results li:nth-child(3) button", "data-id")
-    page.click("#results li:nth-child(3) button")
+    # "search with it": a new search with its stored vector, the chosen image first
+    clicked = page.get_attribute("#results li:nth-child(3) .card", "data-id")
+    page.click("#results li:nth-child(3) .again")
     page.wait_for_function(
-        f"document.querySelector('#query-label').textContent === 'Query: stored {clicked}'"
+        f"document.querySelector('#query-label')?.textContent === 'Query: stored {clicked}'"
     )
     page.wait_for_function(
-        f"document.querySelector('#results li:first-child button').dataset.id === '{clicked}'"
+        f"document.querySelector('#results li:first-child .card').dataset.id === '{clicked}'"
     )
 
 
 def test_a_dropped_image_is_searched(page, base_url: str, tiny_ilias: Path) -> None:
     import base64
 
-    page.goto(base_url)
-    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    ready(page, base_url)
     data = (tiny_ilias / "core" / "rocket" / "query" / "Q000.jpg").read_bytes()
     page.evaluate(
         """(b64) => {
@@ -155,26 +160,102 @@ def test_a_dropped_image_is_searched(page, base_url: str, tiny_ilias: Path) -> N
         "document.querySelector('#query-label')?.textContent === 'Query: uploaded dropped.jpg'"
     )
     page.wait_for_function(
-        "document.querySelector('#results li:first-child button')?.dataset.id"
+        "document.querySelector('#results li:first-child .card')?.dataset.id"
         "?.startsWith('rocket/pos/')"
     )
 
 
 def test_enter_on_a_stored_id_searches(page, base_url: str) -> None:
-    page.goto(base_url)
-    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    ready(page, base_url)
     page.focus("#stored-id")
     page.keyboard.type("rocket/pos/P001.jpg")
     page.keyboard.press("Enter")
     page.wait_for_function(
-        "document.querySelector('#results li:first-child button')?.dataset.id === "
+        "document.querySelector('#results li:first-child .card')?.dataset.id === "
         "'rocket/pos/P001.jpg'"
     )
-    # a mistake is one readable line on the page
+
+
+def test_an_error_after_a_search_leaves_no_old_results(page, base_url: str) -> None:
+    """Each failure replaces what was on screen: no old grid, no old "Query:" label, and a
+    sentence that says what to do."""
+    ready(page, base_url)
+    page.fill("#stored-id", "cat/pos/P000.jpg")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelectorAll('#results li').length > 10")
+    assert page.locator("#query-label").count() == 1
+
     page.fill("#stored-id", "no/such.jpg")
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#status').classList.contains('error')")
-    assert page.text_content("#status") == "no point with id 'no/such.jpg' in 'tiny'"
+    assert page.text_content("#status") == (
+        'No image with id "no/such.jpg" in tiny: type the start of an id and pick a '
+        "suggestion, or find one under Browse."
+    )
+    assert page.locator("#results li").count() == 0
+    assert page.locator("#query-label").count() == 0
+    assert page.text_content("#timings") == ""
+
+    # k out of range: a message in words, not the browser's bubble, and still no old grid
+    page.fill("#stored-id", "cat/pos/P000.jpg")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelectorAll('#results li').length > 10")
+    page.fill("#k", "5000")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "give a whole number from 1 to 1000" in page.text_content("#status")
+    assert page.locator("#results li").count() == 0
+
+
+def test_a_search_in_flight_shows_it(page, base_url: str) -> None:
+    """While a request is out: a spinner, the Search button disabled, the seconds counting."""
+    ready(page, base_url)
+    held = []
+    page.route("**/search", lambda route: held.append(route))
+    page.fill("#stored-id", "cat/pos/P000.jpg")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelector('#search-button').disabled")
+    assert page.is_visible("#spinner")
+    page.wait_for_function("/searching\\.\\.\\. [0-9.]+ s/.test(document.querySelector('#status').textContent)")
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_function("document.querySelectorAll('#results li').length > 10")
+    assert not page.is_disabled("#search-button")
+    assert not page.is_visible("#spinner")
+
+
+def test_controls_that_cannot_work_are_hidden_with_the_reason(page, base_url: str) -> None:
+    """The tiny collection's EfficientNet has no text tower and no local descriptors are
+    stored: no text box, cs and sp disabled, and the reasons on the page."""
+    ready(page, base_url)
+    assert not page.is_visible("#text")
+    info = page.text_content("#collection-info")
+    assert "no text search" in info and "no cs/sp re-ranking" in info
+    disabled = page.eval_on_selector_all(
+        "#rerank option", "os => os.filter(o => o.disabled).map(o => o.value)"
+    )
+    assert disabled == ["cs", "sp"]
+    # the API refuses a text query in the same words, naming no module
+    answer = page.request.post(
+        f"{base_url}/api/collections/{COLLECTION}/search", data={"text": "a cat"}
+    )
+    assert answer.status == 400
+    detail = answer.json()["detail"]
+    assert "reads images only" in detail and "ilias." not in detail
+
+
+def test_stored_ids_complete_from_the_collection(page, base_url: str) -> None:
+    ready(page, base_url)
+    assert page.get_attribute("#stored-id", "placeholder").startswith("e.g. cat/")
+    page.focus("#stored-id")
+    page.keyboard.type("rocket/p")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#id-suggestions option')].length > 0 && "
+        "[...document.querySelectorAll('#id-suggestions option')]"
+        ".every(o => o.value.startsWith('rocket/p'))"
+    )
+    values = page.eval_on_selector_all("#id-suggestions option", "os => os.map(o => o.value)")
+    assert values == sorted(values) and "rocket/pos/P000.jpg" in values
 
 
 def test_the_evaluation_explorer_frames_positives_and_compares_runs(
@@ -199,7 +280,7 @@ def test_the_evaluation_explorer_frames_positives_and_compares_runs(
     green = page.eval_on_selector("#ranked .card.positive", "e => getComputedStyle(e).borderColor")
     red = page.eval_on_selector("#ranked .card.distractor", "e => getComputedStyle(e).borderColor")
     assert (green, red) == (GREEN, RED)
-    assert page.text_content("#query-detail").count("AP 1.000") == 1
+    assert page.text_content("#query-detail").count("AP 100.0 (0-100)") == 1
     page.select_option("#run-b", "base")
     page.wait_for_function("document.querySelectorAll('#comparison circle').length === 3")
     first_row = page.text_content("#comparison table tr:nth-child(3) td:first-child")
@@ -227,6 +308,7 @@ def test_the_page_trades_the_key_for_a_cookie_and_puts_it_in_no_url(
         page.on("request", lambda request: requested.append(request.url))
         page.goto(url)
         page.wait_for_function("document.querySelector('#status').textContent.includes('API key')")
+        assert page.is_visible("#api-key")  # asked for only now that the service wants one
         page.fill("#api-key", key)
         page.dispatch_event("#api-key", "change")
         page.wait_for_function("document.querySelector('#collection').options.length > 0")

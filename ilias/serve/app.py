@@ -16,7 +16,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ilias import __version__
-from ilias.serve import api_collections, api_images, api_runs, api_search, api_writes
+from ilias.serve import (
+    api_collections,
+    api_images,
+    api_match,
+    api_page,
+    api_runs,
+    api_search,
+    api_writes,
+)
 from ilias.serve.errors import ErrorGuard, install_error_handlers
 from ilias.serve.limits import BodyLimitMiddleware, bound_allocator
 from ilias.serve.security import install_security
@@ -62,6 +70,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(api_collections.health_router)
     app.include_router(api_writes.router)  # refused (403) unless settings.writes
+    app.include_router(api_page.router)
+    app.include_router(api_match.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -47,6 +47,19 @@ Clause = Annotated[
 ]
 
 
+def _positive_size(box: list[int]) -> list[int]:
+    if box[2] <= 0 or box[3] <= 0:
+        raise ValueError("give [x, y, w, h] with a width and a height above 0")
+    return box
+
+
+Box = Annotated[
+    list[Annotated[int, Field(ge=0, le=1_000_000)]],
+    Field(min_length=4, max_length=4),
+    AfterValidator(_positive_size),
+]
+
+
 class SearchParamsModel(BaseModel):
     """How Qdrant searches (the CLI's --exact, --hnsw-ef, --oversampling, --rescore)."""
 
@@ -88,6 +101,11 @@ class SearchRequest(BaseModel):
         default_factory=list,
         max_length=MAX_STEPS,
         description="re-ranking steps, as --rerank takes them: aqe, cs, sp",
+    )
+    bbox: Box | None = Field(
+        default=None,
+        description="search with this region of the query image only, [x, y, w, h] in its "
+        "pixels (the crop of the CLI's --bbox); with an id, the stored image's region",
     )
 
 
