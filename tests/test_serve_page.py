@@ -216,7 +216,9 @@ def test_a_search_in_flight_shows_it(page, base_url: str) -> None:
     page.click("#search-button")
     page.wait_for_function("document.querySelector('#search-button').disabled")
     assert page.is_visible("#spinner")
-    page.wait_for_function("/searching\\.\\.\\. [0-9.]+ s/.test(document.querySelector('#status').textContent)")
+    page.wait_for_function(
+        "/searching\\.\\.\\. [0-9.]+ s/.test(document.querySelector('#status').textContent)"
+    )
     assert len(held) == 1
     held[0].continue_()
     page.wait_for_function("document.querySelectorAll('#results li').length > 10")
@@ -256,6 +258,63 @@ def test_stored_ids_complete_from_the_collection(page, base_url: str) -> None:
     )
     values = page.eval_on_selector_all("#id-suggestions option", "os => os.map(o => o.value)")
     assert values == sorted(values) and "rocket/pos/P000.jpg" in values
+
+
+def test_a_drawn_box_searches_that_region(page, base_url: str, tiny_ilias: Path) -> None:
+    """Drag on the query image: the box shows, the search runs on that region, and its hits
+    are the API's for the same bbox (the crop of the CLI's --bbox)."""
+    import json
+
+    query = tiny_ilias / "core" / "cat" / "query" / "Q000.jpg"
+    ready(page, base_url)
+    page.set_input_files("#file", str(query))
+    page.click("#search-button")
+    page.wait_for_function("document.querySelector('#query-label')?.textContent.endsWith('.jpg')")
+    stage = page.locator("#query-image").bounding_box()
+    assert stage is not None
+    x0, y0 = stage["x"] + stage["width"] * 0.2, stage["y"] + stage["height"] * 0.25
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + stage["width"] * 0.3, y0 + stage["height"] * 0.2, steps=5)
+    page.mouse.move(x0 + stage["width"] * 0.5, y0 + stage["height"] * 0.45, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "document.querySelector('#query-label')?.textContent.includes('region')"
+        " && document.querySelectorAll('#results li').length > 0"
+    )
+    box = page.evaluate("state.box")
+    assert len(box) == 4 and box[2] > 10 and box[3] > 10
+    assert page.is_visible("#box")
+    shown = page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
+    answer = page.request.post(
+        f"{base_url}/api/collections/{COLLECTION}/search/image",
+        multipart={
+            "image": {"name": "Q000.jpg", "mimeType": "image/jpeg", "buffer": query.read_bytes()},
+            "query": json.dumps({"k": 20, "bbox": box}),
+        },
+    )
+    assert answer.ok, answer.text()
+    assert shown == [h["id"] for h in answer.json()["hits"]]
+    whole = page.request.post(
+        f"{base_url}/api/collections/{COLLECTION}/search/image",
+        multipart={
+            "image": {"name": "Q000.jpg", "mimeType": "image/jpeg", "buffer": query.read_bytes()},
+            "query": json.dumps({"k": 20}),
+        },
+    )
+    scores = page.eval_on_selector_all("#results .score", "ss => ss.map(s => s.textContent)")
+    assert scores != [f"{h['score']:.3f}" for h in whole.json()["hits"]]  # not the whole image
+
+    # move the box by its middle: a new region, searched again
+    middle = page.locator("#box").bounding_box()
+    assert middle is not None
+    page.mouse.move(middle["x"] + middle["width"] / 2, middle["y"] + middle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(
+        middle["x"] + middle["width"] / 2 - 15, middle["y"] + middle["height"] / 2 - 10, steps=4
+    )
+    page.mouse.up()
+    page.wait_for_function(f"state.box[0] !== {box[0]} && state.searched?.box === state.box")
 
 
 def test_the_evaluation_explorer_frames_positives_and_compares_runs(
