@@ -317,6 +317,87 @@ def test_a_drawn_box_searches_that_region(page, base_url: str, tiny_ilias: Path)
     page.wait_for_function(f"state.box[0] !== {box[0]} && state.searched?.box === state.box")
 
 
+OVERFLOW = """() => {
+    const width = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll('body *')].filter((e) => {
+        if (!e.getClientRects().length || e.closest('.table-wrap, .queries')) return false;
+        return e.getBoundingClientRect().right > width + 1;
+    });
+    return [document.documentElement.scrollWidth, width,
+            wide.slice(0, 5).map((e) => e.id || e.className || e.tagName)];
+}"""
+
+
+def test_no_horizontal_scroll_on_a_phone(browser, base_url: str, tmp_path: Path) -> None:
+    """At 390 px wide, search (with results), browse and the explorer fit the screen: the
+    document is no wider than the viewport and no visible element sticks out."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page = context.new_page()
+    ready(page, base_url)
+    page.fill("#stored-id", "cat/pos/P000.jpg")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelectorAll('#results li').length > 10")
+    scroll, width, wide = page.evaluate(OVERFLOW)
+    assert (scroll, wide) == (width, []), "search"
+    page.screenshot(path=str(screenshot_path(tmp_path, "serve-phone.png")))
+    page.click("#tab-browse")
+    page.wait_for_function("document.querySelectorAll('#browse li').length > 10")
+    scroll, width, wide = page.evaluate(OVERFLOW)
+    assert (scroll, wide) == (width, []), "browse"
+    page.click("#tab-explorer")
+    page.select_option("#run-b", "restricted")
+    page.wait_for_function("document.querySelectorAll('#comparison circle').length === 3")
+    page.wait_for_function("document.querySelectorAll('#ranked li').length > 0")
+    scroll, width, wide = page.evaluate(OVERFLOW)
+    assert (scroll, wide) == (width, []), "explorer"
+    context.close()
+
+
+def test_browse_pages_and_searches_with_a_chosen_image(page, base_url: str) -> None:
+    ready(page, base_url)
+    page.click("#tab-browse")
+    page.fill("#browse-prefix", "coffee/")
+    page.wait_for_function("document.querySelector('#browse-count').textContent === '1-3 of 3'")
+    ids = page.eval_on_selector_all("#browse .card", "cs => cs.map(c => c.dataset.id)")
+    assert ids == ["coffee/pos/P000.jpg", "coffee/pos/P001.jpg", "coffee/pos/P002.jpg"]
+    page.fill("#browse-prefix", "")
+    page.wait_for_function("document.querySelector('#browse-count').textContent === '1-17 of 17'")
+    page.click("#browse li:nth-child(5) .card")
+    chosen = ids = page.eval_on_selector_all("#browse .card", "cs => cs.map(c => c.dataset.id)")[4]
+    page.wait_for_function(
+        f"document.querySelector('#query-label')?.textContent === 'Query: stored {chosen}'"
+    )
+    assert page.is_visible("#view-search") and page.is_visible("#query-image")
+
+
+def test_the_docs_work_offline(browser, base_url: str) -> None:
+    """/docs and /redoc render with every request off this machine refused: their scripts
+    come from the service (the fastapi-offline package), not a CDN."""
+    context = browser.new_context()
+    page = context.new_page()
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(base_url):
+            route.continue_()
+        else:
+            outside.append(route.request.resource_type)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{base_url}/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "ps => ps.map(p => p.textContent)")
+    assert "/api/collections/{collection}/search" in "".join(paths).replace("\u200b", "")
+    page.goto(f"{base_url}/redoc")
+    page.wait_for_function(
+        "document.body.innerText.includes('/api/collections/{collection}/search')"
+    )
+    # nothing the pages need comes from outside (Redoc's footer asks for its logo only)
+    assert set(outside) <= {"image"}
+    context.close()
+
+
 def test_the_evaluation_explorer_frames_positives_and_compares_runs(
     page, base_url: str, tmp_path: Path
 ) -> None:

@@ -355,6 +355,7 @@ function searchRequest() {
 }
 
 function clearResults() {
+  state.generation = (state.generation || 0) + 1;  // late callbacks of older results stop
   $("results").replaceChildren();
   $("query-view").replaceChildren();
   $("timings").textContent = "";
@@ -431,8 +432,10 @@ function showResults(answer, clicked) {
   const cards = answer.hits.map((hit) => resultCard(hit));
   grid.replaceChildren(...cards);
   const first = grid.querySelector("img");
+  const generation = state.generation;
   if (first && clicked !== undefined) {
     const painted = () => requestAnimationFrame(() => {
+      if (generation !== state.generation) return;
       const ms = performance.now() - clicked;
       state.firstPaintMs = ms;
       $("timings").textContent += ` | first result shown ${ms.toFixed(0)} ms after Search`;
