@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from ilias import __version__
 from ilias.serve import (
@@ -48,7 +49,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         finally:
             state.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the fastapi-offline package, not a
+    # CDN: the interactive docs work on a machine with no internet.
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="ilias query service",
         version=__version__,
         description="Instance-level image search over one Qdrant store, and the evaluation "
