@@ -1,14 +1,14 @@
 """The web page in a real headless Chromium (Playwright) against a real uvicorn on loopback.
 
-Upload a query image and see the grid; press Enter on a stored id; click a result and see
-the new query; open the evaluation explorer and see positives framed green, distractors
-red, the missed positives and two runs compared. ``ILIAS_UPDATE_SCREENSHOTS=1`` writes
-the two screenshots the README shows into docs/.
+Upload a query image and see the grid; draw a box and get the region's hits; press Enter
+on a stored id, with completion; errors that leave no old results; the busy state; hidden
+controls; browse; no horizontal scroll on a phone; /docs offline; the evaluation explorer
+with positives framed green, distractors red, the missed positives and two runs compared.
+The match view (local descriptors) is in test_serve_match.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -25,7 +25,6 @@ from ilias.serve import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ROOT = Path(__file__).resolve().parent.parent
 GREEN, RED = "rgb(26, 158, 58)", "rgb(208, 52, 44)"
 
 pytestmark = [
@@ -96,8 +95,8 @@ def page(browser):
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
-    if os.environ.get("ILIAS_UPDATE_SCREENSHOTS"):
-        return ROOT / "docs" / name
+    """Where a test's picture goes (to look at when it fails); the README's pictures are of
+    the demo collection, taken by bench/page.py."""
     return tmp_path / name
 
 

@@ -19,7 +19,8 @@ def text_reason(retriever: Retriever, collection: str) -> str | None:
     """Why ``collection`` cannot be searched by text (None: it can). Builds the encoder
     (once per process): whether it has a text tower is the encoder's to say."""
     encoder = retriever.encoder
-    if encoder.has_text_tower:
+    # An encoder that does not say (a caller's own object) may try: encode_texts decides.
+    if getattr(encoder, "has_text_tower", True):
         return None
     return (
         f"{collection!r} was made with {encoder.spec}, which reads images only: search by "
