@@ -88,13 +88,15 @@ def shoot(page: Page, browser, options: argparse.Namespace) -> None:
         "[...document.querySelectorAll('#results img')].slice(0, 12).every(i => i.complete)"
     )
     page.screenshot(path=str(out / "serve-search.png"))
-    page.click("#results li:first-child .card")
+    positive = page.locator("#results li:has(.role-positive) .card")
+    (positive.first if positive.count() else page.locator("#results .card").first).click()
     page.wait_for_function("document.querySelector('#match-inliers')", timeout=60_000)
     page.wait_for_timeout(800)
     page.screenshot(path=str(out / "serve-match.png"))
     page.click("#match-close")
     page.click("#tab-explorer")
     page.wait_for_function("document.querySelectorAll('#run-a option').length > 1")
+    page.fill("#run-k", "12")  # two rows of cards: the comparison stays in the picture
     runs = page.eval_on_selector_all("#run-a option", "os => os.map(o => o.value)")
     page.select_option("#run-a", runs[0])
     page.select_option("#run-b", runs[1])

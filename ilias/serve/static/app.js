@@ -456,9 +456,8 @@ function resultCard(hit) {
     el("div", { class: "meta" },
       el("div", { class: "line" },
         el("span", { class: "rank", text: `#${hit.rank}` }),
-        roleBadge(hit.payload),
         el("span", { class: "score", text: fmt(hit.score) })),
-      caption(hit.id)));
+      roleBadge(hit.payload), " ", caption(hit.id)));
   const again = el("button", {
     type: "button", class: "again", text: "search with it",
     "aria-label": `search with ${hit.id}`, onclick: () => searchStored(hit.id),
@@ -659,9 +658,9 @@ async function showQueryDetail(queryId) {
         el("img", { src: hit.thumbnail, alt: hit.id, loading: "lazy" }),
         el("div", { class: "meta" },
           el("div", { class: "line" }, el("span", { class: "rank", text: `#${hit.rank}` }),
-            el("span", { class: `badge role-${hit.positive ? "positive" : "distractor"}`, text: hit.positive ? "positive" : "distractor" }),
             el("span", { class: "score", text: fmt(hit.score) })),
-          caption(hit.id)))));
+          el("span", { class: `badge role-${hit.positive ? "positive" : "distractor"}`, text: hit.positive ? "positive" : "distractor" }),
+          " ", caption(hit.id)))));
     }
     box.append(grid);
     box.append(el("h2", { text: q.missed.length ? `Missed positives (${q.missed.length})` : "No positive missed" }));
@@ -681,11 +680,12 @@ async function showQueryDetail(queryId) {
 async function showComparison() {
   const a = $("run-a").value, b = $("run-b").value;
   const out = $("comparison");
+  const asked = (state.comparing = (state.comparing || 0) + 1);  // only the latest one shows
   out.replaceChildren();
   if (!a || !b) return;
   try {
     const c = await api(`/api/runs/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
-    out.append(scatter(c), differences(c));
+    if (asked === state.comparing) out.replaceChildren(scatter(c), differences(c));
   } catch (error) { say(error.message, true); }
 }
 
