@@ -430,6 +430,18 @@ def test_the_evaluation_explorer_frames_positives_and_compares_runs(
     )
     page.screenshot(path=str(screenshot_path(tmp_path, "serve-explorer.png")), full_page=True)
 
+    # an evaluation query searched from the explorer starts from its ground-truth box
+    shown = page.text_content("#query-detail h2")
+    page.click("#search-query")
+    page.wait_for_function(
+        "document.querySelector('#query-label')?.textContent.includes('region')"
+        " && document.querySelectorAll('#results li').length > 0"
+    )
+    name = shown.split("/")[-1]
+    label = page.text_content("#query-label")
+    assert label.startswith(f"Query: uploaded {name} + region 0, 0, ")
+    assert page.is_visible("#box") and page.is_visible("#view-search")
+
 
 def test_the_page_trades_the_key_for_a_cookie_and_puts_it_in_no_url(
     browser, built: tuple[str, Path], tiny_ilias: Path, tmp_path: Path

@@ -9,6 +9,7 @@ cut to the same ``bbox``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -63,13 +64,26 @@ class MatchResponse(BaseModel):
 
 
 def _size(path: Any) -> tuple[int, int]:
-    with Image.open(path) as opened:  # the header only
-        return opened.size
+    try:
+        with Image.open(path) as opened:  # the header only
+            return opened.size
+    except Exception:  # not a picture, a bomb: the file, not the request, is at fault
+        raise ServiceError(f"cannot read the image {Path(path).name!r}") from None
 
 
 def _boxes(payload: dict[str, Any]) -> list[list[float]]:
     boxes = payload.get("boxes") or ([payload["bbox"]] if payload.get("bbox") else [])
-    return [[float(v) for v in box] for box in boxes if isinstance(box, list) and len(box) == 4]
+    if not isinstance(boxes, list):
+        return []
+    out = []
+    for box in boxes:
+        if (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+        ):
+            out.append([float(v) for v in box])
+    return out
 
 
 def match(

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import bisect
 import threading
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import AfterValidator, BaseModel, Field
 
+from ilias.loader.datasets import read_bbox
+from ilias.serve import api_runs
 from ilias.serve.api_search import image_urls
 from ilias.serve.capabilities import local_reason, text_reason
 from ilias.serve.errors import error_responses
@@ -26,6 +30,7 @@ from ilias.serve.state import ServiceState
 router = APIRouter(
     prefix="/api/collections", tags=["page"], responses=error_responses(400, 401, 404, 422)
 )
+runs_router = APIRouter(prefix="/api/runs", tags=["page"], responses=error_responses(401, 404, 422))
 PrefixQuery = Annotated[
     str,
     Query(description="the start of a dataset id", max_length=MAX_ID_CHARS, pattern=NO_NUL),
@@ -119,3 +124,22 @@ def ids(
         ids=chosen,
         thumbnails=[image_urls(collection, i)[0] for i in chosen],
     )
+
+
+class QueryBox(BaseModel):
+    run: str
+    query_id: str
+    bbox: list[int] | None = Field(description="the query's ground-truth box, [x, y, w, h]")
+
+
+@runs_router.get("/{run}/query-box", response_model=QueryBox)
+def query_box(run: str, request: Request, id: api_runs.QueryId) -> QueryBox:
+    """An evaluation query's ground-truth box (its ``_bbox.txt``, the union the benchmark
+    crops to): the page offers it as the starting region when the query is searched. The
+    query is found exactly as its image is served (a listed query, in a served folder)."""
+    served = api_runs.query_image(run, request, id)
+    box = None
+    if isinstance(served, FileResponse):
+        image = Path(served.path)
+        box = read_bbox(image.with_name(f"{image.stem}_bbox.txt"))
+    return QueryBox(run=run, query_id=id, bbox=box)

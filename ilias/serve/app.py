@@ -75,6 +75,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(api_collections.health_router)
     app.include_router(api_writes.router)  # refused (403) unless settings.writes
     app.include_router(api_page.router)
+    app.include_router(api_page.runs_router)
     app.include_router(api_match.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

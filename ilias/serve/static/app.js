@@ -646,6 +646,7 @@ async function showQueryDetail(queryId) {
         el("div", {},
           el("h2", { text: q.query_id }),
           el("div", { text: `AP ${pct(q.ap)} (0-100) - ${q.n_positives} positives` }),
+          el("button", { type: "button", id: "search-query", text: "Search with this query (its box)", onclick: () => searchRunQuery(run, q.query_id, queryFile) }),
           el("div", { class: "legend" }, el("span", { class: "pos", text: "positive" }), el("span", { class: "neg", text: "distractor" })))),
       el("h2", { text: `Top ${q.hits.length}` }));
     const grid = el("ol", { class: "grid", id: "ranked", "aria-label": "Ranked results" });
@@ -674,6 +675,21 @@ async function showQueryDetail(queryId) {
         el("div", { class: "meta" }, el("div", { class: "line", text: m.rank ? `rank ${m.rank}` : "not in the ranking" }), caption(m.id)))));
     }
     box.append(missed);
+  } catch (error) { say(error.message, true); }
+}
+
+// An evaluation query in the search view: its image as an upload, its ground-truth box
+// (ILIAS queries have one) as the starting region, searched at once.
+async function searchRunQuery(run, queryId, queryFile) {
+  try {
+    const [query, answer] = await Promise.all([queryFile, api(`/api/runs/${encodeURIComponent(run)}/query-box?id=${encodeURIComponent(queryId)}`)]);
+    showView("search");
+    $("stored-id").value = "";
+    setQuery(query, answer.bbox);
+    const image = $("query-image");
+    const start = () => { if (answer.bbox) setBox(answer.bbox); search(); };
+    if (image.complete && image.naturalWidth) start();
+    else image.addEventListener("load", start, { once: true });
   } catch (error) { say(error.message, true); }
 }
 
