@@ -159,12 +159,12 @@ def match_upload(
     collection: str,
     request: Request,
     image: Annotated[UploadFile, File(description="the query image the search used")],
-    query: Annotated[str, Form(description="a MatchRequest as JSON (id, bbox)")],
+    query: Annotated[str, Form(description="a MatchRequest as JSON (id, bbox)")] = "{}",
 ) -> MatchResponse:
     """A result against an uploaded query image: the matched patches and the inliers."""
     state: ServiceState = request.app.state.service
     try:
-        body = MatchRequest.model_validate(json.loads(query))
+        body = MatchRequest.model_validate(json.loads(query or "{}"))
     except (json.JSONDecodeError, RecursionError):
         raise ServiceError("query: send a MatchRequest as a JSON object") from None
     except ValidationError as error:

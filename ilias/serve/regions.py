@@ -4,6 +4,7 @@ point's own image, before it is encoded; the crop is the CLI's ``--bbox`` crop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -31,7 +32,7 @@ def stored_picture(state: ServiceState, collection: str, dataset_id: str) -> Ima
         return decode_bounded("stored image", path, state.settings.max_pixels)
 
 
-def crop(picture: Image.Image, box: list[int]) -> Image.Image:
+def crop(picture: Image.Image, box: Sequence[int]) -> Image.Image:
     """``picture`` cut to ``box`` ([x, y, w, h]) as the CLI's --bbox cuts it, or a 400."""
     cropped = crop_to_box("bbox", picture.convert("RGB"), box)
     if isinstance(cropped, DecodeFailure):

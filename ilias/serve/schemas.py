@@ -47,17 +47,9 @@ Clause = Annotated[
 ]
 
 
-def _positive_size(box: list[int]) -> list[int]:
-    if box[2] <= 0 or box[3] <= 0:
-        raise ValueError("give [x, y, w, h] with a width and a height above 0")
-    return box
-
-
-Box = Annotated[
-    list[Annotated[int, Field(ge=0, le=1_000_000)]],
-    Field(min_length=4, max_length=4),
-    AfterValidator(_positive_size),
-]
+_Corner = Annotated[int, Field(ge=0, le=1_000_000)]
+_Side = Annotated[int, Field(ge=1, le=1_000_000)]
+Box = tuple[_Corner, _Corner, _Side, _Side]  # [x, y, w, h]: the corner inside, an area
 
 
 class SearchParamsModel(BaseModel):
