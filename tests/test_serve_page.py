@@ -361,6 +361,13 @@ def test_browse_pages_and_searches_with_a_chosen_image(page, base_url: str) -> N
     assert ids == ["coffee/pos/P000.jpg", "coffee/pos/P001.jpg", "coffee/pos/P002.jpg"]
     page.fill("#browse-prefix", "")
     page.wait_for_function("document.querySelector('#browse-count').textContent === '1-17 of 17'")
+    # filtered by a payload field: the roles the collection stores
+    roles = page.eval_on_selector_all("#browse-role option", "os => os.map(o => o.value)")
+    assert roles == ["", "distractor", "positive"]
+    page.select_option("#browse-role", "positive")
+    page.wait_for_function("document.querySelector('#browse-count').textContent === '1-9 of 9'")
+    page.select_option("#browse-role", "")
+    page.wait_for_function("document.querySelector('#browse-count').textContent === '1-17 of 17'")
     page.click("#browse li:nth-child(5) .card")
     chosen = ids = page.eval_on_selector_all("#browse .card", "cs => cs.map(c => c.dataset.id)")[4]
     page.wait_for_function(

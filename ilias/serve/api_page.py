@@ -2,15 +2,17 @@
 descriptors: the reasons it cannot), stored ids completed from a prefix, and the
 collection browsed a page of thumbnails at a time.
 
-Ids are read once per collection and point count (a scroll of the ``id`` payload, the
-keyword the payload index holds) and kept sorted, so a prefix is two binary searches; a
-write changes the count and the next call reads them again. Memory: about 100 bytes an
-id (100 MB for a million points), so the cache holds one collection at a time.
+Ids are read once per collection and point count (a scroll of the ``id`` and ``role``
+payload, keywords the payload index holds) and kept sorted, so a prefix is two binary
+searches (a role filter then scans that range); a write changes the count and the next
+call reads them again. Memory: about 100 bytes an id (100 MB for a million points), so
+the cache holds one collection at a time.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -55,26 +57,40 @@ class IdsPage(BaseModel):
     offset: int
     ids: list[str]
     thumbnails: list[str]
+    roles: list[str] = Field(description="the roles stored in the collection, to filter by")
 
 
 class _IdCache:
-    """The sorted ids of one collection, read again when its point count changes."""
+    """The sorted ids of one collection with each id's role (the indexed ``role`` keyword:
+    positive, distractor, ...), read again when its point count changes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[str, int] | None = None
         self._ids: list[str] = []
+        self._roles: list[str] = []
+        self._distinct: list[str] = []
 
-    def ids(self, state: ServiceState, collection: str) -> list[str]:
+    def ids(self, state: ServiceState, collection: str) -> tuple[list[str], list[str], list[str]]:
+        """(sorted ids, their roles, the distinct roles)."""
         store = state.store
         key = (collection, state.engine(lambda: store.count(collection)))
         with self._lock:
             if self._key != key:
-                ids: list[str] = []
-                for page in state.engine(lambda: list(store.scan_payloads(collection, ["id"]))):
-                    ids += [str(p["id"]) for p in page if "id" in p]
-                self._ids, self._key = sorted(ids), key
-            return self._ids
+                rows: list[tuple[str, str]] = []
+                pages = state.engine(lambda: list(store.scan_payloads(collection, ["id", "role"])))
+                for page in pages:
+                    rows += [
+                        (str(p["id"]), sys.intern(str(p.get("role", ""))))
+                        for p in page
+                        if "id" in p
+                    ]
+                rows.sort()
+                self._ids = [i for i, _ in rows]
+                self._roles = [r for _, r in rows]
+                self._distinct = sorted(set(self._roles) - {""})
+                self._key = key
+            return self._ids, self._roles, self._distinct
 
 
 _CACHE = _IdCache()
@@ -107,22 +123,32 @@ def ids(
     prefix: PrefixQuery = "",
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    role: Annotated[
+        str, Query(description="only this role (positive, distractor, ...)", max_length=64)
+    ] = "",
 ) -> IdsPage:
-    """Stored ids that start with ``prefix``, in order, ``limit`` from ``offset``: what the
-    page's id box completes from and its browse view pages through."""
+    """Stored ids that start with ``prefix`` (and have ``role``), in order, ``limit`` from
+    ``offset``: what the page's id box completes from and its browse view pages through."""
     state: ServiceState = request.app.state.service
     state.check_collection(collection)
-    stored = _CACHE.ids(state, collection)
+    stored, roles, distinct = _CACHE.ids(state, collection)
     start = bisect.bisect_left(stored, prefix)
     end = bisect.bisect_left(stored, prefix + "\U0010ffff") if prefix else len(stored)
-    chosen = stored[start + offset : min(end, start + offset + limit)]
+    if role:
+        matching = [i for i in range(start, end) if roles[i] == role]
+        total = len(matching)
+        chosen = [stored[i] for i in matching[offset : offset + limit]]
+    else:
+        total = end - start
+        chosen = stored[start + offset : min(end, start + offset + limit)]
     return IdsPage(
         collection=collection,
         prefix=prefix,
-        total=end - start,
+        total=total,
         offset=offset,
         ids=chosen,
         thumbnails=[image_urls(collection, i)[0] for i in chosen],
+        roles=distinct,
     )
 
 

@@ -561,7 +561,12 @@ async function browse(offset) {
   if (!state.collection) return;
   const prefix = $("browse-prefix").value;
   try {
-    const page = await api(`${base()}/ids?prefix=${encodeURIComponent(prefix)}&offset=${offset}&limit=${browsing.limit}`);
+    const role = $("browse-role").value;
+    const page = await api(`${base()}/ids?prefix=${encodeURIComponent(prefix)}&role=${encodeURIComponent(role)}&offset=${offset}&limit=${browsing.limit}`);
+    if ($("browse-role").options.length !== page.roles.length + 1) {
+      $("browse-role").replaceChildren(el("option", { value: "", text: "any" }), ...page.roles.map((r) => el("option", { value: r, text: r })));
+      $("browse-role").value = role;
+    }
     browsing.offset = offset;
     $("browse-count").textContent = page.total
       ? `${offset + 1}-${offset + page.ids.length} of ${page.total}`
@@ -578,6 +583,7 @@ async function browse(offset) {
 }
 let browseTimer = null;
 $("browse-prefix").addEventListener("input", () => { clearTimeout(browseTimer); browseTimer = setTimeout(() => browse(0), 150); });
+$("browse-role").addEventListener("change", () => browse(0));
 $("browse-prev").addEventListener("click", () => browse(Math.max(0, browsing.offset - browsing.limit)));
 $("browse-next").addEventListener("click", () => browse(browsing.offset + browsing.limit));
 $("browse-form").addEventListener("submit", (e) => e.preventDefault());
