@@ -27,6 +27,7 @@ from .spatial import (
     Verification as Verification,
     mutual_nearest_neighbours as mutual_nearest_neighbours,
     ransac as ransac,
+    ransac_inliers as ransac_inliers,
     verify as verify,
     verify_shortlist as verify_shortlist,
 )

@@ -115,9 +115,26 @@ def ransac(
     seed: int = 0,
 ) -> tuple[int, np.ndarray | None]:
     """Best inlier count and its refitted transform; ``threshold`` in candidate pixels."""
+    inliers, transform = ransac_inliers(
+        src, dst, model=model, threshold=threshold, iterations=iterations, seed=seed
+    )
+    return int(inliers.sum()), transform
+
+
+def ransac_inliers(
+    src: np.ndarray,
+    dst: np.ndarray,
+    *,
+    model: str = "similarity",
+    threshold: float = 24.0,
+    iterations: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``ransac``'s work, with which correspondences are the inliers (a bool per pair):
+    what the page draws as the matches that agree on one transform."""
     sample_size = 2 if model == "similarity" else 3
     if len(src) < sample_size:
-        return 0, None
+        return np.zeros(len(src), dtype=bool), None
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     samples = _samples(len(src), sample_size, iterations, seed)
@@ -140,8 +157,8 @@ def ransac(
     best = int(np.argmax(counts))  # the first hypothesis with the most, as the loop kept
     best_inliers = inliers[best] if counts[best] > 0 else np.zeros(len(src), dtype=bool)
     if best_inliers.sum() < sample_size:
-        return int(best_inliers.sum()), None
-    return int(best_inliers.sum()), _fit(src[best_inliers], dst[best_inliers], model)
+        return best_inliers, None
+    return best_inliers, _fit(src[best_inliers], dst[best_inliers], model)
 
 
 def verify_shortlist(

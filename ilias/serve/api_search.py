@@ -21,8 +21,10 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
 from pydantic import ValidationError
 
+from ilias.serve.capabilities import check_text
 from ilias.serve.errors import NotFound, ServiceError, error_responses
 from ilias.serve.filters import request_filter
+from ilias.serve.regions import region_query
 from ilias.serve.schemas import HitModel, SearchRequest, SearchResponse
 from ilias.serve.state import ServiceState
 from ilias.serve.uploads import check_upload, decode_upload, read_limited
@@ -61,6 +63,8 @@ def run_search(
     timings: dict[str, float] = {}
     began = time.perf_counter()
     retriever = state.retriever(collection)
+    image, request, region = region_query(state, collection, request, image)
+    described = f"{described} {region}" if described and region else region or described
     if image is not None and request.id is not None:
         raise ServiceError("give an uploaded image or a stored id, not both")
     if image is None and request.id is None and not request.text:
@@ -102,6 +106,7 @@ def run_search(
     text_vector = None
     if request.text:
         text = request.text
+        check_text(retriever, collection)
         with _timed(timings, "encode_text"):
             text_vector = retriever.encoder.encode_texts([text])
 

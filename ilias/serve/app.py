@@ -15,9 +15,18 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from ilias import __version__
-from ilias.serve import api_collections, api_images, api_runs, api_search, api_writes
+from ilias.serve import (
+    api_collections,
+    api_images,
+    api_match,
+    api_page,
+    api_runs,
+    api_search,
+    api_writes,
+)
 from ilias.serve.errors import ErrorGuard, install_error_handlers
 from ilias.serve.limits import BodyLimitMiddleware, bound_allocator
 from ilias.serve.security import install_security
@@ -50,7 +59,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         finally:
             state.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the fastapi-offline package, not a
+    # CDN: the interactive docs work on a machine with no internet.
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="ilias query service",
         version=__version__,
         description="Instance-level image search over one Qdrant store, and the evaluation "
@@ -72,6 +84,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(api_collections.health_router)
     app.include_router(api_writes.router)  # refused (403) unless settings.writes
+    app.include_router(api_page.router)
+    app.include_router(api_page.runs_router)
+    app.include_router(api_match.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

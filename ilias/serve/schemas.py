@@ -47,6 +47,11 @@ Clause = Annotated[
 ]
 
 
+_Corner = Annotated[int, Field(ge=0, le=1_000_000)]
+_Side = Annotated[int, Field(ge=1, le=1_000_000)]
+Box = tuple[_Corner, _Corner, _Side, _Side]  # [x, y, w, h]: the corner inside, an area
+
+
 class SearchParamsModel(BaseModel):
     """How Qdrant searches (the CLI's --exact, --hnsw-ef, --oversampling, --rescore)."""
 
@@ -88,6 +93,11 @@ class SearchRequest(BaseModel):
         default_factory=list,
         max_length=MAX_STEPS,
         description="re-ranking steps, as --rerank takes them: aqe, cs, sp",
+    )
+    bbox: Box | None = Field(
+        default=None,
+        description="search with this region of the query image only, [x, y, w, h] in its "
+        "pixels (the crop of the CLI's --bbox); with an id, the stored image's region",
     )
 
 
