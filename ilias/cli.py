@@ -34,6 +34,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ilias import __version__
+from ilias.cli_help import HelpGroup
 from ilias.config import Settings, data_home
 from ilias.errors import CollectionBusy, DiskFull, IliasError
 from ilias.query.where import parse_bbox, parse_where
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from ilias.indexing.load import Upload
 
 app = typer.Typer(
+    cls=HelpGroup,  # help that reads right: flags as flags, brackets kept (ilias.cli_help)
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -92,7 +94,14 @@ IndexOption = Annotated[
         "or auto (scan up to 1 GiB of int8 copies, e.g. 2M x 512; hnsw beyond).",
     ),
 ]
-ExactOption = Annotated[bool, typer.Option("--exact", help="Exact search instead of HNSW.")]
+ExactOption = Annotated[
+    bool,
+    typer.Option(
+        "--exact",
+        help="Exact search (every vector, float32) instead of the collection's index (HNSW or "
+        "int8 scan).",
+    ),
+]
 EfOption = Annotated[int | None, typer.Option("--hnsw-ef", help="HNSW ef at search time.")]
 OversamplingOption = Annotated[
     float | None, typer.Option("--oversampling", help="int8 oversampling factor (e.g. 2.0).")
@@ -504,11 +513,20 @@ class _DefaultCommandGroup(TyperGroup):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter) -> None:  # click's signature
+        """The group's help and subcommands, then the default command's usage and options
+        as ``ilias eval`` takes them (no subcommand name)."""
+        super().format_help(ctx, formatter)
+        default = self.commands[self.default_command]
+        default.format_help(type(ctx)(default, info_name=ctx.info_name, parent=ctx.parent),
+                            formatter)  # fmt: skip
+
 
 eval_app = typer.Typer(
     cls=_DefaultCommandGroup,
-    help="Evaluate. `ilias eval [DATASET]` scores the dataset's queries against the "
-    "collection (mAP@k, oracle@k); `run`, `compare` and `score` are below.",
+    help="Evaluate. Without a subcommand, `ilias eval [DATASET] [OPTIONS]` runs `benchmark`: "
+    "the dataset's queries against the collection (mAP@k, oracle@k); its options are listed "
+    "below the subcommands.",
 )
 app.add_typer(eval_app, name="eval")
 
