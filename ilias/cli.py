@@ -12,32 +12,17 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 from typer.core import TyperGroup
 
-from ilias import __version__
 from ilias.cli_help import HelpGroup
 from ilias.config import Settings, data_home
 from ilias.errors import CollectionBusy, DiskFull, IliasError
-from ilias.query.where import parse_bbox, parse_where
 from ilias.types import LocalConfig, SearchParams
 
 if TYPE_CHECKING:
@@ -152,6 +137,8 @@ WhereOption = Annotated[
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
+    from rich.logging import RichHandler
+
     handler = RichHandler(console=Console(stderr=True), show_path=False)
     if not verbose:
         # dask.distributed logs cluster start/stop at INFO from loggers it configures itself
@@ -324,8 +311,10 @@ def load(
     source = open_dataset(dataset, distractors, select)
     metadata = source.metadata
     with _open_store(store) as backend, _progress() as bar, _held_by_service(collection):
-        task = bar.add_task("images", total=len(source.records) or None)
-        parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)
+        # Images inside tar shards are counted as they are read: no total until then. The
+        # second bar counts partitions: chunks of listed images, and each tar shard.
+        task = bar.add_task("images", total=None if source.tar_shards else len(source.records))
+        parts = bar.add_task("partitions", total=None)
 
         def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
@@ -977,6 +966,7 @@ def info(
     ] = None,
 ) -> None:
     """Settings in effect and the collections: points, index state, quantization, encoder."""
+    from ilias import __version__
     from ilias.config import config_path
     from ilias.query.selection import LEDGER_PREFIX
 
@@ -1068,6 +1058,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     """One row per collection, as the engine reports it (shared by info and collections)."""
     if not names:
         return f"no collections in {backend.location}"
+    from ilias import __version__
     from ilias.indexing.store import aliases_by_collection
     from ilias.indexing.store.layout import LAYOUTS
 
@@ -1361,6 +1352,20 @@ def _check_sizes(workers: int | None, scheduler: str, resolution: int | None = N
     check_resolution(resolution)
 
 
+def parse_where(where: list[str] | None) -> dict[str, Any] | None:
+    """``--where`` options as a filter (ilias.query.where, imported when a command runs)."""
+    from ilias.query.where import parse_where as parse
+
+    return parse(where)
+
+
+def parse_bbox(bbox: str | None) -> list[int] | None:
+    """``--bbox 'x,y,w,h'`` (ilias.query.where, imported when a command runs)."""
+    from ilias.query.where import parse_bbox as parse
+
+    return parse(bbox)
+
+
 def _open_store(spec: str):  # -> ilias.indexing.Store, imported only when a command runs
     """The store named by ``--store``; the engine is imported here, never by ``--help``."""
     from ilias.indexing import open_store
@@ -1394,37 +1399,19 @@ def _print_scores(run, name: str, collection: str) -> None:
         console.print(f"per query, ms: {stages}")
 
 
-def _staged(bar: Progress):
-    """A ``progress(stage, done, total)`` callback that gives each stage its own bar."""
-    tasks: dict[str, TaskID] = {}
+def _staged(bar):  # -> progress(stage, done, total): each stage its own bar
+    from ilias.cli_progress import staged
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return progress
-
-
-class RateColumn(ProgressColumn):
-    """Items per second (images/s during extraction), from rich's own speed estimate."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f}/s" if speed else "     -/s", style="progress.data.speed")
+    return staged(bar)
 
 
 @contextmanager
 def _progress():
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
+    """Bars on a terminal, a line every few seconds elsewhere (ilias.cli_progress, imported
+    when a command runs: rich's progress module is not needed by ``ilias --help``)."""
+    from ilias.cli_progress import progress_display
+
+    with progress_display(console) as bar:
         yield bar
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +14,7 @@ from typer.testing import CliRunner
 from ilias.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rendered(*args: str) -> str:
@@ -78,3 +83,20 @@ def test_a_multi_line_command_description_is_one_paragraph_in_the_list() -> None
     words = " ".join(" ".join(lines[at : at + 2]).replace("│", " ").split())
     assert "and write the top N as a selection list" in words
     assert lines[at].rstrip("│ ").endswith("the top N as a")  # the line is filled, not cut
+
+
+def test_help_imports_no_numerical_or_engine_library() -> None:
+    """``ilias --help`` answers in a fraction of a second: it loads the CLI's own light
+    modules only (numpy, pydantic, torch, dask, Qdrant come when a command runs)."""
+    probe = (
+        "import sys\nfrom ilias.cli import main\nsys.argv = ['ilias', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('numpy', 'pydantic', 'torch', 'dask', 'distributed', 'qdrant_edge', "
+        "'qdrant_client', 'timm', 'rich.progress')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
