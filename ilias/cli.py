@@ -904,6 +904,7 @@ def mine(
     top N as a selection list, with per-prompt statistics."""
     from ilias.query.mining import (
         DEFAULT_TEMPLATES,
+        check_text_towers,
         class_names,
         make_prompts,
         mine_distractors,
@@ -915,6 +916,7 @@ def mine(
 
     collections = collection or [_defaults.collection]
     with _open_store(store) as backend:
+        check_text_towers(backend, collections)  # before asking for a taxonomy
         dataset = backend.collection_config(collections[0]).metadata.get("dataset")
         names, source = class_names(taxonomy, classes, dataset)
         chosen = read_templates(templates) if templates else list(DEFAULT_TEMPLATES)
@@ -1181,6 +1183,12 @@ def drop(
 ) -> None:
     """Drop a collection and the aliases pointing at it (its points are gone for good)."""
     with _open_store(store) as backend:
+        if not backend.collection_exists(collection):  # not the engine's "create it" advice
+            known = ", ".join(sorted(backend.list_collections())) or "none"
+            raise IliasError(
+                f"no collection {collection!r} in {backend.location} (collections: {known}): "
+                "nothing to drop"
+            )
         try:
             points: int | str = backend.count(collection)
         except DiskFull:  # dropping is how space is freed: it needs no open collection
