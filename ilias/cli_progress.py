@@ -12,6 +12,7 @@ Imported by the commands when they run, not by ``ilias --help``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ class _Count:
     first: float | None = None
     since: float = 0.0
     last: float = 0.0  # when the count last changed (a finished task's rate stops there)
+    printed: float | None = None  # the count the last line showed
 
     def see(self, completed: float, now: float) -> None:
         if self.first is None:
@@ -113,13 +115,15 @@ class LineProgress:
     _counts: dict[TaskID, _Count] = field(default_factory=dict)
     _started: float = 0.0
     _printed: float = 0.0
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # updates vs heartbeat
 
     def __post_init__(self) -> None:
         self._started = self._printed = self.clock()
 
     def add_task(self, description: str, total: float | None = None, **_: object) -> TaskID:
-        task = TaskID(len(self._counts))
-        self._counts[task] = _Count(description, total)
+        with self._lock:
+            task = TaskID(len(self._counts))
+            self._counts[task] = _Count(description, total)
         return task
 
     def update(
@@ -130,28 +134,39 @@ class LineProgress:
         total: float | None = None,
         **_: object,
     ) -> None:
-        count, now = self._counts[task], self.clock()
-        if total is not None:
-            count.total = total
-        if completed is not None:
-            count.see(completed, now)
-        if now - self._printed >= self.interval:
-            self.print_line()
+        with self._lock:
+            count, now = self._counts[task], self.clock()
+            if total is not None:
+                count.total = total
+            if completed is not None:
+                count.see(completed, now)
+        self.tick()
 
-    def print_line(self) -> None:
-        """One line: each counted task's count, total and rate, then the time elapsed."""
-        self._printed = now = self.clock()
-        parts = []
-        for count in self._counts.values():
-            if count.first is None:
-                continue  # nothing counted yet
-            of = f"/{count.total:g}" if count.total is not None else ""
-            rate = _format_rate(count.rate()).strip()
-            parts.append(f"{count.description} {count.completed:g}{of} ({rate})")
-        if parts:
-            self.console.print(
-                f"{', '.join(parts)}; {now - self._started:.0f} s", highlight=False, soft_wrap=True
-            )
+    def print_line(self, *, final: bool = False) -> None:
+        """One line: the count, total and rate of each task still running or counted since
+        the last line (``final``: of every task), then the time since the start."""
+        with self._lock:
+            self._printed = now = self.clock()
+            parts = []
+            for count in self._counts.values():
+                done = count.total is not None and count.completed >= count.total
+                if count.first is None or (done and count.printed == count.completed and not final):
+                    continue  # nothing counted yet, or a finished stage already shown
+                count.printed = count.completed
+                of = f"/{count.total:g}" if count.total is not None else ""
+                rate = _format_rate(count.rate()).strip()
+                parts.append(f"{count.description} {count.completed:g}{of} ({rate})")
+            if parts or not final:
+                shown = ", ".join(parts) or "working"
+                self.console.print(
+                    f"{shown}; {now - self._started:.0f} s", highlight=False, soft_wrap=True
+                )
+
+    def tick(self) -> None:
+        """A line if the last is ``interval`` old: a stage that reports seldom (a model
+        loading, a partition being encoded) still shows the command is alive."""
+        if self.clock() - self._printed >= self.interval:
+            self.print_line()
 
 
 def _interval() -> float:
@@ -166,10 +181,20 @@ def progress_display(console: Console) -> Iterator[Progress | LineProgress]:
             yield bars
         return
     lines = LineProgress(console, _interval())
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(lines.interval / 5):
+            lines.tick()
+
+    beat = threading.Thread(target=heartbeat, name="ilias-progress", daemon=True)
+    beat.start()
     try:
         yield lines
     finally:
-        lines.print_line()
+        stop.set()
+        beat.join()
+        lines.print_line(final=True)
 
 
 def staged(bar: Progress | LineProgress) -> Callable[[str, int, int], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from rich.console import Console
 
@@ -62,3 +63,16 @@ def test_a_terminal_gets_bars_with_the_same_mean_rate() -> None:
         bar.update(task, completed=10)
     assert "10/10" in out.getvalue()
     assert "/s" in out.getvalue()
+
+
+def test_a_stage_that_reports_seldom_still_prints_lines(monkeypatch) -> None:
+    """A model loading or a long partition: the heartbeat prints the counts so far."""
+    monkeypatch.setenv("ILIAS_PROGRESS_SECONDS", "1")
+    out = io.StringIO()
+    with progress_display(Console(file=out, width=200)) as bar:
+        task = bar.add_task("images", total=100)
+        bar.update(task, completed=10)
+        time.sleep(1.5)  # no update meanwhile
+        assert out.getvalue().startswith("images 10/100 (-/s); 1 s")
+        bar.update(task, completed=100)
+    assert out.getvalue().splitlines()[-1].startswith("images 100/100 (")
