@@ -1105,11 +1105,21 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
             str(details.indexed_vectors), details.status or "-", layout, quant,
             config.index or "-", storage,
-            str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder")),
-            str(meta.get("resolution")),
+            str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder") or "-"),
+            str(meta.get("resolution") or "-"),  # none recorded (features): the ILIAS rule
         ))  # fmt: skip
     # Columns the engine has nothing for (shards on Edge, aliases never set) stay out.
     shown = [i for i in range(len(columns)) if any(row[i] != "-" for row in rows)]
+    # No cell is cut mid-word: each column is as wide as its longest word; where that leaves
+    # no room for the encoder spec (80 columns), the encoder and res go under the table.
+    widths = {i: max(len(w) for text in [columns[i], *(r[i] for r in rows)] for w in text.split())
+              for i in shown}  # fmt: skip
+    encoder, res = columns.index("encoder"), columns.index("res")
+    if sum(widths.values()) + 3 * len(shown) + 1 > console.width:
+        shown = [i for i in shown if i not in (encoder, res)]
+        placements = [f"{row[0]}: encoder {row[encoder]}, res {row[res]}" for row in rows] + [
+            p for p in placements
+        ]
     caption = "storage as the engine reports it (?: not reported)\n" + "\n".join(placements)
     table = Table(
         title=f"ilias {__version__} - {backend.location}",
@@ -1117,7 +1127,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
         caption_justify="left",
     )
     for i in shown:
-        table.add_column(columns[i], overflow="fold")
+        table.add_column(columns[i], min_width=widths[i], overflow="fold")
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     return table
