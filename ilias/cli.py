@@ -621,8 +621,15 @@ def eval_score(
                 f"{kind} queries ({result.n_queries}): mAP@{k} = {result.map:.2f}  "
                 f"oracle@{k} = {result.oracle:.2f}"
             )
-    if scores.missing:
-        console.print(f"{len(scores.missing)} dataset queries are not in the file (skipped)")
+    missing_images = len(scores.missing) - len(scores.missing_text)
+    if missing_images:
+        console.print(f"{missing_images} dataset image queries are not in the file (skipped)")
+    if scores.missing_text and scores.text is None:  # a file of image queries only
+        console.print(f"no text queries in the file (the dataset has {len(scores.missing_text)})")
+    elif scores.missing_text:
+        console.print(
+            f"{len(scores.missing_text)} dataset text queries are not in the file (skipped)"
+        )
     for kind, breakdown in (("image", scores.image_breakdowns), ("text", scores.text_breakdowns)):
         if breakdown is not None:
             console.print_json(data={kind: breakdown.to_dict()})
