@@ -1050,9 +1050,14 @@ def demo(
     console.print(f"collection [bold]{result.collection}[/] lives in {result.store_location}")
     example = min(bench.core_dir.glob("*/query/Q000.jpg"), default=None)
     if example is not None:
+        # Its own line, never wrapped (soft_wrap): a command to paste as it is.
+        console.print("try:")
         console.print(
-            f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
-            f"--image {example}"
+            f"ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
+            f"--image {example}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
 
 
@@ -1333,14 +1338,14 @@ def adapt_train(
     _check_sizes(workers, scheduler, resolution)
     records = read_labelled(data)
     checked = heldout > 0  # without held-out labels there is no retrieval check to show
-    table = Table(title="held-out retrieval (unseen classes)" if checked else "training")
-    for column in ("epoch", "loss", "R@1", "mAP") if checked else ("epoch", "loss"):
-        table.add_column(column)
 
-    def cells(report) -> list[str]:
-        loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
-        shown = [str(report.epoch), loss]
-        return [*shown, f"{report.recall_at_1:.2f}", f"{report.map:.2f}"] if checked else shown
+    def show(report) -> None:  # each epoch once, as it ends (the progress of the training)
+        if report.epoch == 0 and not checked:
+            return  # the untrained baseline: only a held-out check has anything to show
+        said = f"epoch {report.epoch}  loss {report.loss:.4f}" if report.epoch else "untrained"
+        if checked:
+            said += f"  held-out R@1 {report.recall_at_1:.2f}  mAP {report.map:.2f}"
+        bar.console.print(said)
 
     with _progress() as bar:
         task = bar.add_task("extract", total=len(records))
@@ -1355,11 +1360,8 @@ def adapt_train(
             heldout_fraction=heldout,
             seed=seed,
             progress=lambda done, total: bar.update(task, completed=done),
-            on_epoch=lambda report: bar.console.print("  ".join(cells(report))),
+            on_epoch=show,
         )
-    for report in [run.result.before, *run.result.epochs] if checked else run.result.epochs:
-        table.add_row(*cells(report))
-    console.print(table)
     path = save_adaptation(run.result.layer, out)
     console.print(
         f"{run.n_train} training / {run.n_heldout} held-out images, {run.n_classes} "
@@ -1463,7 +1465,12 @@ def serve(
     collection: CollectionOption = _defaults.collection,
     runs: Annotated[
         Path | None,
-        typer.Option("--runs", help="Folder of `ilias eval run` results folders to explore."),
+        typer.Option(
+            "--runs",
+            help="Folder of `ilias eval run` results folders to explore; default: "
+            "$ILIAS_HOME/runs (~/.local/share/ilias/runs) where it exists, where the example "
+            "run files write.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -1507,6 +1514,8 @@ def serve(
         raise IliasError(f"--port {port}: give a TCP port from 1 to 65535")
     if runs is not None and not runs.is_dir():
         raise IliasError(f"--runs {runs}: no such folder; give the folder holding run folders")
+    if runs is None and (data_home() / "runs").is_dir():
+        runs = data_home() / "runs"
     if max_upload_bytes is not None and max_upload_bytes < 1:
         raise IliasError("--max-upload-bytes: give a positive number of bytes")
     settings = ServeSettings(store=store, collection=collection, runs=runs)
@@ -1517,7 +1526,10 @@ def serve(
         settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
     if writes:
         settings = dataclasses.replace(settings, writes=True)
-    console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
+    console.print(
+        f"[bold]ilias serve[/] {escape(store)} on http://{host}:{port} (docs at /docs)"
+        + (f"; runs from {escape(str(runs))}" if runs is not None else "")
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
