@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.markup import escape
 from typer import _click as click
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import HAS_RICH, TyperArgument, TyperGroup, TyperOption
 
 _LIST_TYPE = re.compile(r"^<list\[(.*)\]>")
 
@@ -53,16 +53,17 @@ class HelpArgument(TyperArgument):
         return f"{name}..." if self.nargs != 1 else name
 
 
-def _tidy_param(param: Any) -> None:
+def _tidy_param(param: Any, markup: bool = True) -> None:
     """Give a typer parameter the help display above (its class is swapped for the
-    subclass, which adds no state) and escape its help text's brackets, once."""
+    subclass, which adds no state) and escape its help text's brackets (``markup``: the
+    help is rendered as rich markup), once."""
     if type(param) is TyperOption:
         param.__class__ = HelpOption
     elif type(param) is TyperArgument:
         param.__class__ = HelpArgument
     else:
         return  # already tidied, or not typer's
-    if param.help:
+    if param.help and markup:
         param.help = escape(param.help)
 
 
@@ -72,13 +73,15 @@ def tidy_command(command: click.Command) -> None:
     if getattr(command, "_ilias_help_tidied", False):
         return
     command._ilias_help_tidied = True  # type: ignore[attr-defined]
+    # Plain click help (TYPER_USE_RICH=0, or rich not installed) prints texts as they are.
+    markup = HAS_RICH and getattr(command, "rich_markup_mode", None) == "rich"
     if command.help:
-        command.help = escape(command.help)
+        command.help = escape(command.help) if markup else command.help
         if not command.short_help:  # a group's list shows the first paragraph, on one line
             command.short_help = " ".join(command.help.split("\n\n")[0].split())
     for param in command.params:
-        _tidy_param(param)
-    _tidy_param(command.get_help_option(click.Context(command)))
+        _tidy_param(param, markup)
+    _tidy_param(command.get_help_option(click.Context(command)), markup)
     for sub in getattr(command, "commands", {}).values():
         tidy_command(sub)
 
@@ -93,5 +96,5 @@ class HelpGroup(TyperGroup):
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         for param in self.get_params(ctx):  # typer adds --install-completion after __init__
-            _tidy_param(param)
+            _tidy_param(param, HAS_RICH and self.rich_markup_mode == "rich")
         super().format_help(ctx, formatter)
