@@ -27,13 +27,24 @@ import cycles; there are none)::
 - Nothing imports ``cli`` (or the service): they parse, call the library and print.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from ilias.errors import IliasError
 
-try:
-    __version__ = version("ilias")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["IliasError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ilias.__version__``, read from the installed metadata on first use: importlib.metadata
+    costs ~50 ms, a sixth of the time ``ilias --help`` may take, and only a few commands print
+    or record the version."""
+    if name != "__version__":
+        raise AttributeError(f"module 'ilias' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("ilias")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found

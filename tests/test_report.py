@@ -135,3 +135,12 @@ def test_a_kind_that_did_not_run_says_why(evaluation: Evaluation) -> None:
         with pytest.raises(IliasError) as raised:
             evaluation.run(kind)
         assert str(raised.value) == f"no {kind} queries were run: {reason}"
+
+
+def test_printing_an_evaluation_is_one_short_line(evaluation: Evaluation) -> None:
+    """``print(evaluation)`` in a notebook or script: the scores, not the rankings."""
+    shown = repr(evaluation)
+    assert "\n" not in shown and len(shown) < 400, shown
+    run = evaluation.run("image")
+    assert f"map@1000={run.scores.map:.2f}" in shown and "collection='tiny'" in shown
+    assert "skipped={'text': 'no text tower'}" in shown

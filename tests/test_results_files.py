@@ -230,6 +230,7 @@ def test_score_a_reference_file_against_the_id_lists(tmp_path):
     assert scored.all.map == pytest.approx(100 * ((1 + 2 / 3) / 2 + 0.5) / 2)
     # the reference skips queries that the file lacks; they are reported, not scored 0
     assert scored.missing == ("b/query/Q000.jpg", "a/query/T000.txt")
+    assert scored.missing_text == ("a/query/T000.txt",)
     assert scored.image.n_queries == 1
     # scale breakdown of the image query: P000 alone in [0, 0.069) at rank 1 -> 100
     assert scored.image_breakdowns.scale["0-0.06880213760855043"] == pytest.approx(100.0)
@@ -324,3 +325,21 @@ def test_eval_imports_numpy_only():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cli_says_a_file_of_image_queries_has_no_text_queries(tmp_path):
+    from typer.testing import CliRunner
+
+    from ilias.cli import app
+
+    _write_id_lists(tmp_path / "ilias", ["yfcc/1"])
+    path = tmp_path / "images.json"
+    path.write_text(json.dumps({"a/query/Q000.jpg": {"a/pos/P000.jpg": 1.0}}))
+    done = CliRunner().invoke(
+        app, ["eval", "score", str(path), "--dataset", str(tmp_path / "ilias")],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "1 dataset image queries are not in the file (skipped)" in done.output
+    assert "no text queries in the file (the dataset has 2)" in done.output
+    assert "dataset queries are not in the file" not in done.output

@@ -457,6 +457,7 @@ class FileScores:
     missing: tuple[str, ...]
     image_breakdowns: Breakdowns | None = None
     text_breakdowns: Breakdowns | None = None
+    missing_text: tuple[str, ...] = ()  # those of ``missing`` that are text queries
 
 
 def score_rankings(
@@ -517,6 +518,7 @@ def score_rankings(
         missing,
         breakdown(image_queries, image),
         breakdown(text_queries, text),
+        tuple(q for q in missing if q not in image_set),
     )
 
 

@@ -149,7 +149,8 @@ def train_adaptation(
     arrays (labels never trained on) add a retrieval check after each epoch; without them
     the reports carry NaN for R@1 and mAP. ``init="xavier"`` initialises the classifier
     Xavier-uniform instead of PyTorch's default (ilias's earlier recipe); ``drop_last=False``
-    also trains on each epoch's last, partial batch.
+    also trains on each epoch's last, partial batch. ``on_epoch`` gets each report as it is
+    made: the untrained baseline (epoch 0) first, then one per epoch.
 
     The caller's random state is left as it was: the seed alone decides the initialisation
     and the batches (``torch.manual_seed(seed)`` before the reference's
@@ -189,6 +190,8 @@ def train_adaptation(
         )
         sampler = BatchSampler(RandomSampler(range(len(x))), batch_size, drop_last=drop_last)
         result = TrainingResult(layer, EpochReport(0, NOT_CHECKED, *check(heldout_x)))
+        if on_epoch:
+            on_epoch(result.before)
         for epoch in range(1, epochs + 1):
             layer.train()
             total, seen = 0.0, 0

@@ -124,6 +124,23 @@ class EncoderSpec:
     def without_adaptation(self) -> EncoderSpec:
         return EncoderSpec(self.source, self.name, self.weights, head=self.head)
 
+    @property
+    def has_text_tower(self) -> bool:
+        """Whether the model embeds texts, known from the spec alone (no model is built,
+        so a text query to an image-only collection is refused at once): every open_clip
+        model and the timm models of ``TIMM_TEXT_TOWERS``; an adaptation layer keeps it."""
+        return self.source == "open_clip" or self.name in TIMM_TEXT_TOWERS
+
+
+def no_text_tower(spec: str) -> EncoderSpecError:
+    """The error for a text query to an encoder that has no text tower."""
+    return EncoderSpecError(
+        f"encoder {spec!r} has no text tower; text queries need a vision-language "
+        "model: an 'open_clip:' spec (e.g. open_clip:ViT-B-16-SigLIP/webli) or one of the "
+        f"{len(TIMM_TEXT_TOWERS)} timm models in ilias.indexing.encoders.TIMM_TEXT_TOWERS "
+        "(e.g. timm:vit_base_patch16_clip_224.openai)"
+    )
+
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CPU = torch.device("cpu")
@@ -207,12 +224,7 @@ class Encoder(ABC):
         return False
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        raise EncoderSpecError(
-            f"encoder {self.spec!r} has no text tower; text queries need a vision-language "
-            "model: an 'open_clip:' spec (e.g. open_clip:ViT-B-16-SigLIP/webli) or one of the "
-            f"{len(TIMM_TEXT_TOWERS)} timm models in ilias.indexing.encoders.TIMM_TEXT_TOWERS "
-            "(e.g. timm:vit_base_patch16_clip_224.openai)"
-        )
+        raise no_text_tower(self.spec)
 
     @torch.inference_mode()
     def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:

@@ -489,7 +489,10 @@ def local_cluster(n_workers: int, devices: Sequence[str] | None = None):
             env=worker_env,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # No dashboard: with None, distributed still serves its HTTP routes on port
+            # 8787 and warns when another cluster holds it; a free local port is silent.
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
             silence_logs=logging.ERROR,
         )
     try:

@@ -66,6 +66,13 @@ class BenchmarkRun:
     def n_queries(self) -> int:
         return len(self.rankings)
 
+    def __repr__(self) -> str:  # the rankings would print megabytes
+        return (
+            f"BenchmarkRun(kind={self.kind!r}, n_queries={self.n_queries}, "
+            f"map@{self.scores.k}={self.scores.map:.2f}, oracle={self.scores.oracle:.2f}, "
+            f"search={self.search!r})"
+        )
+
     def pairs(self) -> dict[str, list[tuple[str, float]]]:
         """``{query_id: [(db_id, score), ...]}``: the rankings as similarity files hold them."""
         return {q: [(h.id, h.score) for h in hits] for q, hits in self.rankings.items()}
@@ -83,6 +90,13 @@ class Evaluation:
     skipped: dict[str, str]  # kind -> the reason it did not run
     score_seconds: float
     resolution: int | None = None  # the encoder's test resolution
+
+    def __repr__(self) -> str:  # one line: the benchmark and rankings would print megabytes
+        runs = ", ".join(f"{kind}: {run!r}" for kind, run in self.runs.items())
+        return (
+            f"Evaluation(benchmark={self.benchmark.name!r}, collection={self.collection!r}, "
+            f"k={self.k}, runs={{{runs}}}, skipped={self.skipped!r})"
+        )
 
     def run(self, kind: str) -> BenchmarkRun:
         """The run of one kind; an error naming why, where it did not run."""

@@ -57,6 +57,7 @@ import numpy as np
 from ilias.errors import DatasetError, EncoderSpecError, IliasError
 from ilias.eval import parse_taxonomy
 from ilias.indexing import Encoder, Store
+from ilias.indexing.encoders import EncoderSpec
 from ilias.query.retriever import Retriever
 from ilias.types import SearchParams
 
@@ -303,15 +304,29 @@ def default_per_prompt(top: int, classes: int, distractors: int) -> int:
 
 def text_encoder(store: Store, collection: str) -> Encoder:
     """The collection's recorded encoder, refused unless it embeds texts."""
+    check_text_towers(store, [collection])
     encoder = Retriever(store, collection).encoder
     if not encoder.has_text_tower:
-        raise EncoderSpecError(
-            f"collection {collection!r} was embedded with {encoder.spec}, which has no text "
-            "tower, so prompts cannot be compared with its images; load the same distractors "
-            "with a vision-language encoder (an 'open_clip:' spec, or a timm CLIP/SigLIP "
-            "model listed in ilias.indexing.encoders.TIMM_TEXT_TOWERS) and mine that collection"
-        )
+        raise _no_text_tower(collection, encoder.spec)
     return encoder
+
+
+def check_text_towers(store: Store, collections: Sequence[str]) -> None:
+    """Each collection's recorded encoder embeds texts, read from its spec (no model is
+    built): ``ilias mine`` says so before it asks for a taxonomy or class names."""
+    for collection in collections:
+        spec = store.collection_config(collection).metadata.get("encoder")
+        if spec and not EncoderSpec.parse(spec).has_text_tower:
+            raise _no_text_tower(collection, spec)
+
+
+def _no_text_tower(collection: str, spec: str) -> EncoderSpecError:
+    return EncoderSpecError(
+        f"collection {collection!r} was embedded with {spec}, which has no text "
+        "tower, so prompts cannot be compared with its images; load the same distractors "
+        "with a vision-language encoder (an 'open_clip:' spec, or a timm CLIP/SigLIP "
+        "model listed in ilias.indexing.encoders.TIMM_TEXT_TOWERS) and mine that collection"
+    )
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ilias.indexing import (
     open_store,
 )
 from ilias.indexing.devices import check_device, check_precision
+from ilias.indexing.encoders import EncoderSpec, no_text_tower
 from ilias.indexing.store import check_k
 from ilias.loader import DecodeFailure, Record, clip_box, crop_to_box
 from ilias.rerank import ChamferRerank, Reranker, RerankQuery, SearchScope, apply_rerankers
@@ -98,6 +99,20 @@ class Retriever:
             self._encoder = self._check_encoder(built, config.dim)
         return self._encoder
 
+    def check_text_tower(self) -> None:
+        """Refuse text queries when the collection's encoder embeds no texts, read from its
+        recorded spec before any model is built (a refusal in a second, not after loading
+        the model); a collection that records none is left to :attr:`encoder`."""
+        if self._encoder is not None:
+            spec, has_text = self._encoder.spec, self._encoder.has_text_tower
+        else:
+            recorded = self.view.config.metadata.get("encoder")
+            if not recorded:
+                return
+            spec, has_text = recorded, EncoderSpec.parse(recorded).has_text_tower
+        if not has_text:
+            raise no_text_tower(spec)
+
     def _check_encoder(self, encoder: Encoder, dim: int) -> Encoder:
         if encoder.dim != dim:
             recorded = self.view.config.metadata.get("encoder") or "not recorded"
@@ -131,6 +146,8 @@ class Retriever:
             raise IliasError("give an image, a text, or both for a hybrid search")
         if rerank and (image is None or text is not None):
             raise IliasError("re-ranking applies to image searches (an image and no text)")
+        if text is not None:
+            self.check_text_tower()
         if image is None:
             assert text is not None
             return self.search_text(text, k=k, filter=filter, params=params)

@@ -1,0 +1,78 @@
+"""Progress of long commands in any output: bars on a terminal, timed lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from rich.console import Console
+
+from ilias.cli_progress import LineProgress, progress_display, staged
+
+
+class Clock:
+    """A clock the test advances (the lines are timed by it)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_every_interval_with_counts_and_the_mean_rate() -> None:
+    out, clock = io.StringIO(), Clock()
+    lines = LineProgress(Console(file=out, width=200), interval=5.0, clock=clock)
+    images = lines.add_task("images", total=None)
+    parts = lines.add_task("partitions", total=3)
+    lines.update(images, completed=40)  # a resumed load: 40 already stored
+    lines.update(parts, completed=0, total=3)
+    clock.now += 2.0
+    lines.update(images, completed=60)
+    assert out.getvalue() == ""  # under the interval: nothing yet
+    clock.now += 3.0
+    lines.update(images, completed=90)  # 50 extracted in 5 s
+    lines.update(parts, completed=1)
+    assert out.getvalue().splitlines() == ["images 90 (10.0/s), partitions 0/3 (-/s); 5 s"]
+    clock.now += 5.0
+    lines.update(images, completed=140)
+    lines.update(parts, completed=3)
+    clock.now += 60.0  # after the last count (an index build): the rate stays
+    lines.print_line()
+    assert out.getvalue().splitlines()[-1] == "images 140 (10.0/s), partitions 3/3 (0.3/s); 70 s"
+
+
+def test_output_that_is_no_terminal_gets_lines_and_a_last_one() -> None:
+    out = io.StringIO()
+    with progress_display(Console(file=out, width=200)) as bar:
+        assert isinstance(bar, LineProgress)
+        progress = staged(bar)
+        for done in range(5):
+            progress("queries", done, 4)
+    assert out.getvalue().startswith("queries 4/4 (")
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_a_terminal_gets_bars_with_the_same_mean_rate() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True)
+    with progress_display(console) as bar:
+        assert not isinstance(bar, LineProgress)
+        task = bar.add_task("images", total=10)
+        bar.update(task, completed=0)
+        bar.update(task, completed=10)
+    assert "10/10" in out.getvalue()
+    assert "/s" in out.getvalue()
+
+
+def test_a_stage_that_reports_seldom_still_prints_lines(monkeypatch) -> None:
+    """A model loading or a long partition: the heartbeat prints the counts so far."""
+    monkeypatch.setenv("ILIAS_PROGRESS_SECONDS", "1")
+    out = io.StringIO()
+    with progress_display(Console(file=out, width=200)) as bar:
+        task = bar.add_task("images", total=100)
+        bar.update(task, completed=10)
+        time.sleep(1.5)  # no update meanwhile
+        assert out.getvalue().startswith("images 10/100 (-/s); 1 s")
+        bar.update(task, completed=100)
+    assert out.getvalue().splitlines()[-1].startswith("images 100/100 (")
