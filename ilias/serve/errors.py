@@ -40,6 +40,8 @@ class ErrorModel(BaseModel):
 _MEANINGS = {
     400: "the request cannot be done as asked (the detail says why)",
     401: "missing or wrong API key (a service started with ILIAS_API_KEY)",
+    403: "writes are off (ilias serve --writes turns them on), or a write came without the "
+    "X-API-Key or X-Requested-With header",
     404: "no such collection, point, run or file",
     413: "the request body or the image is larger than the service's limit",
     422: "a field is missing, of the wrong type or out of range",
@@ -64,6 +66,10 @@ class ServiceError(IliasError):
 
     status_code = 400
     headers: dict[str, str] | None = None
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 class NotFound(ServiceError):
