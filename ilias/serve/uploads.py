@@ -124,8 +124,14 @@ def check_load_decode(
     a load reduces it, ``draft_scale``), read from the header; a 413 naming the cap if that
     is above it. An image added through the service is decoded exactly as a load would
     decode it (so its vector is a load's), which is why the reduction is the load's, not
-    the least one that fits the cap; data that is no image passes (the decode says why)."""
+    the least one that fits the cap. Data that is no image is a 400 saying why, before
+    any model is built (from a file handle, a header read before the upload waits for a
+    slot, it passes: the read inside the slot says it)."""
     size, fmt = _probe(io.BytesIO(source) if isinstance(source, bytes) else source)
+    if fmt is None and isinstance(source, bytes | Path):
+        failure = decode_image(what, source)
+        if isinstance(failure, DecodeFailure):
+            raise ServiceError(f"cannot read the {what}: {failure.reason}")
     scale = draft_scale(size, draft_to) if draft_to and fmt == "JPEG" else 1
     pixels = (size[0] // scale) * (size[1] // scale)
     if pixels > cap:
