@@ -360,6 +360,17 @@ def test_writes_through_the_cookie_need_the_page_header(writes_server: Server) -
     assert httpx.delete(f"{writes_server.url}{POINTS}/x", headers=page).status_code == 401
 
 
+def test_a_405_names_the_methods_of_the_path_openapi_matches(writes_server: Server) -> None:
+    """``.../points/delete`` is the bulk delete's path (POST only), though a DELETE of a
+    point named "delete" would match the one-point template; an id with an encoded "/"
+    stays one segment."""
+    with writes_server.client() as client:
+        bulk = client.request("OPTIONS", f"{POINTS}/delete")
+        assert bulk.status_code == 405 and bulk.headers["allow"] == "POST"
+        one = client.put(f"{POINTS}/cat%2Fpos%2FP000.jpg")
+        assert one.status_code == 405 and one.headers["allow"] == "DELETE"
+
+
 def test_errors_keep_the_keep_alive_connection(server: Server) -> None:
     """A 4xx of each kind, then a 200, all on one TCP connection (http.client raises if the
     server closed it; the socket object stays the same while it is open)."""
