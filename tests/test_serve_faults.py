@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,16 +91,15 @@ def built(tiny_ilias: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     return store, runs, root
 
 
-@pytest.fixture(scope="module")
-def server(built: tuple[str, Path, Path]) -> Iterator[Server]:
-    store, runs, root = built
+@contextmanager
+def serving(store: str, runs: Path, log: Path, *extra: str) -> Iterator[Server]:
+    """``ilias serve`` over the store and runs, with the key and the small limits."""
     port = free_port()
-    log = root / "serve.log"
     env = {**os.environ, "ILIAS_API_KEY": KEY, **LIMITS}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "ilias", "serve", "--store", store, "-c", COLLECTION,
-             "--runs", str(runs), "--port", str(port)],
+             "--runs", str(runs), "--port", str(port), *extra],
             env=env, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -118,6 +118,24 @@ def server(built: tuple[str, Path, Path]) -> Iterator[Server]:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(built: tuple[str, Path, Path]) -> Iterator[Server]:
+    store, runs, root = built
+    with serving(store, runs, root / "serve.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def writes_server(built: tuple[str, Path, Path]) -> Iterator[Server]:
+    """``ilias serve --writes`` over a copy of the store: what the write routes and
+    schemathesis add or delete leaves the other tests' collection as it was."""
+    store, runs, root = built
+    copy = root / "writable"
+    shutil.copytree(Path(store.removeprefix("edge:")), copy)
+    with serving(f"edge:{copy}", runs, root / "serve-writes.log", "--writes") as running:
+        yield running
 
 
 def png(mode: str, side: int) -> bytes:
@@ -245,6 +263,112 @@ def test_hostile_input_is_a_one_line_4xx(
         assert list(answer.json()) == ["detail"]
         assert detail in answer.json()["detail"] and "\n" not in answer.json()["detail"]
         assert client.get("/health").status_code == 200  # and the process is fine
+
+
+IMAGES = f"/api/collections/{COLLECTION}/images"
+POINTS = f"/api/collections/{COLLECTION}/points"
+DEEP = '{"a": ' * 20 + "1" + "}" * 20
+# (method, path or form fields, JSON body, status, detail) against ``ilias serve --writes``
+HOSTILE_WRITES = [
+    # ids: NUL, 5,000 characters, a lone surrogate
+    ("DELETE", f"{POINTS}/a%00b", None, 422, "NUL"),
+    ("DELETE", f"{POINTS}/" + "a" * 5000, None, 422, "at most 1024"),
+    ("POST", f"{POINTS}/delete", '{"ids": ["\\ud800"]}', 422, "ids.0:"),
+    ("POST", f"{POINTS}/delete", '{"ids": ["a\\u0000b"]}', 422, "NUL"),
+    ("POST", f"{POINTS}/delete", json.dumps({"ids": ["x" * 5000]}), 422, "at most 1024"),
+    ("ADD", {"id": "a\0b"}, None, 422, "NUL"),
+    ("ADD", {"id": "x" * 5000}, None, 422, "at most 1024"),
+    ("ADD-PATH", {"path": "a\0b"}, None, 422, "NUL"),
+    ("ADD-PATH", {"path": "n" * 300 + ".jpg"}, None, 404, "inside the dataset folders"),
+    ("ADD-PATH", {"path": "../../../../etc/passwd"}, None, 404, "inside the dataset folders"),
+    # payloads: nesting, numbers the engine cannot hold, text it cannot either
+    ("ADD", {"id": "p", "payload": NESTED}, None, 400, "payload: nested too deeply"),
+    ("ADD", {"id": "p", "payload": DEEP}, None, 400, "payload: nested deeper than 8"),
+    ("ADD", {"id": "p", "payload": '{"x": NaN}'}, None, 400, "payload: x: nan is not a finite"),
+    ("ADD", {"id": "p", "payload": '{"x": [1, Infinity]}'}, None, 400, "not a finite"),
+    ("ADD", {"id": "p", "payload": json.dumps({"x": 2**63})}, None, 400,
+     "beyond a 64-bit integer"),
+    ("ADD", {"id": "p", "payload": '{"x": "\\ud800"}'}, None, 400, "lone surrogate"),
+    ("ADD", {"id": "p", "payload": '{"id": "y"}'}, None, 400, "id is written by ilias"),
+    ("ADD", {"id": "p", "payload": "x" * 70_000}, None, 422, "payload: String should have at most"),
+    # filters of a delete: as a search's
+    ("POST", f"{POINTS}/delete", NESTED, 400, "nested too deeply"),
+    ("POST", f"{POINTS}/delete", '{"filter": {"scale": {"gte": NaN}}}', 400,
+     "scale.gte must be a finite number"),
+    ("POST", f"{POINTS}/delete", '{"filter": {"clutter": 9223372036854775808}}', 400,
+     "beyond a 64-bit integer"),
+    ("POST", f"{POINTS}/delete", json.dumps({"where": ["clutter=1e999"]}), 400,
+     "beyond a float64 number"),
+    ("POST", f"{POINTS}/delete", '{"ids": ["a"], "surprise": 1}', 422, "surprise: Extra inputs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "target", "body", "status", "detail"), HOSTILE_WRITES)
+def test_hostile_writes_are_a_one_line_4xx(
+    writes_server: Server, method: str, target, body: str | None, status: int, detail: str
+) -> None:
+    with writes_server.client() as client:
+        if method.startswith("ADD"):
+            files = None if method == "ADD-PATH" else {"image": ("x.png", png("L", 32))}
+            answer = client.post(IMAGES, files=files, data=target)
+        elif method == "POST":
+            answer = client.post(target, content=body, headers={"content-type": "application/json"})
+        else:
+            answer = client.delete(target)
+        assert answer.status_code == status, answer.text
+        assert list(answer.json()) == ["detail"]
+        assert detail in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+        assert client.get("/health").status_code == 200
+
+
+def test_uploads_to_add_keep_the_service_limits(writes_server: Server) -> None:
+    """An image to add is an upload like a query: the upload body limit (not the JSON one),
+    the pixel cap from the header (a decompression bomb costs a header read), a one-line
+    400 for data that is no image, and a 201 for an image above the JSON limit."""
+    with writes_server.client() as client:
+        bomb = client.post(IMAGES, files={"image": ("b.png", png("1", 9990))}, data={"id": "b"})
+        assert bomb.status_code == 413, bomb.text
+        assert "9990 x 9990" in bomb.json()["detail"]
+        assert "ILIAS_SERVE_MAX_PIXELS" in bomb.json()["detail"]
+        huge = client.post(IMAGES, files={"image": ("h.jpg", b"\0" * (21 << 20))}, data={"id": "h"})
+        assert huge.status_code == 413 and "ILIAS_MAX_UPLOAD_BYTES" in huge.json()["detail"]
+        junk = client.post(IMAGES, files={"image": ("j.jpg", b"not an image")}, data={"id": "j"})
+        assert junk.status_code == 400 and "cannot read the uploaded image" in junk.json()["detail"]
+        noise = Image.frombytes("RGB", (700, 700), os.urandom(700 * 700 * 3))
+        out = io.BytesIO()
+        noise.save(out, "PNG")
+        assert len(out.getvalue()) > ServeSettings(store="edge:unused").max_json_bytes
+        added = client.post(IMAGES, files={"image": ("n.png", out.getvalue())}, data={"id": "n"})
+        assert added.status_code == 201, added.text
+        assert client.delete(f"{POINTS}/n").json()["deleted"] == 1
+
+
+def test_writes_through_the_cookie_need_the_page_header(writes_server: Server) -> None:
+    """The session cookie alone does not authorise a write (another site's page could make
+    the browser send it); with the header the page sends, or the key, it does."""
+    with httpx.Client(base_url=writes_server.url, timeout=60) as browser:
+        assert browser.post("/api/session", headers={"X-API-Key": KEY}).status_code == 204
+        assert browser.get(f"/api/collections/{COLLECTION}").status_code == 200  # a read
+        forged = browser.post(f"{POINTS}/delete", json={"ids": ["cat/pos/P000.jpg"]})
+        assert forged.status_code == 403 and "X-Requested-With" in forged.json()["detail"]
+        assert browser.delete(f"{POINTS}/cat/pos/P000.jpg").status_code == 403
+        upload = browser.post(IMAGES, files={"image": ("x.png", png("L", 32))}, data={"id": "x"})
+        assert upload.status_code == 403
+        page = {"X-Requested-With": "ilias-page"}
+        missing = browser.delete(f"{POINTS}/no/such/point", headers=page)
+        assert missing.status_code == 404 and "no point with id" in missing.json()["detail"]
+    assert httpx.delete(f"{writes_server.url}{POINTS}/x", headers=page).status_code == 401
+
+
+def test_a_405_names_the_methods_of_the_path_openapi_matches(writes_server: Server) -> None:
+    """``.../points/delete`` is the bulk delete's path (POST only), though a DELETE of a
+    point named "delete" would match the one-point template; an id with an encoded "/"
+    stays one segment."""
+    with writes_server.client() as client:
+        bulk = client.request("OPTIONS", f"{POINTS}/delete")
+        assert bulk.status_code == 405 and bulk.headers["allow"] == "POST"
+        one = client.put(f"{POINTS}/cat%2Fpos%2FP000.jpg")
+        assert one.status_code == 405 and one.headers["allow"] == "DELETE"
 
 
 def test_errors_keep_the_keep_alive_connection(server: Server) -> None:
@@ -450,12 +574,16 @@ def test_bodies_are_limited_while_streaming(server: Server) -> None:
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    server: Server, tmp_path: Path
+    writes_server: Server, tmp_path: Path
 ) -> None:
     """Every operation of /openapi.json, every check schemathesis has (bounded: 5 examples
-    per operation, 40 s in all). Schema-valid requests may be refused for what a schema
-    cannot say (an id that exists, a where clause's grammar, a text tower): 400, 404, 413,
-    503 are accepted there; a 422 for schema-valid data would be a schema that lies."""
+    per operation, 40 s in all), against ``ilias serve --writes`` over a copy of the store,
+    so that the write routes run their code rather than answer 403 (a 403 fails here).
+    Schema-valid requests may be refused for what a schema cannot say (an id that exists,
+    a where clause's grammar, a text tower, data that is no image): 400, 404, 413, 503 are
+    accepted there; a 422 for schema-valid data would be a schema that lies. Invalid data
+    must be refused with a 4xx (schemathesis's list plus 413: too many ids is also too
+    large a body; a 5xx fails, as every check does)."""
     executable = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     if not Path(executable).is_file():
         pytest.skip("schemathesis is not installed: pip install -e '.[dev]'")
@@ -463,16 +591,21 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     config.write_text(
         "[checks.positive_data_acceptance]\n"
         'expected-statuses = ["2xx", "400", "401", "404", "413", "503"]\n'
+        # a body made invalid by its size (more ids than maxItems) is over the body limit too
+        "[checks.negative_data_rejection]\n"
+        'expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415",'
+        ' "422", "428", "429"]\n'
         "[parameters]\n"
         f'"path.collection" = "{COLLECTION}"\n'
         '"path.run" = "base"\n'
     )
     done = subprocess.run(
-        [executable, "--config-file", str(config), "run", f"{server.url}/openapi.json",
+        [executable, "--config-file", str(config), "run", f"{writes_server.url}/openapi.json",
          "--checks", "all", "--max-examples", "5", "--max-time", "40", "--seed", "7",
          "--workers", "1", "--generation-database", "none", "--no-color",
          "--header", f"X-API-Key: {KEY}", "--request-timeout", "30"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache stays there
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    failures = done.stdout.split("= FAILURES =")[-1].split("= WARNINGS =")[0]  # the cases
+    assert done.returncode == 0, failures[:8000] + done.stdout[-1500:] + done.stderr[-2000:]
     assert "passed" in done.stdout and "failures" not in done.stdout.split("SUMMARY")[-1]

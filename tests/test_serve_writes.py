@@ -145,7 +145,7 @@ def test_added_images_are_found_then_gone_after_delete(service, monkeypatch):
     statuses = {name: (r.status_code, r.json()["detail"]) for name, r in refusals.items()}
     assert {name: s for name, (s, _) in statuses.items()} == {
         "both": 400, "no id": 400, "reserved": 400, "not json": 400, "outside": 404,
-        "corrupt": 422,
+        "corrupt": 400,
     }  # fmt: skip
     assert all("\n" not in detail for _, detail in statuses.values())
 

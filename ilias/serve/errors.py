@@ -40,6 +40,8 @@ class ErrorModel(BaseModel):
 _MEANINGS = {
     400: "the request cannot be done as asked (the detail says why)",
     401: "missing or wrong API key (a service started with ILIAS_API_KEY)",
+    403: "writes are off (ilias serve --writes turns them on), or a write came without the "
+    "X-API-Key or X-Requested-With header",
     404: "no such collection, point, run or file",
     413: "the request body or the image is larger than the service's limit",
     422: "a field is missing, of the wrong type or out of range",
@@ -64,6 +66,10 @@ class ServiceError(IliasError):
 
     status_code = 400
     headers: dict[str, str] | None = None
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 class NotFound(ServiceError):
@@ -125,14 +131,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def _allowed_methods(app: FastAPI, scope: Scope) -> str:
     """Every method the OpenAPI document gives this path (Starlette's 405 names only the
-    first route's, and a path such as /api/session has one route per method)."""
-    path = scope.get("path", "")
-    methods: set[str] = set()
+    first route's, and a path such as /api/session has one route per method). Where
+    templates overlap, the most concrete wins, as OpenAPI matches paths:
+    ``.../points/delete`` is the bulk delete's path (POST), not a point named "delete"."""
+    # The path as sent: an id's %2F stays inside its segment (a path parameter may hold "/")
+    path = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "")
+    matched: dict[int, set[str]] = {}
     for template, item in app.openapi().get("paths", {}).items():
         pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, path):
-            methods |= {m.upper() for m in item}
-    return ", ".join(sorted(methods))
+            matched.setdefault(template.count("{"), set()).update(m.upper() for m in item)
+    return ", ".join(sorted(matched[min(matched)])) if matched else ""
 
 
 class ErrorGuard:

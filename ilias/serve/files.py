@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse
 
 from ilias.serve.errors import NotFound, Unprocessable
 from ilias.serve.limits import DecodeGate
+from ilias.serve.schemas import clean_text
 from ilias.serve.uploads import decode_bounded
 
 CACHE_CONTROL = "private, max-age=3600"
@@ -33,12 +34,21 @@ THUMBNAIL_CACHE = 512
 def contained_path(raw: str, roots: Sequence[str | Path], what: str) -> Path:
     """``raw`` resolved inside one of ``roots`` (relative paths are read against each root),
     or a 404: an absolute path elsewhere, a ``..`` escape or a symlink out are refused."""
+    try:
+        clean_text(raw)
+    except ValueError:  # a NUL or a lone surrogate names no file (and os calls raise on it)
+        raise NotFound(
+            f"no image for {what} inside the dataset folders this service serves"
+        ) from None
     candidate = Path(raw)
     for root in roots:
         base = Path(root).resolve()
-        full = (candidate if candidate.is_absolute() else base / candidate).resolve()
-        if full.is_relative_to(base) and full.is_file():
-            return full
+        try:
+            full = (candidate if candidate.is_absolute() else base / candidate).resolve()
+            if full.is_relative_to(base) and full.is_file():
+                return full
+        except OSError:  # a name too long for the file system, a loop of links: no file
+            continue
     raise NotFound(f"no image for {what} inside the dataset folders this service serves")
 
 

@@ -67,24 +67,56 @@ def _bound(key: str, bound: str, number: Any) -> float:
     return value
 
 
-def _checked(key: str, value: str | int | float | bool) -> str | int | float | bool:
-    """A match value the engine can hold: a 64-bit integer, a finite float, valid text."""
+def _checked(
+    key: str, value: str | int | float | bool, what: str = "filter"
+) -> str | int | float | bool:
+    """A value the engine can hold: a 64-bit integer, a finite float, valid text."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
         raise ServiceError(
-            f"filter: {key}: {str(value)[:40]} is beyond a 64-bit integer; give a smaller one"
+            f"{what}: {key}: {str(value)[:40]} is beyond a 64-bit integer; give a smaller one"
         )
     if isinstance(value, float) and not math.isfinite(value):
-        raise ServiceError(f"filter: {key}: {value} is not a finite number")
+        raise ServiceError(f"{what}: {key}: {value} is not a finite number")
     if isinstance(value, str):
-        _text(f"filter: {key}", value)
+        _text(f"{what}: {key}", value, MAX_CLAUSE_CHARS if what == "filter" else MAX_PAYLOAD_TEXT)
     return value
 
 
-def _text(what: str, value: str) -> None:
-    if len(value) > MAX_CLAUSE_CHARS:
-        raise ServiceError(f"{what}: longer than {MAX_CLAUSE_CHARS} characters")
+MAX_PAYLOAD_DEPTH = 8  # objects and lists inside a stored payload
+MAX_PAYLOAD_ITEMS = 1024  # keys plus list items in one payload
+MAX_PAYLOAD_TEXT = 65_536  # characters in one payload string (a caption, a description)
+
+
+def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A payload a client sends to be stored (a write): JSON the engine can hold, with the
+    limits a filter value has (64-bit integers, finite floats, valid text) at every level,
+    at most ``MAX_PAYLOAD_DEPTH`` deep and ``MAX_PAYLOAD_ITEMS`` entries in all."""
+    count = [0]
+
+    def walk(where: str, value: Any, depth: int) -> Any:
+        count[0] += 1
+        if count[0] > MAX_PAYLOAD_ITEMS:
+            raise ServiceError(f"payload: more than {MAX_PAYLOAD_ITEMS} entries; send fewer")
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise ServiceError(f"payload: nested deeper than {MAX_PAYLOAD_DEPTH}; send it flatter")
+        if isinstance(value, dict):
+            for key in value:
+                _text(f"payload key at {where or 'top'}", key)
+            return {k: walk(f"{where}.{k}".strip("."), v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+        if value is None or _scalar(value):
+            return value if value is None else _checked(where or "value", value, "payload")
+        raise ServiceError(f"payload: {where}: give JSON values only")  # pragma: no cover
+
+    return walk("", dict(payload), 0)
+
+
+def _text(what: str, value: str, limit: int = MAX_CLAUSE_CHARS) -> None:
+    if len(value) > limit:
+        raise ServiceError(f"{what}: longer than {limit:,} characters")
     try:
         clean_text(value)
     except ValueError as error:

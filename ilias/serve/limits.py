@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ from ilias.serve.settings import (
     QUEUE_WAIT_S,
 )
 
-UPLOAD_SUFFIX = "/search/image"
+# The routes whose body is an image upload (a query, an image to add): the upload limit.
+UPLOAD_ROUTE = re.compile(r"^/api/collections/[^/]+/(search/image|images)$")
 # Room for the multipart framing and the query field around the image itself.
 FORM_OVERHEAD = 64 * 1024
 
@@ -112,7 +114,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].endswith(UPLOAD_SUFFIX)
+        upload = UPLOAD_ROUTE.match(scope["path"]) is not None
         limit = self.upload_limit if upload else self.json_limit
         detail = self.upload_detail if upload else self.json_detail
         declared = _content_length(scope)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import UploadFile
 from PIL import Image
@@ -65,9 +65,11 @@ def _probe(handle: Any) -> tuple[tuple[int, int], str | None]:
         return (0, 0), None
 
 
-def _refuse(what: str, size: tuple[int, int], fmt: str | None, cap: int) -> TooLarge:
+def _refuse(
+    what: str, size: tuple[int, int], fmt: str | None, cap: int, jpeg: str = "even at 1/4"
+) -> TooLarge:
     width, height = size
-    kind = "a JPEG too large even at 1/4" if fmt == "JPEG" else f"a {fmt or 'non-JPEG'}"
+    kind = f"a JPEG too large {jpeg}" if fmt == "JPEG" else f"a {fmt or 'non-JPEG'}"
     return TooLarge(
         f"{what} is {width} x {height} = {width * height:,} pixels ({kind}), above the "
         f"service's decode limit of {cap:,}; send a smaller image ({MAX_PIXELS_ENV} sets "
@@ -113,3 +115,26 @@ def decode_bounded(
 def decode_upload(data: bytes, cap: int) -> Image.Image:
     """An uploaded query image (see ``decode_bounded``)."""
     return decode_bounded("uploaded image", data, cap)
+
+
+def check_load_decode(
+    what: str, source: bytes | Path | BinaryIO, cap: int, draft_to: int | None
+) -> int:
+    """The pixels a load's decode of this image takes (a JPEG reduced for ``draft_to`` as
+    a load reduces it, ``draft_scale``), read from the header; a 413 naming the cap if that
+    is above it. An image added through the service is decoded exactly as a load would
+    decode it (so its vector is a load's), which is why the reduction is the load's, not
+    the least one that fits the cap. Data that is no image is a 400 saying why, before
+    any model is built (from a file handle, a header read before the upload waits for a
+    slot, it passes: the read inside the slot says it)."""
+    size, fmt = _probe(io.BytesIO(source) if isinstance(source, bytes) else source)
+    if fmt is None and isinstance(source, bytes | Path):
+        failure = decode_image(what, source)
+        if isinstance(failure, DecodeFailure):
+            raise ServiceError(f"cannot read the {what}: {failure.reason}")
+    scale = draft_scale(size, draft_to) if draft_to and fmt == "JPEG" else 1
+    pixels = (size[0] // scale) * (size[1] // scale)
+    if pixels > cap:
+        at = f"at the scale a load of this collection decodes it at (1/{scale})"
+        raise _refuse(what, size, fmt, cap, at)
+    return pixels

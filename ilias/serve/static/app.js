@@ -771,6 +771,9 @@ loadCollections();
 // Shown only when the service says writes are on. Each dropped or chosen file becomes one
 // point, id = prefix + file name, encoded by the service exactly as a load would.
 const adding = { files: [] };
+// Writes carry this header: the service refuses a write authorised by the session cookie
+// alone, since only a page of this origin can add a custom header (no cross-site forgery).
+const WRITE_HEADERS = { "X-Requested-With": "ilias-page" };
 
 async function showWrites() {
   try {
@@ -800,7 +803,7 @@ async function addImages() {
     form.append("image", file);
     form.append("id", prefix + file.name);
     try {
-      last = await api(base, { method: "POST", body: form });
+      last = await api(base, { method: "POST", body: form, headers: WRITE_HEADERS });
     } catch (error) {
       say(`${file.name}: ${error.message}`, true);
       return;
@@ -829,7 +832,7 @@ async function deletePoint() {
   if (!window.confirm(`delete ${id} from ${state.collection}?`)) return;
   const url = `/api/collections/${encodeURIComponent(state.collection)}/points/${id.split("/").map(encodeURIComponent).join("/")}`;
   try {
-    const answer = await api(url, { method: "DELETE" });
+    const answer = await api(url, { method: "DELETE", headers: WRITE_HEADERS });
     $("delete-id").value = "";
     await refreshCollections();
     say(`deleted ${id} from ${answer.collection}; ${answer.points} points left`);
