@@ -423,6 +423,11 @@ def _load_features(
         f"[bold]{collection}[/]: {report.loaded} loaded, {report.already_present} already "
         f"present, from {len(report.files)} feature files; {points} points"
     )
+    if report.loaded:
+        console.print(
+            f"import {report.import_seconds:.1f} s ({report.loaded / report.import_seconds:,.0f} "
+            f"points/s), index build {report.build_seconds:.1f} s"
+        )
     if report.query_files:
         console.print(
             f"skipped {len(report.query_files)} query files (queries are encoded at evaluation "
@@ -737,6 +742,8 @@ def evaluate(
                 + (" (tagged before)" if applied.reused else "")
             )
         kinds = tuple(dict.fromkeys(q.strip() for q in queries.split(",") if q.strip()))
+        if not kinds:
+            raise IliasError("--queries: name image, text or hybrid (several: image,text)")
         if query_features is not None and approximate:
             raise IliasError("--query-features ranks exactly: drop --approximate")
         with _progress() as bar:

@@ -179,7 +179,8 @@ def progress(done, _total):
     if done > 3_000 + 1_500:  # the first file checkpointed, half of the second read
         os.kill(os.getpid(), signal.SIGKILL)
 store = EdgeStore(sys.argv[1])
-import_features(files, store, "fast", encoder="timm:x", chunk=500, progress=progress)
+import_features(files, store, "fast", encoder="timm:x", chunk=500, progress=progress,
+                checkpoint_rows=3_000)
 """
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ FEATURES_NAME = "features"  # the reference's --hdf5_name default
 PARTS = ("image_queries", "text_queries", "positives", "distractors")
 DISTRACTORS_PER_FILE = 1_000_000  # the reference: 10 tar shards of 100K images per file
 CHUNK_ROWS = 16_384  # rows read, converted and upserted at once by an import
+# A WAL-less import checkpoints (seals) after a file once this many rows came since the
+# last one: every file of the reference's layout (1M rows), not its small positives file.
+CHECKPOINT_ROWS = 500_000
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -364,6 +368,8 @@ class ImportReport:
     loaded: int = 0
     already_present: int = 0
     query_files: list[str] = field(default_factory=list)  # skipped: queries are not points
+    import_seconds: float = 0.0  # reading, checking and writing the rows (checkpoints too)
+    build_seconds: float = 0.0  # the index build after the load (``Store.finish_load``)
 
 
 def import_features(
@@ -379,6 +385,7 @@ def import_features(
     progress: ProgressCallback | None = None,
     storage: str | None = None,
     index: str | None = None,
+    checkpoint_rows: int = CHECKPOINT_ROWS,
 ) -> ImportReport:
     """Load reference feature files into ``collection`` (created on the first database row).
 
@@ -399,9 +406,10 @@ def import_features(
     embedded at evaluation time. Ids already stored are skipped, so an interrupted import
     resumes. A graph-less collection (``index`` scan) this import creates has no
     write-ahead log (``wal=False``: about twice the engine's upsert rate on Edge): its
-    points are durable at each checkpoint (``Store.checkpoint``, after every file, and at
-    the load's own seals), so a kill loses at most the rows read since the last one, and
-    the rerun reads exactly those again. A collection with a graph keeps its WAL. Rows
+    points are durable at each checkpoint (``Store.checkpoint``, after a file once
+    ``checkpoint_rows`` came since the last one, and at the load's own seals), so a kill
+    loses at most the rows read since the last one, and the rerun reads exactly those
+    again. A collection with a graph keeps its WAL. Rows
     stream in chunks of ``chunk`` (float16 -> float32 once per chunk, the next chunk read
     in a thread meanwhile); ``progress(done, total)`` counts rows. An ``encoder`` ending
     in ``|adapt=LAYER`` takes the frozen encoder's features and stores them through the
@@ -455,6 +463,8 @@ def import_features(
     total, done = sum(h.rows for h in database), 0
     may_hold = exists and store.count(collection) > 0  # else no id can be stored yet
     created = False
+    unsaved = 0  # rows since the last checkpoint
+    began = time.perf_counter()
     try:
         for header in database:
             ids = read_feature_ids(header.path)
@@ -490,15 +500,19 @@ def import_features(
                     chunk_ids, rows = [chunk_ids[n] for n in keep], rows[keep]
                     chunk_payloads = [chunk_payloads[n] for n in keep]
                 try:
-                    validate_vectors(rows, header.dim, chunk_ids)
-                    rows = adapt_features(rows, encoder, header.path, layer)
+                    if layer is not None:  # checked before the layer; upsert checks the rest
+                        validate_vectors(rows, header.dim, chunk_ids)
+                        rows = adapt_features(rows, encoder, header.path, layer)
                     store.upsert(collection, chunk_ids, rows, chunk_payloads)
                 except VectorValidationError as error:
                     raise DatasetError(f"{header.path}: {error}") from error
                 report.loaded += len(chunk_ids)
                 if progress:
                     progress(done + end, total)
-            store.checkpoint(collection)  # this file's points now survive a kill
+            unsaved += header.rows
+            if unsaved >= checkpoint_rows:
+                store.checkpoint(collection)  # this file's points now survive a kill
+                unsaved = 0
             done += header.rows
             report.files.append(str(header.path))
             if progress:
@@ -507,8 +521,10 @@ def import_features(
         if created and store.collection_exists(collection) and store.count(collection) == 0:
             store.drop(collection)  # refused before any row was stored: leave nothing behind
         raise
+    report.import_seconds = time.perf_counter() - began
     if store.collection_exists(collection):
         store.finish_load(collection)
+    report.build_seconds = time.perf_counter() - began - report.import_seconds
     return report
 
 

@@ -435,6 +435,7 @@ def _run_batched(
         return {}
     import numpy as np
 
+    from ilias.indexing.store import validate_vectors
     from ilias.indexing.store.stream import StreamMismatch
     from ilias.query.exact import block_rows, exact_top_k, hits_of_keys, torch_device_for
     from ilias.query.retriever import query_images_of
@@ -460,7 +461,8 @@ def _run_batched(
                     progress(f"{kind} queries", start + len(chunk), len(queries))
             vectors[kind] = np.concatenate(parts)
         encode[kind] = time.perf_counter() - began
-        retriever.store._query_vectors(retriever.collection, vectors[kind])  # dim, NaN, zero
+        dim = retriever.store.collection_config(retriever.collection).dim
+        validate_vectors(vectors[kind], dim, [f"{kind} query {i}" for i in ids[kind]])
     ranking_device = torch_device_for(device)
     store, collection = retriever.store, retriever.collection
     rows = block_rows(sum(len(v) for v in vectors.values()))
