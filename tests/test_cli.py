@@ -17,7 +17,6 @@ import pytest
 from tiny_runs import write_tiny_run
 from typer.testing import CliRunner
 
-from ilias import cli
 from ilias.cli import app
 from ilias.errors import IliasError
 
@@ -36,8 +35,10 @@ def positives(*instances: str) -> set[str]:
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tables one row per line, so that cells can be read back exactly."""
-    monkeypatch.setattr(cli.console, "width", 250)
+    """Tables one row per line, so that cells can be read back exactly. Through COLUMNS,
+    which the console reads on each print: patching ``console.width`` would leave the
+    width it had then fixed for every later test when the patch is undone."""
+    monkeypatch.setenv("COLUMNS", "250")
 
 
 @pytest.fixture(scope="module")

@@ -178,6 +178,8 @@ class WithTextTower:
     """The collection's image encoder plus a deterministic text side (the offline default
     has no text tower): enough to check that text and hybrid answers are the library's."""
 
+    has_text_tower = True
+
     def __init__(self, inner):
         self.inner, self.dim, self.spec = inner, inner.dim, inner.spec
 
