@@ -224,10 +224,13 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
                 )
         ran.append(line)
         if problem:
-            failures.append(f"{line.source}: {line.command}\n  as {shlex.join(argv[3:])}\n"
-                            f"  {problem}")
-    print(f"\n{len(ran)} doc commands ran on the demo, {len(skipped)} skipped (marked as needing "
-          "the reader's data)")
+            failures.append(
+                f"{line.source}: {line.command}\n  as {shlex.join(argv[3:])}\n  {problem}"
+            )
+    print(
+        f"\n{len(ran)} doc commands ran on the demo, {len(skipped)} skipped (marked as needing "
+        "the reader's data)"
+    )
     assert not failures, (
         f"{len(failures)} of {len(ran)} doc commands failed on the demo (fix the line, or mark "
         "it '# needs: ...' if it needs data the reader brings):\n\n" + "\n\n".join(failures)
