@@ -193,6 +193,7 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
     for number, line in enumerate(doc_lines()):
         if line.needs_reader_data:
             skipped.append(line)
+            print(f"  skip  {line.source}: {line.command}")
             continue
         if line.command.split()[:2] == ["ilias", "demo"]:
             ran.append(line)  # the fixture ran it (smaller)
@@ -200,6 +201,7 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
         workdir = tmp_path / f"line{number}"
         workdir.mkdir()
         argv = on_demo(line.command, demo, workdir)
+        started = time.monotonic()
         if argv[3] == "serve":
             problem = _serve(argv, env, workdir)
         else:
@@ -223,6 +225,7 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
                     else ""
                 )
         ran.append(line)
+        print(f"{time.monotonic() - started:6.1f} s  {line.source}: {line.command}")
         if problem:
             failures.append(
                 f"{line.source}: {line.command}\n  as {shlex.join(argv[3:])}\n  {problem}"
