@@ -180,7 +180,7 @@ def test_extraction_reads_the_docs() -> None:
     )
 
 
-def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
+def _demo_env(demo: Demo) -> dict[str, str]:
     env = {
         **os.environ,
         "ILIAS_HOME": str(demo.home),
@@ -189,6 +189,45 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
         "COLUMNS": "200",
     }
     env.pop("ILIAS_CONFIG", None)
+    return env
+
+
+def run_on_demo(argv: list[str], env: dict[str, str], workdir: Path) -> str:
+    """Run one doc command; what went wrong ('' when it exited 0 without a traceback)."""
+    if argv[3] == "serve":
+        return _serve(argv, env, workdir)
+    try:
+        done = subprocess.run(
+            argv,
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            input="n\n",
+        )
+    except subprocess.TimeoutExpired:
+        return f"still running after {TIMEOUT_S} s"
+    output = done.stdout + done.stderr
+    if done.returncode != 0 or "Traceback" in output:
+        return f"exit {done.returncode}:\n{output[-1500:]}"
+    return ""
+
+
+def test_a_wrong_or_unmarked_line_fails(demo: Demo, tmp_path: Path) -> None:
+    """The check is not vacuous: a misspelt option fails, and a line that needs the reader's
+    photos but carries no mark is run (and fails) rather than skipped."""
+    misspelt = Line("x:1", "ilias eval --aproximate", "")
+    unmarked = Line("x:2", "ilias load ~/photos -c photos", "load your photos")
+    assert not misspelt.needs_reader_data and not unmarked.needs_reader_data
+    env = _demo_env(demo)
+    for line in (misspelt, unmarked):
+        assert run_on_demo(on_demo(line.command, demo, tmp_path), env, tmp_path).startswith("exit ")
+    assert Line("x:3", unmarked.command, "needs: your photos").needs_reader_data
+
+
+def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
+    env = _demo_env(demo)
     ran, skipped, failures = [], [], []
     for number, line in enumerate(doc_lines()):
         if line.needs_reader_data:
@@ -202,28 +241,7 @@ def test_every_doc_command_runs_on_the_demo(demo: Demo, tmp_path: Path) -> None:
         workdir.mkdir()
         argv = on_demo(line.command, demo, workdir)
         started = time.monotonic()
-        if argv[3] == "serve":
-            problem = _serve(argv, env, workdir)
-        else:
-            try:
-                done = subprocess.run(
-                    argv,
-                    env=env,
-                    cwd=workdir,
-                    capture_output=True,
-                    text=True,
-                    timeout=TIMEOUT_S,
-                    input="n\n",
-                )
-            except subprocess.TimeoutExpired:
-                problem = f"still running after {TIMEOUT_S} s"
-            else:
-                output = done.stdout + done.stderr
-                problem = (
-                    f"exit {done.returncode}:\n{output[-1500:]}"
-                    if done.returncode != 0 or "Traceback" in output
-                    else ""
-                )
+        problem = run_on_demo(argv, env, workdir)
         ran.append(line)
         print(f"{time.monotonic() - started:6.1f} s  {line.source}: {line.command}")
         if problem:
