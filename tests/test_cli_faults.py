@@ -17,13 +17,13 @@ import pytest
 from braceexpand import braceexpand
 from hypothesis import given, settings, strategies as st
 from PIL import Image
+from tar_shards import write_shard
 
 from ilias.errors import DatasetError
 from ilias.loader import ShardReport, expand_shards, open_dataset, read_selection, read_shard
 from ilias.loader.braces import count, expand
 from ilias.loader.sources import cached_selection, selected
 from ilias.loader.webdataset import MAX_SHARDS
-from tests.tar_shards import write_shard
 
 pytestmark = pytest.mark.faults
 
