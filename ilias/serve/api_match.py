@@ -8,14 +8,13 @@ cut to the same ``bbox``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ilias.serve.api_search import image_urls
 from ilias.serve.capabilities import local_reason
@@ -23,7 +22,7 @@ from ilias.serve.errors import NotFound, ServiceError, error_responses
 from ilias.serve.regions import crop, point_file, stored_picture
 from ilias.serve.schemas import Box, IdText
 from ilias.serve.state import ServiceState
-from ilias.serve.uploads import check_upload, decode_upload, read_limited
+from ilias.serve.uploads import check_upload, decode_upload, form_model, read_limited
 
 router = APIRouter(
     prefix="/api/collections", tags=["match"], responses=error_responses(400, 401, 404, 422)
@@ -163,14 +162,7 @@ def match_upload(
 ) -> MatchResponse:
     """A result against an uploaded query image: the matched patches and the inliers."""
     state: ServiceState = request.app.state.service
-    try:
-        body = MatchRequest.model_validate(json.loads(query or "{}"))
-    except (json.JSONDecodeError, RecursionError):
-        raise ServiceError("query: send a MatchRequest as a JSON object") from None
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ServiceError(f"query: {where}: {first['msg']}") from None
+    body = form_model(MatchRequest, query)
     state.check_collection(collection)
     check_upload(image, state.settings.max_pixels)
     with state.decodes.slot():

@@ -9,7 +9,6 @@ the same query (tests/test_serve.py checks it).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
-from pydantic import ValidationError
 
 from ilias.serve.capabilities import check_text
 from ilias.serve.errors import NotFound, ServiceError, error_responses
@@ -27,7 +25,7 @@ from ilias.serve.filters import request_filter
 from ilias.serve.regions import region_query
 from ilias.serve.schemas import HitModel, SearchRequest, SearchResponse
 from ilias.serve.state import ServiceState
-from ilias.serve.uploads import check_upload, decode_upload, read_limited
+from ilias.serve.uploads import check_upload, decode_upload, form_model, read_limited
 from ilias.types import Hit, SearchParams
 
 router = APIRouter(
@@ -185,16 +183,7 @@ def search_image(
     and encoded in one of the service's decode slots (503 with Retry-After when they and
     their queue are full)."""
     state: ServiceState = request.app.state.service
-    try:
-        body = SearchRequest.model_validate(json.loads(query or "{}"))
-    except json.JSONDecodeError as error:
-        raise ServiceError(f"query: not JSON ({error.msg}); send a SearchRequest object") from None
-    except RecursionError:
-        raise ServiceError("query: nested too deeply; send a flat SearchRequest object") from None
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ServiceError(f"query: {where}: {first['msg']}") from None
+    body = form_model(SearchRequest, query)
     state.check_collection(collection)
     check_upload(image, state.settings.max_pixels)
     name = (image.filename or "")[:200].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -13,11 +13,13 @@ spooled upload.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fastapi import UploadFile
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 
 from ilias.loader.images import (
     DRAFT_SCALES,
@@ -138,3 +140,22 @@ def check_load_decode(
         at = f"at the scale a load of this collection decodes it at (1/{scale})"
         raise _refuse(what, size, fmt, cap, at)
     return pixels
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def form_model(model: type[Model], raw: str | None) -> Model:
+    """The JSON ``query`` field of a multipart request read as ``model``: not JSON, nested
+    too deeply for the parser, or an invalid field is a one-line 400 naming the field."""
+    name = model.__name__
+    try:
+        return model.model_validate(json.loads(raw or "{}"))
+    except json.JSONDecodeError as error:
+        raise ServiceError(f"query: not JSON ({error.msg}); send a {name} object") from None
+    except RecursionError:
+        raise ServiceError(f"query: nested too deeply; send a flat {name} object") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ServiceError(f"query: {where}: {first['msg']}") from None
