@@ -31,6 +31,25 @@ logger = logging.getLogger(__name__)
 BUG_DETAIL = "internal error; the service log has the details"
 
 
+async def send_detail(
+    send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """A whole ``{"detail": ...}`` answer sent from ASGI middleware, where no route's
+    response class is at hand (the bug guard, the body limit, the key check)."""
+    body = json.dumps({"detail": detail}).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
 class ErrorModel(BaseModel):
     """Every error answer: one line that says what was wrong and what to do."""
 
@@ -169,15 +188,4 @@ class ErrorGuard:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # half an answer is out: nothing valid can follow on this connection
                 raise
-            body = json.dumps({"detail": BUG_DETAIL}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_detail(send, 500, BUG_DETAIL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ilias.serve.errors import ServiceError
+from ilias.serve.errors import ServiceError, send_detail
 from ilias.serve.settings import (
     DECODES_ENV,
     MAX_JSON_ENV,
@@ -162,19 +161,8 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the rest of the body is never read
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    # the rest of the body is never read: the connection cannot carry another request
+    await send_detail(send, 413, detail, ((b"connection", b"close"),))
 
 
 class DecodeGate:

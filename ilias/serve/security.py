@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -25,7 +24,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ilias.serve.errors import error_responses
+from ilias.serve.errors import error_responses, send_detail
 from ilias.serve.settings import API_KEY_ENV, ServeSettings
 
 API_KEY_HEADER = "X-API-Key"
@@ -55,13 +54,12 @@ def _valid_token(key: bytes, token: str) -> bool:
     return hmac.compare_digest(signature.encode(), _signature(key, int(expiry)).encode())
 
 
-def _unauthorized_body() -> bytes:
-    detail = (
+def _unauthorized_detail() -> str:
+    return (
         f"missing or wrong API key; send it in the {API_KEY_HEADER} header (the page: "
         f"enter it once, it is exchanged for a session cookie); the service reads it from "
         f"{API_KEY_ENV}"
     )
-    return json.dumps({"detail": detail}).encode()
 
 
 class ApiKeyMiddleware:
@@ -102,18 +100,7 @@ class ApiKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        body = _unauthorized_body()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_detail(send, 401, _unauthorized_detail())
 
 
 @router.post("", status_code=204, response_class=Response, responses=error_responses(401, 413))
