@@ -72,9 +72,13 @@ def test_a_scanned_collection_gets_one_segment_per_core():
     assert scan_segments(50_000, 512, cores=8) == 1  # 26 MB: one segment is fast anyway
     plan = segment_plan("ram", 512, 1_000_000, index="scan")
     number = scan_segments(1_000_000, 512)
-    assert plan.number == number and plan.seal_points == -(-1_000_000 // number)
-    # each segment's cap: its share of the originals plus 10 %, so none are merged again
-    assert plan.max_size_kb == math.ceil(plan.seal_points * 512 * 4 * 1.1 / 1024)
+    # one more than the seals make: the last, smaller segment is never merged (rewritten)
+    assert plan.number == number + 1 and plan.seal_points == -(-1_000_000 // number)
+    # mini-ILIAS: sealed every 1M (each reference file), 5 + 1 segments, none merged
+    mini = segment_plan("compact", 1024, 5_000_000, index="scan")
+    assert mini.seal_points == 1_000_000 and mini.number == 6
+    # each segment's cap: its share of the originals, so a full one is never merged again
+    assert plan.max_size_kb == math.ceil(plan.seal_points * 512 * 4 / 1024)
     assert segment_plan("ram", 512, 50_000, index="scan") == SegmentPlan()
     # the graph's plan is unchanged: two segments above 1 GiB of originals, never sealed
     assert segment_plan("ram", 512, 1_000_000).seal_points is None

@@ -458,6 +458,10 @@ def import_features(
     known = {record.id: record.payload for record in records}
     holds_queries = [_holds_queries(header.path, known) for header in headers]
     database = [h for h, queries in zip(headers, holds_queries, strict=True) if not queries]
+    # Files under a checkpoint's worth of rows (the positives) first: the load's seals then
+    # fall on full segments, and no small last segment is merged into (rewrites) a sealed
+    # one when the load ends (see segment_plan).
+    database.sort(key=lambda header: header.rows >= checkpoint_rows)
     report = ImportReport(collection)
     report.query_files = [str(h.path) for h, q in zip(headers, holds_queries, strict=True) if q]
     total, done = sum(h.rows for h in database), 0

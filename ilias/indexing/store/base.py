@@ -239,7 +239,7 @@ class Store:
             {**payload, ID_KEY: dataset_id}
             for payload, dataset_id in zip(payloads, ids, strict=True)
         ]
-        named: dict[str, list[Any]] = {GLOBAL_VECTOR: rows.tolist()}
+        named: dict[str, Any] = {GLOBAL_VECTOR: np.ascontiguousarray(rows, dtype=np.float32)}
         if config.local_dim:
             if local is None:
                 raise StoreError(
@@ -259,8 +259,11 @@ class Store:
             )
             for start in range(0, len(ids), size)
         ]
-        for _ in self._parallel(lambda batch: self.engine.upsert(target, batch), batches):
-            pass
+        if self.capabilities.parallel_requests > 1:
+            for _ in self._parallel(lambda batch: self.engine.upsert(target, batch), batches):
+                pass
+        else:
+            self.engine.upsert_all(target, batches)
 
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """The subset of dataset ids already stored: what a resumed load skips."""

@@ -87,10 +87,14 @@ class StoredPoint:
 
 @dataclass(frozen=True)
 class PointBatch:
-    """Points to write: ``vectors`` maps a vector name to one row (or rows) per point."""
+    """Points to write: ``vectors`` maps a vector name to one row (or rows) per point.
+
+    The global vectors come as one float32 array (a row per point): each engine converts
+    them its own way (Edge reads each row's buffer, the client API wants lists), since
+    turning millions of rows into Python floats was the largest cost of a bulk load."""
 
     ids: list[str]
-    vectors: dict[str, list[Any]]
+    vectors: dict[str, Any]
     payloads: list[dict[str, Any]]
 
 
@@ -160,6 +164,12 @@ class Engine(ABC):
     @abstractmethod
     def upsert(self, name: str, batch: PointBatch) -> None:
         """Write one batch; return only once it is applied (visible to reads and counts)."""
+
+    def upsert_all(self, name: str, batches: Iterable[PointBatch]) -> None:
+        """Write the batches in order; return once all are applied. An engine may overlap
+        preparing one batch with writing the one before (Edge does)."""
+        for batch in batches:
+            self.upsert(name, batch)
 
     @abstractmethod
     def retrieve(

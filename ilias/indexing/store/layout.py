@@ -58,6 +58,8 @@ POINT_OVERHEAD = 256
 # Below this many bytes of originals a collection stays in the engine's default segment
 # layout; above it, segments are sized (``segment_plan``).
 LARGE_COLLECTION = 1 << 30
+# A scanned collection's segments hold at most this many points (see segment_plan).
+SEAL_POINTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -293,8 +295,9 @@ def segment_plan(
     originals keep the engine's defaults.
 
     A scanned collection (``index="scan"``, ``search_index``) is the opposite case: each
-    segment is scanned by its own core, so it gets one segment per core (``scan_segments``)
-    and the Edge load seals a segment every ``seal_points`` points.
+    segment is scanned by its own core, so it gets at least one segment per core
+    (``scan_segments``), of at most ``SEAL_POINTS``, and the Edge load seals a segment
+    every ``seal_points`` points.
     """
     if not expected_points:
         return SegmentPlan()
@@ -304,8 +307,15 @@ def segment_plan(
         number = scan_segments(per_shard, dim)
         if number == 1:
             return SegmentPlan()
-        per_segment = math.ceil(per_shard / number)
-        max_kb = math.ceil(per_segment * per_vector * 1.1 / 1024)
+        # Sealed at most every SEAL_POINTS (a WAL-less import also seals after each file
+        # of the reference's layout, 1M rows), room for one more segment than the seals
+        # make, and a cap of one full segment: the optimizer then never merges, i.e.
+        # rewrites, a full sealed segment (measured at 1M x 1024: merging the last 5k
+        # points into a sealed 495k segment took 32 s, a sixth of the whole load).
+        per_segment = min(math.ceil(per_shard / number), SEAL_POINTS)
+        number = math.ceil(per_shard / per_segment) + 1
+        # The cap is a full segment exactly: a small segment never joins a full one.
+        max_kb = math.ceil(per_segment * per_vector / 1024)
         return SegmentPlan(number=number, max_size_kb=max_kb, seal_points=per_segment)
     if per_shard * per_vector < LARGE_COLLECTION:
         return SegmentPlan()

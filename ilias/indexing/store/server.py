@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
+
 from ilias.errors import StoreError
 from ilias.indexing.store.base import Store
 from ilias.indexing.store.engine import (
@@ -367,9 +369,11 @@ class ServerEngine(Engine):
     def upsert(self, name: str, batch: PointBatch) -> None:
         from qdrant_client import models
 
-        points = models.Batch(
-            ids=list[Any](batch.ids), vectors=batch.vectors, payloads=batch.payloads
-        )
+        vectors = {
+            key: rows.tolist() if isinstance(rows, np.ndarray) else rows
+            for key, rows in batch.vectors.items()
+        }
+        points = models.Batch(ids=list[Any](batch.ids), vectors=vectors, payloads=batch.payloads)
         self._call(
             # wait=True: acknowledged means applied, so a resumed load that asks which ids
             # exist gets the truth, and counts after a load are exact.
