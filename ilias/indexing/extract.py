@@ -476,9 +476,13 @@ def local_cluster(n_workers: int, devices: Sequence[str] | None = None):
 
     ``devices``: worker ``i`` runs its encoder on ``devices[i % len(devices)]`` when the run
     asks for ``cuda`` or ``auto`` (``ilias.indexing.devices.pinned_device``): one worker
-    per GPU, each on its own.
+    per GPU, each on its own. Each worker process ends without the interpreter's teardown
+    once its worker has closed (``ilias.indexing.worker_exit``): no "Worker process still
+    alive after 4.0 seconds, killing" at the end of a load.
     """
     from dask.distributed import LocalCluster
+
+    from ilias.indexing.worker_exit import ExitWithoutTeardown
 
     # Set in the worker processes only: the nanny copies its pre-spawn variables into this
     # process's own environment too, where they would outlive the cluster.
@@ -494,6 +498,7 @@ def local_cluster(n_workers: int, devices: Sequence[str] | None = None):
             dashboard_address="127.0.0.1:0",
             scheduler_kwargs={"dashboard": False},
             silence_logs=logging.ERROR,
+            plugins=(ExitWithoutTeardown(),),  # kept by the nanny: restarted workers too
         )
     try:
         yield cluster
