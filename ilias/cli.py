@@ -3,9 +3,12 @@
 Only light modules are imported here (typer, rich, ``ilias.config``, ``ilias.errors``,
 ``ilias.types``, the ``--where`` parser), so that ``ilias --help`` and option errors answer
 at once; each command imports the stages it uses (torch, dask, Qdrant) when it runs.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer reads every command's annotations to
+build the help, and as strings each one is compiled and evaluated again on every run
+(``typing.get_type_hints``), 60 ms of ``ilias --help``; evaluated once at import, they cost
+nothing more.
+"""
 
 import json
 import logging
