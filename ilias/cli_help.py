@@ -17,12 +17,61 @@ but reads ``<collection>-v<N>`` as HTML and drops it.
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
+import types
 from typing import Any
 
 from rich.markup import escape
 from typer import _click as click
 from typer.core import HAS_RICH, TyperArgument, TyperGroup, TyperOption
+
+
+class _Deferred(type):
+    """A stand-in for a class of a heavy rich module: the module is imported when the class
+    is first called or asked for an attribute, never before."""
+
+    _module: str
+
+    def _real(cls) -> Any:
+        return getattr(importlib.import_module(cls._module), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):  # a probe (typing, inspect): no reason to import
+            raise AttributeError(name)
+        return getattr(cls._real(), name)
+
+
+def import_rich_utils_lightly() -> None:
+    """Import ``typer.rich_utils`` (every help and usage error is drawn by it) without the
+    two modules it imports at its top and ``ilias`` never needs for help: ``rich.markdown``
+    (markdown-it; for ``rich_markup_mode="markdown"``, not this app's) and
+    ``rich.traceback`` (pygments; for pretty tracebacks, which the app turns off). They
+    were 110 ms of the 0.33 s ``ilias --help`` took (``python -X importtime``); rich_utils
+    gets :class:`_Deferred` stand-ins that import the real class if it is ever used, and the
+    modules themselves stay importable as they are.
+    """
+    if "typer.rich_utils" in sys.modules:
+        return
+    standins: dict[str, types.ModuleType] = {}
+    for module, name in (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback")):
+        if module not in sys.modules:
+            standins[module] = types.ModuleType(module)
+            setattr(standins[module], name, _Deferred(name, (), {"_module": module}))
+    sys.modules.update(standins)
+    try:
+        importlib.import_module("typer.rich_utils")
+    finally:
+        for module, standin in standins.items():
+            if sys.modules.get(module) is standin:
+                del sys.modules[module]
+
+
+import_rich_utils_lightly()
 
 _LIST_TYPE = re.compile(r"^<list\[(.*)\]>")
 

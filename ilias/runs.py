@@ -568,7 +568,11 @@ def run_config(
             device=config.device,
             precision=config.precision,
         )
-    timings = {"load_extract_s": load.extract_seconds, "load_index_s": load.index_seconds}
+    timings = {
+        "load_startup_s": load.startup_seconds,  # starting the workers, apart from the rate
+        "load_extract_s": load.extract_seconds,
+        "load_index_s": load.index_seconds,
+    }
     timings |= evaluation.timings
 
     began = time.perf_counter()
@@ -792,6 +796,7 @@ def _run_protocol(config: RunConfig, progress: Progress | None, started: float) 
         )
         files["plots"] = [plot.name]
     timings = {
+        "load_startup_s": load.startup_seconds,
         "load_extract_s": load.extract_seconds,
         "load_index_s": load.index_seconds,
         "encode_s": run.encode_seconds,

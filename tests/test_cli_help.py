@@ -92,7 +92,8 @@ def test_help_imports_no_numerical_or_engine_library() -> None:
         "import sys\nfrom ilias.cli import main\nsys.argv = ['ilias', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('numpy', 'pydantic', 'torch', 'dask', 'distributed', 'qdrant_edge', "
-        "'qdrant_client', 'timm', 'rich.progress')\n"
+        "'qdrant_client', 'timm', 'rich.progress', 'rich.markdown', 'rich.traceback', "
+        "'pygments', 'markdown_it')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -100,3 +101,21 @@ def test_help_imports_no_numerical_or_engine_library() -> None:
     assert done.returncode == 0, done.stderr
     assert "Usage:" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+
+
+def test_the_rich_classes_help_defers_are_the_real_ones_when_used() -> None:
+    """typer.rich_utils got stand-ins for rich's Markdown and Traceback (not imported for
+    help): used, they are rich's own, and the modules import as they are."""
+    probe = (
+        "import sys\nimport ilias.cli\nfrom typer import rich_utils\n"
+        "assert 'rich.markdown' not in sys.modules\n"
+        "shown = rich_utils.Markdown('# Title')\n"
+        "import rich.markdown, rich.traceback\n"
+        "assert type(shown) is rich.markdown.Markdown, type(shown)\n"
+        "assert rich_utils.Traceback.from_exception is not None\n"
+        "print(rich.markdown.Markdown.__module__, rich.traceback.Traceback.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["rich.markdown", "Traceback"]

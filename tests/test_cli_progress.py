@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
 from rich.console import Console
 
 from ilias.cli_progress import LineProgress, progress_display, staged
+from ilias.indexing import DEFAULT_ENCODER, EdgeStore, ExtractionOptions, load_collection
+from ilias.loader import read_images
 
 
 class Clock:
@@ -76,3 +79,27 @@ def test_a_stage_that_reports_seldom_still_prints_lines(monkeypatch) -> None:
         assert out.getvalue().startswith("images 10/100 (-/s); 1 s")
         bar.update(task, completed=100)
     assert out.getvalue().splitlines()[-1].startswith("images 100/100 (")
+
+
+@pytest.mark.slow  # a real load: one local Dask worker process, the real model
+def test_a_load_reports_the_rate_its_bar_shows_and_start_up_apart(tiny_ilias, tmp_path) -> None:
+    """One clock for the bar and the summary's images/s: from the moment the started
+    workers get the first partition to the last partition counted (cluster start-up and
+    close outside it, start-up reported as its own number)."""
+    lines = LineProgress(Console(file=io.StringIO(), width=200), 3600.0, clock=time.perf_counter)
+    images = lines.add_task("images", total=None)
+    options = ExtractionOptions(DEFAULT_ENCODER, resolution=224, partition_size=3, n_workers=1)
+    with EdgeStore(tmp_path) as store:
+
+        def progress(done: int, total: int | None) -> None:
+            lines.update(images, completed=done, total=total)
+
+        report = load_collection(read_images(tiny_ilias / "distractors"), store, "t", options,
+                                 progress=progress)  # fmt: skip
+    count = lines._counts[images]
+    assert report.loaded == 8 and len(report.failures) == 2  # 10 files, 2 broken
+    assert count.first == 0 and count.completed == 10  # counted from the workers' start
+    # the same interval, to the callback's microseconds: no start-up, no cluster close
+    assert abs((count.last - count.since) - report.extract_seconds) < 0.05
+    assert count.rate() == pytest.approx(report.images_per_s, rel=0.01)
+    assert report.startup_seconds > 0.2  # a LocalCluster's processes take a while to start

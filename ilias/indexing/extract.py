@@ -408,6 +408,7 @@ def extract_shards(
     options: ExtractionOptions,
     upload: WorkerUpload | None = None,
     prepare: Callable[[int, int, int | None], None] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Iterator[ExtractedPartition]:
     """Yield one extracted partition per ``(shard, ids to skip)``, in completion order.
 
@@ -416,7 +417,9 @@ def extract_shards(
     partitions are then ``uploaded`` and carry no vectors). ``prepare(dim, resolution,
     local_dim)`` runs in this process before any partition is encoded, with the encoder's
     dimension learnt from one worker: it is where the caller creates the collection the
-    workers write to.
+    workers write to. ``started()`` runs once the workers are up, right before the first
+    partition is handed to them: the start of the extraction's clock (a load's images/s),
+    after the cluster's start-up.
     """
     if not shards:
         return
@@ -426,6 +429,8 @@ def extract_shards(
         if prepare is not None:
             prepare(*probe_encoder(options))
         parts = bag.map_partitions(encode_shard, options, threads, upload).to_delayed()
+        if started is not None:
+            started()
         for part in parts:
             yield part.compute(scheduler="sync")
         return
@@ -436,6 +441,8 @@ def extract_shards(
         parts = bag.map_partitions(encode_shard, options, threads, upload).to_delayed()
         from dask.distributed import as_completed
 
+        if started is not None:
+            started()
         futures = client.compute(parts)
         for future in as_completed(futures):
             yield _partition_result(future)
@@ -476,9 +483,13 @@ def local_cluster(n_workers: int, devices: Sequence[str] | None = None):
 
     ``devices``: worker ``i`` runs its encoder on ``devices[i % len(devices)]`` when the run
     asks for ``cuda`` or ``auto`` (``ilias.indexing.devices.pinned_device``): one worker
-    per GPU, each on its own.
+    per GPU, each on its own. Each worker process ends without the interpreter's teardown
+    once its worker has closed (``ilias.indexing.worker_exit``): no "Worker process still
+    alive after 4.0 seconds, killing" at the end of a load.
     """
     from dask.distributed import LocalCluster
+
+    from ilias.indexing.worker_exit import ExitWithoutTeardown
 
     # Set in the worker processes only: the nanny copies its pre-spawn variables into this
     # process's own environment too, where they would outlive the cluster.
@@ -494,6 +505,7 @@ def local_cluster(n_workers: int, devices: Sequence[str] | None = None):
             dashboard_address="127.0.0.1:0",
             scheduler_kwargs={"dashboard": False},
             silence_logs=logging.ERROR,
+            plugins=(ExitWithoutTeardown(),),  # kept by the nanny: restarted workers too
         )
     try:
         yield cluster

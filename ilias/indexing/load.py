@@ -51,6 +51,12 @@ YFCC_SHARD_SIZE = 100_000  # images per YFCC100M shard of the reference (a size 
 class LoadReport:
     """What a load did; ``images_per_s`` counts only images extracted in this run.
 
+    One clock for the rate, the one the progress bars use: ``extract_seconds`` runs from
+    the moment the workers are up and get the first partition to the moment the last
+    partition is counted, so ``images_per_s`` is the rate the bar ends on. Starting the
+    Dask workers before that (processes, imports; seconds that do not grow with the data)
+    is ``startup_seconds``, reported beside it, never folded into the rate.
+
     ``total`` counts the images known before the load (paths); images inside tar shards
     are only known once read, so with shards ``total`` grows as they are.
     """
@@ -61,7 +67,8 @@ class LoadReport:
     changed: int = 0  # stored points whose file changed since (size or mtime): re-extracted
     loaded: int = 0
     failures: list[DecodeFailure] = field(default_factory=list)
-    extract_seconds: float = 0.0
+    extract_seconds: float = 0.0  # first partition handed out -> last partition counted
+    startup_seconds: float = 0.0  # load start -> workers up (before extract_seconds)
     index_seconds: float = 0.0
     uploaded_by_workers: int = 0  # points the Dask workers wrote themselves
     shards: int = 0  # tar shards in the source
@@ -144,10 +151,16 @@ def load_collection(
         else [(shard, frozenset()) for shard in source.tar_shards]
     )
     done, parts_done = report.already_present, 0
-    if progress:
-        progress(done, report.total if not source.tar_shards else None)
-    if shard_progress:
-        shard_progress(0, len(plan))
+
+    def counted() -> None:
+        """Report the counts: the first call (``begin``) is the origin of the bars' rates."""
+        if progress:
+            progress(done, report.total if not source.tar_shards else None)
+        if shard_progress:
+            shard_progress(parts_done, len(plan))
+
+    if not plan:
+        counted()  # nothing to extract: the counts as they stand
 
     # What "auto" sizes the collection for: tar shards are only counted once read, so each
     # counts as the reference's 100K images, or the selection's size where it is smaller.
@@ -178,13 +191,20 @@ def load_collection(
             store.create_collection(collection, config)
 
     started = time.perf_counter()
+    clock = {"begin": started, "end": started}  # the extraction's clock (LoadReport)
+
+    def begin() -> None:
+        clock["begin"] = clock["end"] = time.perf_counter()
+        report.startup_seconds = clock["begin"] - started
+        counted()
+
     # Workers can only write into a collection that exists: it is created before the first
     # partition (the dimension comes from one worker's encoder). The driver path creates it
     # at the first partition that has vectors, as before.
     prepare = create if target is not None and not existed else None
     skips = {shard.name: skip for shard, skip in plan}
     try:
-        for part in extract_shards(plan, options, upload=target, prepare=prepare):
+        for part in extract_shards(plan, options, target, prepare, started=begin):
             report.failures.extend(part.failures)
             if part.uploaded:
                 report.uploaded_by_workers += len(part.ids)
@@ -197,12 +217,10 @@ def load_collection(
             if part.report is not None and part.shard in tags:
                 _account_shard(store, collection, part, skips[part.shard], tags, report)
                 report.total += part.n_records
-            if progress:
-                progress(done, report.total if not source.tar_shards else None)
-            if shard_progress:
-                shard_progress(parts_done, len(plan))
+            counted()
+            clock["end"] = time.perf_counter()
     finally:
-        report.extract_seconds = time.perf_counter() - started
+        report.extract_seconds = clock["end"] - clock["begin"]
 
     if prepare is not None and not report.loaded and not report.already_present:
         store.drop(collection)  # created for the workers, then nothing could be decoded
