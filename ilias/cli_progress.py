@@ -153,9 +153,9 @@ class LineProgress:
                 if count.first is None or (done and count.printed == count.completed and not final):
                     continue  # nothing counted yet, or a finished stage already shown
                 count.printed = count.completed
-                of = f"/{count.total:g}" if count.total is not None else ""
+                of = f"/{_count(count.total)}" if count.total is not None else ""
                 rate = _format_rate(count.rate()).strip()
-                parts.append(f"{count.description} {count.completed:g}{of} ({rate})")
+                parts.append(f"{count.description} {_count(count.completed)}{of} ({rate})")
             if parts or not final:
                 shown = ", ".join(parts) or "working"
                 self.console.print(
@@ -207,3 +207,8 @@ def staged(bar: Progress | LineProgress) -> Callable[[str, int, int], None]:
         bar.update(tasks[stage], completed=done, total=total)
 
     return progress
+
+
+def _count(value: float) -> str:
+    """A count as people read it: 1,000,000 (not 1e+06), a fraction only if it has one."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"

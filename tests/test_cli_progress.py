@@ -103,3 +103,13 @@ def test_a_load_reports_the_rate_its_bar_shows_and_start_up_apart(tiny_ilias, tm
     assert abs((count.last - count.since) - report.extract_seconds) < 0.05
     assert count.rate() == pytest.approx(report.images_per_s, rel=0.01)
     assert report.startup_seconds > 0.2  # a LocalCluster's processes take a while to start
+
+
+def test_large_counts_read_as_numbers_not_exponents() -> None:
+    out, clock = io.StringIO(), Clock()
+    lines = LineProgress(Console(file=out, width=200), interval=5.0, clock=clock)
+    rows = lines.add_task("features", total=1_000_000)
+    lines.update(rows, completed=0)
+    clock.now += 5.0
+    lines.update(rows, completed=496_520)
+    assert out.getvalue().splitlines() == ["features 496,520/1,000,000 (99304.0/s); 5 s"]

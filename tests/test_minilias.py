@@ -211,6 +211,14 @@ def test_an_interrupted_fast_import_resumes_to_the_exact_set(tmp_path):
     expected = np.concatenate(rows)
     got = np.stack([stored[i] for i in ids])
     np.testing.assert_allclose(got, expected, atol=1e-3)  # float16 files
+    # the payload indexes, deferred to the end of a bulk import, were built by the rerun
+    import qdrant_edge as qe
+
+    from ilias.indexing.store.schema import default_payload_indexes
+
+    shard = qe.EdgeShard.load(str(tmp_path / "store" / "fast" / "shard"))
+    assert set(shard.info().payload_schema) == set(default_payload_indexes())
+    shard.close()
 
 
 def test_feature_import_faults_are_one_line_and_leave_nothing_behind(tmp_path):
