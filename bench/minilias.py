@@ -291,7 +291,7 @@ def main() -> None:
         print(f"{'ilias load --features --for-eval (process)':44s} {load_s:8.1f}  {rate}")
         print(f"{'  import (read + write, checkpoints)':44s} {args.n / import_rate:8.1f}  "
               f"({import_rate:,.0f} points/s)")  # fmt: skip
-        print(f"{'  index build (int8 only: no graph)':44s} {build_s:8.1f}")
+        print(f"{'  index build (last seal, payload indexes)':44s} {build_s:8.1f}")
         print(f"{'ilias eval (image + text, exact; process)':44s} {eval_s:8.1f}")
         print(f"{'  the exact pass (both kinds)':44s} {search_s:8.1f}")
         print(f"{'total, files to metrics.json':44s} {total:8.1f}")
