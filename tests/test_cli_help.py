@@ -96,9 +96,7 @@ def test_help_imports_no_numerical_or_engine_library() -> None:
         "'pygments', 'markdown_it')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = _probe(probe)
     assert "Usage:" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
@@ -115,7 +113,13 @@ def test_the_rich_classes_help_defers_are_the_real_ones_when_used() -> None:
         "assert rich_utils.Traceback.from_exception is not None\n"
         "print(rich.markdown.Markdown.__module__, rich.traceback.Traceback.__name__)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = _probe(probe)
     assert done.stdout.split() == ["rich.markdown", "Traceback"]
+
+
+def _probe(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter importing this checkout; it must exit 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
