@@ -589,8 +589,9 @@ def test_create_sends_a_scanned_collection_without_a_graph_in_one_segment_per_co
     scan, auto, graph = sent.sent("create_collection")
     for created in (scan, auto):
         assert created["hnsw_config"].m == 0
-        assert created["optimizers_config"].default_segment_number == 4
-        assert created["optimizers_config"].max_segment_size == 550_000  # 250k x 2 KB x 1.1
+        # one per core and one for the last, smaller segment; a cap of one full segment
+        assert created["optimizers_config"].default_segment_number == 4 + 1
+        assert created["optimizers_config"].max_segment_size == 500_000  # 250k x 2 KB
     assert graph["hnsw_config"].m == 16
     assert store.collection_config("auto").index == "scan"
     assert store.collection_config("graph").index == "hnsw"

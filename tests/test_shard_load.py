@@ -116,17 +116,15 @@ KILLED_IN_A_SHARD = textwrap.dedent("""
     from ilias.loader import open_dataset
 
     batches = 0
-    original = edge.EdgeEngine.upsert
-    def write_half_then_die(self, name, batch):
+    original = edge.EdgeEngine._write  # what every upsert of a batch comes down to
+    def write_half_then_die(self, name, shard, points, local_rows, size):
         global batches
         batches += 1
         if batches == 2:  # the second shard: half of its points written, then a hard kill
-            half = len(batch.ids) // 2
-            original(self, name, type(batch)(batch.ids[:half],
-                     {k: v[:half] for k, v in batch.vectors.items()}, batch.payloads[:half]))
+            original(self, name, shard, points[: len(points) // 2], local_rows, size)
             os.kill(os.getpid(), signal.SIGKILL)
-        original(self, name, batch)
-    edge.EdgeEngine.upsert = write_half_then_die
+        original(self, name, shard, points, local_rows, size)
+    edge.EdgeEngine._write = write_half_then_die
 
     options = ExtractionOptions(encoder=DEFAULT_ENCODER, resolution=224, batch_size=4,
                                 partition_size=3, scheduler="sync")
