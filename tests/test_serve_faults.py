@@ -144,6 +144,17 @@ def png(mode: str, side: int) -> bytes:
     return out.getvalue()
 
 
+def assert_one_line_4xx(
+    client: httpx.Client, answer: httpx.Response, status: int, detail: str
+) -> None:
+    """The answer is ``status`` with one ``detail`` line naming ``detail``, and the service
+    still answers its health check afterwards."""
+    assert answer.status_code == status, answer.text
+    assert list(answer.json()) == ["detail"]
+    assert detail in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+    assert client.get("/health").status_code == 200  # and the process is fine
+
+
 def jpeg(side: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (side, side), (90, 120, 200)).save(out, "JPEG", quality=80)
@@ -259,10 +270,7 @@ def test_hostile_input_is_a_one_line_4xx(
             answer = client.post(path, content=body, headers={"content-type": "application/json"})
         else:
             answer = client.get(path)
-        assert answer.status_code == status, answer.text
-        assert list(answer.json()) == ["detail"]
-        assert detail in answer.json()["detail"] and "\n" not in answer.json()["detail"]
-        assert client.get("/health").status_code == 200  # and the process is fine
+        assert_one_line_4xx(client, answer, status, detail)
 
 
 IMAGES = f"/api/collections/{COLLECTION}/images"
@@ -315,10 +323,7 @@ def test_hostile_writes_are_a_one_line_4xx(
             answer = client.post(target, content=body, headers={"content-type": "application/json"})
         else:
             answer = client.delete(target)
-        assert answer.status_code == status, answer.text
-        assert list(answer.json()) == ["detail"]
-        assert detail in answer.json()["detail"] and "\n" not in answer.json()["detail"]
-        assert client.get("/health").status_code == 200
+        assert_one_line_4xx(client, answer, status, detail)
 
 
 def test_uploads_to_add_keep_the_service_limits(writes_server: Server) -> None:
