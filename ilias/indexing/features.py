@@ -38,6 +38,7 @@ import numpy as np
 
 from ilias import __version__
 from ilias.errors import DatasetError, StoreError, VectorValidationError
+from ilias.indexing.prefetch import prefetched
 from ilias.indexing.store import CollectionConfig, Store, validate_vectors
 from ilias.indexing.store.layout import check_storage
 from ilias.indexing.store.search_index import check_index, resolve_index
@@ -496,7 +497,7 @@ def import_features(
             present = store.existing_ids(collection, ids) if may_hold else set()
             report.already_present += len(present)
             payloads = [known.get(i) or _payload(i, *role_of(i)) for i in ids]
-            for start, rows in _prefetched(_chunks(header.path, chunk)):
+            for start, rows in prefetched(_chunks(header.path, chunk), "hdf5"):
                 end = start + len(rows)
                 chunk_ids, chunk_payloads = ids[start:end], payloads[start:end]
                 if present:
@@ -565,21 +566,6 @@ def _chunks(path: Path, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         features = found["features"]
         for start in range(0, len(features), rows):
             yield start, np.asarray(features[start : start + rows], dtype=np.float32)
-
-
-def _prefetched(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
-    """The chunks, the next one read and converted in a thread while this one is upserted
-    (HDF5 decompression and the float16 conversion run beside the engine's writes)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="hdf5") as pool:
-        pending = pool.submit(next, chunks, None)
-        while True:
-            item = pending.result()
-            if item is None:
-                return
-            pending = pool.submit(next, chunks, None)
-            yield item
 
 
 def _payload(dataset_id: str, role: Role, instance: str | None) -> dict[str, Any]:

@@ -30,11 +30,11 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from ilias.indexing.prefetch import prefetched
 from ilias.types import Hit
 
 Blocks = Iterable[tuple[np.ndarray, np.ndarray]]  # (int64 keys, rows float32 / float16)
@@ -134,43 +134,25 @@ def _hits(keys: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[li
 def _numpy_top_k(
     queries: np.ndarray, blocks: Blocks, k: int, progress: Callable[[int], None] | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Block n+1's product runs in a thread (BLAS, on every core, without the GIL) while
-    block n's scores update the running top k here (numpy's comparisons and partitions,
-    one core, most of them without the GIL either): the update no longer waits for the
-    product nor the product for the update. Two score blocks are held at a time."""
-    n = len(queries)
-    top = _RunningTopK(n, k)
+    """Block n+1 is read and multiplied in a thread (BLAS, on every core, without the GIL)
+    while block n's scores update the running top k here (numpy's comparisons and
+    partitions, one core, most of them without the GIL either): the update no longer waits
+    for the product nor the product for the update. Two score blocks are held at a time."""
+    top = _RunningTopK(len(queries), k)
     seen = 0
 
-    def product(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        block = np.asarray(rows, dtype=np.float32)  # float16: converted here, block by block
-        return queries @ block.T, np.asarray(keys, dtype=np.int64)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="exact-product") as pool:
-        scored: Future[tuple[np.ndarray, np.ndarray]] | None = None
+    def products() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for keys, rows in blocks:
-            following = pool.submit(product, keys, rows)
-            if scored is not None:
-                seen += _update(top, scored, seen, progress)
-            scored = following
-        if scored is not None:
-            seen += _update(top, scored, seen, progress)
+            block = np.asarray(rows, dtype=np.float32)  # float16: converted block by block
+            yield queries @ block.T, np.asarray(keys, dtype=np.int64)
+
+    for scores, keys in prefetched(products(), "exact-product"):
+        top.add(scores, keys)
+        seen += len(keys)
+        if progress:
+            progress(seen)
     top.merge()
     return top.keys, top.scores, seen
-
-
-def _update(
-    top: _RunningTopK,
-    scored: Future[tuple[np.ndarray, np.ndarray]],
-    seen: int,
-    progress: Callable[[int], None] | None,
-) -> int:
-    """Fold one block's scores into the running top k; the rows it had."""
-    scores, keys = scored.result()
-    top.add(scores, keys)
-    if progress:
-        progress(seen + len(keys))
-    return len(keys)
 
 
 class _RunningTopK:
