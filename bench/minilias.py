@@ -235,6 +235,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="kept (default: temporary)")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument(
+        "--workers", type=int, default=None,
+        help="processes writing the import (ilias load --workers; default: ilias's choice)",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline-rows", type=int, default=1_000_000,
         help="the baselines run on the first this many stored rows (at most --n) and are "
         "scaled to --n linearly: 5M x 1024 as float32 is 20 GB, beyond a 24 GB machine's "
@@ -257,7 +261,8 @@ def main() -> None:
         # load changes over minutes, and the ratios compare neighbours.
         load_s, load_peak, out = timed(
             [*ilias, "load", str(data["core"]), "--features", str(data["features"]),
-             "--for-eval", "--store", store, "-c", "mini"], env,
+             "--for-eval", "--store", store, "-c", "mini",
+             *(["--workers", str(args.workers)] if args.workers else [])], env,
         )  # fmt: skip
         print(out.strip())
         found = re.search(r"import ([\d.]+) s \(([\d,]+) points/s\), index build ([\d.]+) s", out)

@@ -109,7 +109,11 @@ AmesWeightsOption = Annotated[
     Path | None, typer.Option(help="AMES state dict for --rerank ames (none ship).")
 ]
 WorkersOption = Annotated[
-    int | None, typer.Option(help="Dask worker processes (local scheduler: 1 to 4 per CPU).")
+    int | None,
+    typer.Option(
+        help="Dask worker processes (local scheduler: 1 to 4 per CPU); with --features, the "
+        "processes writing a bulk import (default: one per core, as the RAM allows)."
+    ),
 ]
 SchedulerOption = Annotated[
     str, typer.Option(help="local (worker processes on this machine), sync, or tcp://host:8786")
@@ -295,7 +299,7 @@ def load(
                 "--features loads the files as they are: drop --versioned / --local / --select"
             )
         return _load_features(features, dataset, distractors, store, collection, encoder,
-                              resolution, storage, index)  # fmt: skip
+                              resolution, storage, index, workers)  # fmt: skip
     if dataset is None:
         raise IliasError("pass a dataset (folder, list file, shards) or --features FILE to load")
     if keep is not None and not versioned:
@@ -403,6 +407,7 @@ def _load_features(
     resolution: int | None,
     storage: str,
     index: str,
+    workers: int | None = None,
 ) -> None:
     """``ilias load [DATASET] --features FILE...``: reference HDF5 features into a
     collection, each point with the payload an image load of DATASET would give it."""
@@ -420,7 +425,7 @@ def _load_features(
             records=source.records if source else (),
             metadata=source.metadata if source else None,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            storage=storage, index=index,
+            storage=storage, index=index, workers=workers,
         )  # fmt: skip
         points = backend.count(collection) if backend.collection_exists(collection) else 0
     console.print(

@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -360,6 +361,18 @@ class Store:
     def finish_load(self, name: str) -> None:
         """Build the deferred indexes (HNSW, quantized vectors) after a bulk load."""
         self.engine.build_index(self._target(name), self.collection_config(name))
+
+    def import_parts(self, name: str) -> Path | None:
+        """Where other processes may write parts of collection ``name`` at once, each an
+        own store of this engine (``open_store("edge:" + folder)``), adopted with
+        ``adopt_parts``; None where this engine cannot."""
+        return self.engine.import_parts(self._target(name))
+
+    def adopt_parts(self, name: str, parts: Mapping[str, int | None]) -> int:
+        """Move the points of collections ``parts`` of the ``import_parts`` store into
+        ``name``; the number of points moved. Each part's value: its count, as the process
+        that wrote and closed it found it (None: the part of an interrupted import)."""
+        return self.engine.adopt_parts(self._target(name), parts)
 
     def checkpoint(self, name: str) -> None:
         """Make what was written so far durable, whatever a kill does next: a bulk load

@@ -86,6 +86,9 @@ _CONFIG = "collection.json"
 # The shard ledger: one JSON line per completely loaded source shard, appended and fsynced
 # by the one process that owns the collection; a line cut by a kill is ignored on reading.
 _LEDGER = "shards.jsonl"
+# Where the processes of a parallel import build their parts of a collection (an Edge store
+# each; see import_parts).
+_PARTS = "parts"
 # Flush a collection every this many bytes of upserted float32 vectors (bounds the WAL).
 FLUSH_BYTES = 1 << 30
 # Holes (see space.py) are counted again on every write once the room is within this of
@@ -285,7 +288,11 @@ class EdgeEngine(Engine):
         if writes is None:
             config = self.read_config(name)
             plan = segment_plan(
-                config.storage or "ram", config.dim, config.expected_points, index=config.index
+                config.storage or "ram",
+                config.dim,
+                config.expected_points,
+                index=config.index,
+                parts=config.import_parts,
             )
             writes = self._writes[name] = _LoadWrites(
                 config.dim, config.local_dim or 0, plan.seal_points
@@ -372,6 +379,69 @@ class EdgeEngine(Engine):
         writes = self._writes.get(name)
         if writes is not None:
             writes.unsealed = writes.unflushed = 0
+
+    def import_parts(self, name: str) -> Path | None:
+        """Other processes may write parts of a WAL-less collection at once, each into its
+        own Edge store under this folder; ``adopt_parts`` then moves a part's sealed
+        segments into the collection. Qdrant opens a shard from whatever segment folders
+        it holds (each has its own id tracker, payload indexes and point versions), so an
+        adopted segment is the segment the collection would have sealed itself."""
+        return self.root / name / _PARTS
+
+    def adopt_parts(self, name: str, parts: Mapping[str, int | None]) -> int:
+        """Move the sealed segments of ``parts`` (collections of the ``import_parts`` store)
+        into collection ``name``; the number of points adopted.
+
+        Each part's value is its count as the process that wrote, sealed and closed it
+        found it; None for the part of an interrupted import, which is opened first (the
+        engine recovers it: its sealed segments are whole, the points it had not sealed
+        are lost and read again by the rerun) and sealed. The collection is closed during
+        the moves (renames within one file system: a kill leaves each segment in one
+        place, and the next import adopts the rest) and opened once after them. Refused,
+        naming the parts, when the collection's count does not grow by theirs. The payload
+        indexes come with the segments; the collection's own segments get them here."""
+        folder = self.root / name / _PARTS
+        counts = dict(parts)
+        for part, points in parts.items():
+            if points is None:
+                store = EdgeEngine(folder)
+                with store._disk_errors(part, "sealing it"):
+                    shard = store._shard(part)
+                    shard.flush()
+                    shard.optimize()
+                    counts[part] = store.count(part, ())
+                store.close()
+        before = self.count(name, ())
+        self._close_shard(name)
+        target = self.root / name / "shard" / "segments"
+        for part in parts:
+            for segment in sorted((folder / part / "shard" / "segments").iterdir()):
+                if not (segment / "id_tracker.mappings").is_file():
+                    continue  # the part's appendable segment: empty once sealed
+                if (target / segment.name).exists():
+                    raise StoreError(f"collection {name!r}: segment {segment.name} of part "
+                                     f"{part} is there already; run the load again")  # fmt: skip
+                os.rename(segment, target / segment.name)
+        adopted = sum(c or 0 for c in counts.values())
+        after = self.count(name, ())
+        with self._disk_errors(name, "indexing its payload"):
+            _ensure_payload_indexes(self._shard(name), self.read_config(name), every=True)
+        if after != before + adopted:
+            raise StoreError(
+                f"collection {name!r}: adopting {', '.join(parts)} gave {after - before} "
+                f"points, not their {adopted}; run the load again (ids stored are skipped)"
+            )
+        for part in parts:
+            shutil.rmtree(folder / part, ignore_errors=True)
+        return adopted
+
+    def _close_shard(self, name: str) -> None:
+        wait(self._readers)
+        self._writes.pop(name, None)
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.flush()
+            shard.close()
 
     def stored_vectors(self, name: str, vector: str, dim: int, block: int) -> VectorStream | None:
         """The rows of a built collection straight from its segment files (see
@@ -649,10 +719,14 @@ class EdgeStore(Store):
 _PAYLOAD_MEMORY = {True: qe.Memory.Cold, False: qe.Memory.Cached, None: None}
 
 
-def _ensure_payload_indexes(shard: qe.EdgeShard, config: CollectionConfig) -> None:
+def _ensure_payload_indexes(
+    shard: qe.EdgeShard, config: CollectionConfig, every: bool = False
+) -> None:
     """Create the collection's payload indexes the shard lacks (all of them on a new shard;
-    after a bulk import, those it deferred: see create_collection)."""
-    present = set(shard.info().payload_schema)
+    after a bulk import, those it deferred: see create_collection). ``every``: ask for
+    each one, as adopted segments bring theirs but the shard's own segments lack them
+    (the engine skips a segment that has the index: 0.06 s for 4 fields on 300k points)."""
+    present = set() if every else set(shard.info().payload_schema)
     for field_name, schema in config.payload_indexes.items():
         if field_name not in present:
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[schema]))
@@ -694,7 +768,11 @@ def _edge_config(config: CollectionConfig) -> qe.EdgeConfig:
             datatype=datatype,
         )
     plan = segment_plan(
-        config.storage or "ram", config.dim, config.expected_points, index=config.index
+        config.storage or "ram",
+        config.dim,
+        config.expected_points,
+        index=config.index,
+        parts=config.import_parts,
     )
     return qe.EdgeConfig(
         vectors=vectors,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ilias.errors import StoreError
@@ -239,6 +240,15 @@ class Engine(ABC):
         storage (much faster than paging through ``scroll``), or None where this engine
         cannot (the store then pages through ``scroll``)."""
         return None
+
+    def import_parts(self, name: str) -> Path | None:
+        """A folder where other processes may write parts of collection ``name`` at once
+        (each an own store of this engine, adopted with ``adopt_parts``), or None where the
+        engine cannot adopt parts (its writes are shared already, or it has one writer)."""
+        return None
+
+    def adopt_parts(self, name: str, parts: Mapping[str, int | None]) -> int:
+        raise NotImplementedError
 
     def worker_spec(self) -> str | None:
         """A spec for ``open_store`` that another process opens to write these collections."""

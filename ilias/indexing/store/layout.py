@@ -278,6 +278,7 @@ def segment_plan(
     expected_points: int | None,
     shards: int = 1,
     index: str | None = "hnsw",
+    parts: int = 1,
 ) -> SegmentPlan:
     """How many segments a large collection should have, and how large each may get.
 
@@ -297,7 +298,10 @@ def segment_plan(
     A scanned collection (``index="scan"``, ``search_index``) is the opposite case: each
     segment is scanned by its own core, so it gets at least one segment per core
     (``scan_segments``), of at most ``SEAL_POINTS``, and the Edge load seals a segment
-    every ``seal_points`` points.
+    every ``seal_points`` points. A bulk import written by ``parts`` processes at once
+    (each seals its own share of the points) gets the same number of segments, rounded up
+    to a multiple of ``parts``, and room for all of them: the segments the collection
+    adopts from its parts are never merged either.
     """
     if not expected_points:
         return SegmentPlan()
@@ -305,15 +309,20 @@ def segment_plan(
     per_shard = math.ceil(expected_points / max(1, shards))
     if index == "scan":
         number = scan_segments(per_shard, dim)
-        if number == 1:
+        if number == 1 and parts == 1:
             return SegmentPlan()
+        per_part = math.ceil(per_shard / parts)
         # Sealed at most every SEAL_POINTS (a WAL-less import also seals after each file
         # of the reference's layout, 1M rows), room for one more segment than the seals
         # make, and a cap of one full segment: the optimizer then never merges, i.e.
         # rewrites, a full sealed segment (measured at 1M x 1024: merging the last 5k
         # points into a sealed 495k segment took 32 s, a sixth of the whole load).
-        per_segment = min(math.ceil(per_shard / number), SEAL_POINTS)
-        number = math.ceil(per_shard / per_segment) + 1
+        per_segment = min(math.ceil(per_part / math.ceil(number / parts)), SEAL_POINTS)
+        if parts > 1:
+            # A part seals only every per_segment points (no checkpoints after files), so
+            # its segments can be of one size: 2.5M points -> 3 of 834k, not 1M, 1M, 0.5M.
+            per_segment = math.ceil(per_part / math.ceil(per_part / per_segment))
+        number = parts * math.ceil(per_part / per_segment) + 1
         # The cap is a full segment exactly: a small segment never joins a full one.
         max_kb = math.ceil(per_segment * per_vector / 1024)
         return SegmentPlan(number=number, max_size_kb=max_kb, seal_points=per_segment)

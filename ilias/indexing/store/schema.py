@@ -81,12 +81,18 @@ class CollectionConfig:
     # file, and at each mid-load seal) instead of at each upsert, so a crash loses what
     # came after the last one, and the rerun re-reads exactly that.
     wal: bool = True
+    # Processes a bulk import writes through at once, each into its own part of the
+    # collection whose sealed segments the collection then adopts (Edge; see
+    # ``feature_parts``). Segment sizing plans each part's segments (``segment_plan``).
+    import_parts: int = 1
 
     def __post_init__(self) -> None:
         check_storage(self.storage)
         check_index(self.index)
         if self.expected_points is not None and self.expected_points < 0:
             raise StoreError(f"expected_points = {self.expected_points}: give a count >= 0")
+        if self.import_parts < 1:
+            raise StoreError(f"import_parts = {self.import_parts}: give 1 or more")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +101,7 @@ class CollectionConfig:
             "index": self.index,
             "expected_points": self.expected_points,
             "wal": self.wal,
+            "import_parts": self.import_parts,
             "local": {"dim": self.local_dim, "comparator": "max_sim"} if self.local_dim else None,
             "distance": "cosine",
             "quantization": {"type": "int8", "quantile": self.quantile, "always_ram": True}
@@ -122,6 +129,7 @@ class CollectionConfig:
             expected_points=data.get("expected_points"),
             index=data.get("index") or DEFAULT_INDEX,  # stored before the switch: HNSW
             wal=bool(data.get("wal", True)),
+            import_parts=int(data.get("import_parts", 1)),
         )
 
     @property
