@@ -514,7 +514,8 @@ def import_features(
             store.drop(collection)  # refused before any row was stored: leave nothing behind
         raise
     report.import_seconds = time.perf_counter() - began
-    if store.collection_exists(collection):
+    if store.collection_exists(collection) and processes == 1:
+        # (The parts of a parallel import were sealed and indexed where they were written.)
         store.finish_load(collection)
     report.build_seconds = time.perf_counter() - began - report.import_seconds
     return report

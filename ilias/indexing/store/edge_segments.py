@@ -120,6 +120,13 @@ def _read_segment(
     return SegmentVectors(segment, rows, uuids)
 
 
+def segment_points(segment: Path) -> int:
+    """The points a sealed segment maps (the count at the head of its id mappings)."""
+    with (segment / "id_tracker.mappings").open("rb") as handle:
+        head = handle.read(8)
+    return int.from_bytes(head, "little") if len(head) == 8 else 0
+
+
 def _all_clear(path: Path, header: int) -> bool:
     """No bit set after ``header`` bytes (a missing file: nothing removed)."""
     if not path.is_file():
