@@ -427,10 +427,9 @@ def _load_features(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             storage=storage, index=index, workers=workers,
         )  # fmt: skip
-        points = backend.count(collection) if backend.collection_exists(collection) else 0
     console.print(
         f"[bold]{collection}[/]: {report.loaded} loaded, {report.already_present} already "
-        f"present, from {len(report.files)} feature files; {points} points"
+        f"present, from {len(report.files)} feature files; {report.points} points"
     )
     if report.loaded:
         console.print(

@@ -170,3 +170,18 @@ def test_a_killed_parallel_import_resumes_to_the_exact_set(tmp_path, where):
     for key, row in expected.items():
         np.testing.assert_allclose(found[key], row, atol=1e-6)
     assert not any((tmp_path / "store" / "c" / "parts").iterdir())
+
+
+def test_ilias_load_features_takes_workers(tmp_path):
+    _, expected = feature_files(tmp_path / "features", distractor_files=2, rows=2_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "ilias", "load", "--features", str(tmp_path / "features"),
+         "--workers", "2", "--for-eval", "--store", f"edge:{tmp_path / 'store'}", "-c", "c"],
+        capture_output=True, text=True, env={**ENV, "ILIAS_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"c: {len(expected)} loaded, 0 already present, from 3 feature files" in done.stdout
+    assert "Traceback" not in done.stderr
+    with EdgeStore(tmp_path / "store") as store:
+        assert store.collection_config("c").import_parts == 2
+        assert store.count("c") == len(expected)

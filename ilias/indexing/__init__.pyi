@@ -17,14 +17,16 @@ from .extract import (
     extract_shards as extract_shards,
     load_image_for as load_image_for,
 )
+from .feature_import import (
+    ImportReport as ImportReport,
+    import_features as import_features,
+)
 from .features import (
     DatabaseExport as DatabaseExport,
     FeatureFile as FeatureFile,
-    ImportReport as ImportReport,
     expand_feature_paths as expand_feature_paths,
     export_database as export_database,
     feature_file_name as feature_file_name,
-    import_features as import_features,
     read_features as read_features,
     write_features as write_features,
 )

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ilias.errors import IliasError, StoreError
+from ilias.indexing.feature_rows import RowRange, RowWriter
 from ilias.indexing.features import (
     FeatureHeader,
     ProgressCallback,
-    RowRange,
-    RowWriter,
     adaptation_layer,
     read_feature_ids,
 )
@@ -86,15 +85,17 @@ def import_in_parts(
     writer: RowWriter,
     parts: int,
     progress: ProgressCallback | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Write ``database`` into ``collection`` through ``parts`` processes (see the module);
-    ``(points loaded, ids already stored)``. The collection exists, created with
-    ``import_parts=parts``."""
+    ``(points loaded, ids already stored, points in the collection)``, the last without
+    opening the collection again (58 s at 5M x 1024). The collection exists, created
+    with ``import_parts=parts``."""
     root = store.import_parts(collection)
     if root is None:
         raise StoreError(f"{store.location} cannot adopt parts of a collection")
     adopt_leftovers(store, collection, root)
-    may_hold = store.count(collection) > 0
+    before = store.count(collection)
+    may_hold = before > 0
     config = store.collection_config(collection).to_dict()
     tasks = []
     for index, ranges in enumerate(split_rows(database, parts)):
@@ -108,10 +109,11 @@ def import_in_parts(
         tasks.append(task)
     total = sum(h.rows for h in database)
     written = _run(tasks, total, progress)
-    store.adopt_parts(collection, {task.name: written[task.index][1] for task in tasks})
+    adopted = store.adopt_parts(collection, {t.name: written[t.index][1] for t in tasks})
     if progress:
         progress(total, total)
-    return sum(loaded for loaded, _ in written.values()), sum(len(t.present) for t in tasks)
+    loaded = sum(loaded for loaded, _ in written.values())
+    return loaded, sum(len(t.present) for t in tasks), before + adopted
 
 
 def adopt_leftovers(store: Store, collection: str, root: Path) -> None:

@@ -10,10 +10,8 @@ row per id, float16 by default; queries and positives are sorted by id. Its kNN 
 (``knn_search/search.py``) reads a query file, the positives file and ``--total_distractors``
 distractor files from the template ``features_distractors_{idx}.hdf5``, positives first.
 
-Here: ``write_features`` / ``read_features`` for one file; ``import_features`` loads
-files into a collection (what ``ilias load --features`` runs), streaming each file in
-large chunks and taking the payload from the dataset's own records where given, so the
-points equal those of an image load of the same data; ``export_database`` writes a
+Here: ``write_features`` / ``read_features`` for one file (``feature_import`` loads files
+into a collection: what ``ilias load --features`` runs); ``export_database`` writes a
 collection's stored vectors back out as the positives file and numbered distractor files
 (``ilias export``; the queries, which need the encoder, are added by
 ``ilias.query.export_features``).
@@ -28,21 +26,16 @@ from __future__ import annotations
 
 import glob
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ilias import __version__
-from ilias.errors import DatasetError, StoreError, VectorValidationError
-from ilias.indexing.prefetch import prefetched
-from ilias.indexing.store import CollectionConfig, Store, validate_vectors
-from ilias.indexing.store.layout import check_storage
-from ilias.indexing.store.search_index import check_index, resolve_index
-from ilias.loader.records import Record, Role
+from ilias.errors import DatasetError
+from ilias.indexing.store import Store
+from ilias.loader.records import Role
 
 ADAPTATION_MARK = "|adapt="  # as ilias.indexing.encoders (not imported: it loads torch)
 
@@ -50,14 +43,6 @@ FEATURES_NAME = "features"  # the reference's --hdf5_name default
 PARTS = ("image_queries", "text_queries", "positives", "distractors")
 DISTRACTORS_PER_FILE = 1_000_000  # the reference: 10 tar shards of 100K images per file
 CHUNK_ROWS = 16_384  # rows read, converted and upserted at once by an import
-# A WAL-less import checkpoints (seals) after a file once this many rows came since the
-# last one: every file of the reference's layout (1M rows), not its small positives file.
-CHECKPOINT_ROWS = 500_000
-# A WAL-less import of at least this many rows is written by several processes at once
-# (one per core), each taking at least this many rows (see import_processes).
-PARALLEL_ROWS = 1_000_000
-# The share of the RAM the processes of a parallel import may hold between them.
-PART_MEMORY_SHARE = 0.5
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -360,320 +345,6 @@ def expand_feature_paths(patterns: Sequence[Path | str]) -> list[Path]:
                 raise DatasetError(f"{pattern}: no feature files match this pattern")
         found.extend(p for p in matches if p not in found)
     return found
-
-
-# ------------------------------------------------------------------------- import
-
-
-@dataclass
-class ImportReport:
-    """What ``import_features`` did, file by file."""
-
-    collection: str
-    files: list[str] = field(default_factory=list)
-    loaded: int = 0
-    already_present: int = 0
-    query_files: list[str] = field(default_factory=list)  # skipped: queries are not points
-    import_seconds: float = 0.0  # reading, checking and writing the rows (checkpoints too)
-    build_seconds: float = 0.0  # the index build after the load (``Store.finish_load``)
-
-
-def import_features(
-    paths: Sequence[Path | str],
-    store: Store,
-    collection: str,
-    *,
-    encoder: str,
-    resolution: int | None = None,
-    records: Sequence[Record] = (),
-    metadata: Mapping[str, Any] | None = None,
-    chunk: int = CHUNK_ROWS,
-    progress: ProgressCallback | None = None,
-    storage: str | None = None,
-    index: str | None = None,
-    checkpoint_rows: int = CHECKPOINT_ROWS,
-    workers: int | None = None,
-) -> ImportReport:
-    """Load reference feature files into ``collection`` (created on the first database row).
-
-    ``encoder`` is the spec that made the features (recorded, so image and text queries
-    are embedded the same way). ``records`` are the dataset's own records (what
-    ``open_dataset`` gives an image load): a point whose id is among them gets its payload
-    (instance, role, path, bbox, scale, clutter), so the collection is the one an image
-    load would build, minus ``file_stamp`` (no file was read). Ids not among them get
-    what the id says (``role_of``); a positive id the given dataset lacks is refused (the
-    files belong to another dataset). ``metadata`` is recorded with the collection
-    (``ilias_metadata`` of the dataset, so ``ilias eval`` finds its queries).
-
-    Every file is checked before anything is written (present, HDF5, both datasets of one
-    length, the collection's dimension, unique ids, queries apart, positives the dataset
-    has); a fault is one line naming the file and leaves the collection as it was. Rows
-    that are not finite are found while loading: the error names the file and the ids.
-    Query files (every id ``<instance>/query/...``) are skipped and listed: queries are
-    embedded at evaluation time. Ids already stored are skipped, so an interrupted import
-    resumes. A graph-less collection (``index`` scan) this import creates has no
-    write-ahead log (``wal=False``: about twice the engine's upsert rate on Edge): its
-    points are durable at each checkpoint (``Store.checkpoint``, after a file once
-    ``checkpoint_rows`` came since the last one, and at the load's own seals), so a kill
-    loses at most the rows read since the last one, and the rerun reads exactly those
-    again. A collection with a graph keeps its WAL. Rows
-    stream in chunks of ``chunk`` (float16 -> float32 once per chunk, the next chunk read
-    in a thread meanwhile); ``progress(done, total)`` counts rows. An ``encoder`` ending
-    in ``|adapt=LAYER`` takes the frozen encoder's features and stores them through the
-    layer (the reference's ``--lin_adapt_path``), so the collection equals an image load
-    with that spec. ``storage``: the layout of the collection if
-    this import creates it (``ram``, ``disk``, ``compact``, or ``auto`` to pick by the
-    rows of the database files; None: the store's default); ``index`` likewise
-    (``hnsw``, ``scan``, ``auto``/None: by the rows).
-    """
-    check_storage(storage)
-    check_index(index)
-    headers = [inspect_features(path) for path in paths]
-    exists = store.collection_exists(collection)
-    if exists:
-        meta = store.collection_config(collection).metadata
-        recorded, made_at = meta.get("encoder"), meta.get("resolution")
-        if recorded != encoder:
-            raise StoreError(
-                f"collection {collection!r} holds descriptors of {recorded}, not {encoder}; "
-                "load these features into a new collection (--collection NAME)"
-            )
-        if resolution not in (None, made_at):
-            raise StoreError(
-                f"collection {collection!r} holds descriptors made at {made_at}px, not "
-                f"{resolution}px (--resolution); load these features into a new collection "
-                "(--collection NAME)"
-            )
-        resolution = made_at
-    layer = adaptation_layer(encoder)
-    dim = store.collection_config(collection).dim if exists else None
-    file_dim = layer.d_in if layer is not None else dim
-    for header in headers:
-        if file_dim is None:
-            file_dim = header.dim
-        elif header.dim != file_dim:
-            holder = f"{collection!r} holds" if exists else f"{headers[0].path} has"
-            wanted = (
-                f"the adaptation layer of {encoder} takes {file_dim}-d ones"
-                if layer is not None
-                else f"{holder} {file_dim}-d vectors"
-            )
-            raise DatasetError(
-                f"{header.path}: {header.dim}-d features, but {wanted}; one collection holds "
-                "the features of one encoder"
-            )
-    known = {record.id: record.payload for record in records}
-    holds_queries = [_holds_queries(header.path, known) for header in headers]
-    database = [h for h, queries in zip(headers, holds_queries, strict=True) if not queries]
-    # Files under a checkpoint's worth of rows (the positives) first: the load's seals then
-    # fall on full segments, and no small last segment is merged into (rewrites) a sealed
-    # one when the load ends (see segment_plan).
-    database.sort(key=lambda header: header.rows >= checkpoint_rows)
-    report = ImportReport(collection)
-    report.query_files = [str(h.path) for h, q in zip(headers, holds_queries, strict=True) if q]
-    total = sum(h.rows for h in database)
-    wal = resolve_index(index, dim=file_dim or 0, expected_points=total) != "scan"
-    processes = import_processes(store, collection, workers, total, wal=wal, dim=file_dim or 0)
-    if not exists and database:
-        meta = {
-            "encoder": encoder,
-            "resolution": resolution,
-            "ilias_version": __version__,
-            "features": sorted({str(h.path.parent.resolve()) for h in headers}),
-            **(metadata or {}),
-        }
-        config = CollectionConfig(
-            dim=layer.d_out if layer is not None else database[0].dim,
-            metadata=meta,
-            storage=storage,
-            index=index,
-            expected_points=total,
-            # The files can be read again: no WAL where a checkpoint costs only a seal (no
-            # graph; see CollectionConfig.wal, Store.checkpoint).
-            wal=wal,
-            import_parts=processes,
-        )
-        store.create_collection(collection, config)
-    writer = RowWriter(store, collection, encoder, layer, known, chunk)
-    began = time.perf_counter()
-    try:
-        if not database:
-            pass
-        elif processes > 1:
-            from ilias.indexing.feature_parts import import_in_parts
-
-            report.loaded, report.already_present = import_in_parts(
-                store, collection, database, writer, processes, progress
-            )
-        else:
-            _import_in_order(store, collection, database, writer, checkpoint_rows, progress)
-            report.loaded, report.already_present = writer.loaded, writer.already_present
-        report.files = [str(header.path) for header in database]
-    except BaseException:
-        if not exists and store.collection_exists(collection) and store.count(collection) == 0:
-            store.drop(collection)  # refused before any row was stored: leave nothing behind
-        raise
-    report.import_seconds = time.perf_counter() - began
-    if store.collection_exists(collection) and processes == 1:
-        # (The parts of a parallel import were sealed and indexed where they were written.)
-        store.finish_load(collection)
-    report.build_seconds = time.perf_counter() - began - report.import_seconds
-    return report
-
-
-def import_processes(
-    store: Store, collection: str, asked: int | None, rows: int, *, wal: bool, dim: int
-) -> int:
-    """How many processes write an import: what the collection was created with when it
-    exists (its segment plan depends on it), else ``asked``, else one per core for a
-    WAL-less import of at least ``PARALLEL_ROWS`` rows into an engine that adopts parts
-    (Edge), at most one per ``PARALLEL_ROWS`` rows and as many as the memory allows
-    (``PART_MEMORY_SHARE`` of the RAM, each holding up to ``SEAL_POINTS`` float32 rows
-    before it seals them; measured at 1M x 1024, two processes: 2 GB of anonymous memory
-    in all, the rest of their resident size the page cache of their segment files). One
-    process wherever parts cannot be adopted, or with a WAL."""
-    if store.collection_exists(collection):
-        return store.collection_config(collection).import_parts
-    if wal or store.import_parts(collection) is None:
-        return 1
-    if asked is not None:
-        return asked
-    from ilias.indexing.limits import cpu_count
-    from ilias.indexing.store.layout import SEAL_POINTS, machine_ram_bytes
-
-    by_memory = int(PART_MEMORY_SHARE * machine_ram_bytes() // max(1, SEAL_POINTS * dim * 4))
-    return max(1, min(cpu_count(), rows // PARALLEL_ROWS, by_memory))
-
-
-@dataclass(frozen=True)
-class RowRange:
-    """Rows ``start`` to ``stop`` (excluded) of one feature file."""
-
-    path: Path
-    start: int
-    stop: int
-
-    @property
-    def rows(self) -> int:
-        return self.stop - self.start
-
-
-class RowWriter:
-    """Writes rows of feature files into one collection of one store: the payload from the
-    dataset's records (else what the id says), ids already stored skipped, the adaptation
-    layer applied; what the serial import and each process of a parallel one run."""
-
-    def __init__(
-        self,
-        store: Store,
-        collection: str,
-        encoder: str,
-        layer: Any,
-        known: Mapping[str, Mapping[str, Any]],
-        chunk: int,
-    ):
-        self.store, self.collection, self.encoder = store, collection, encoder
-        self.layer, self.known, self.chunk = layer, known, chunk
-        self.loaded = self.already_present = 0
-
-    def write(
-        self, rows: RowRange, ids: Sequence[str], present: set[str],
-        progress: Callable[[int], None] | None = None,
-    ) -> None:  # fmt: skip
-        """Write ``rows`` (whose ids are ``ids``), skipping ``present``; ``progress(n)``
-        after each chunk with the rows of the range done."""
-        self.already_present += len(present)
-        payloads = [self.known.get(i) or _payload(i, *role_of(i)) for i in ids]
-        for start, matrix in prefetched(_chunks(rows, self.chunk), "hdf5"):
-            end = start + len(matrix)
-            chunk_ids, chunk_payloads = ids[start:end], payloads[start:end]
-            if present:
-                keep = [n for n, i in enumerate(chunk_ids) if i not in present]
-                chunk_ids, matrix = [chunk_ids[n] for n in keep], matrix[keep]
-                chunk_payloads = [chunk_payloads[n] for n in keep]
-            try:
-                if self.layer is not None:  # checked before the layer; upsert checks the rest
-                    validate_vectors(matrix, self.layer.d_in, chunk_ids)
-                    matrix = adapt_features(matrix, self.encoder, rows.path, self.layer)
-                self.store.upsert(self.collection, chunk_ids, matrix, chunk_payloads)
-            except VectorValidationError as error:
-                raise DatasetError(f"{rows.path}: {error}") from error
-            self.loaded += len(chunk_ids)
-            if progress:
-                progress(end)
-
-
-def _import_in_order(
-    store: Store,
-    collection: str,
-    database: Sequence[FeatureHeader],
-    writer: RowWriter,
-    checkpoint_rows: int,
-    progress: ProgressCallback | None,
-) -> None:
-    """One process writes the files in order, checkpointing after a file once
-    ``checkpoint_rows`` came since the last checkpoint."""
-    total, done, unsaved = sum(h.rows for h in database), 0, 0
-    may_hold = store.count(collection) > 0  # else no id can be stored yet
-    for header in database:
-        ids = read_feature_ids(header.path)
-        present = store.existing_ids(collection, ids) if may_hold else set()
-        writer.write(
-            RowRange(header.path, 0, header.rows), ids, present,
-            (lambda end, done=done: progress(done + end, total)) if progress else None,
-        )  # fmt: skip
-        unsaved += header.rows
-        if unsaved >= checkpoint_rows:
-            store.checkpoint(collection)  # this file's points now survive a kill
-            unsaved = 0
-        done += header.rows
-        if progress:
-            progress(done, total)
-
-
-def _holds_queries(path: Path, known: Mapping[str, Any]) -> bool:
-    """Whether a file holds queries (every id ``<instance>/query/...``) rather than database
-    points; a file that mixes both, repeats ids, or (with the dataset ``known``) holds a
-    positive the dataset lacks, is refused naming the file. Ids only, before any write."""
-    ids = read_feature_ids(path)
-    roles = [role_of(i)[0] for i in ids]
-    queries = roles.count(Role.QUERY)
-    if queries and queries < len(ids):
-        first = ids[roles.index(Role.QUERY)]
-        raise DatasetError(
-            f"{path}: mixes query ids ({first}, ...) with database ids; queries and the "
-            "database come in separate files"
-        )
-    if known:
-        lost = next((i for i, r in zip(ids, roles, strict=True)
-                     if r is Role.POSITIVE and i not in known), None)  # fmt: skip
-        if lost is not None:
-            raise DatasetError(
-                f"{path}: {lost} is not in the dataset given; pass the dataset these "
-                "features were extracted from"
-            )
-    return bool(ids) and queries == len(ids)
-
-
-def _chunks(rows: RowRange, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row within the range, float32 rows)`` of a range of a file's features,
-    ``chunk`` rows at a time: one HDF5 read and one conversion per chunk, never the whole
-    file in memory."""
-    import h5py
-
-    with h5py.File(rows.path, "r") as found:
-        features = found["features"]
-        for start in range(rows.start, rows.stop, chunk):
-            stop = min(start + chunk, rows.stop)
-            yield start - rows.start, np.asarray(features[start:stop], dtype=np.float32)
-
-
-def _payload(dataset_id: str, role: Role, instance: str | None) -> dict[str, Any]:
-    """What an id alone says of its point (``role_of``), for ids the dataset lacks."""
-    payload: dict[str, Any] = {"id": dataset_id, "role": role.value}
-    if instance is not None:
-        payload["instance"] = instance
-    return payload
 
 
 # ------------------------------------------------------------------------- export
