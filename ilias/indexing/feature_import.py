@@ -206,7 +206,7 @@ def import_processes(
     (Edge), at most one per ``PARALLEL_ROWS`` rows and as many as the memory allows
     (``PART_MEMORY_SHARE`` of the RAM, each holding up to ``SEAL_POINTS`` float32 rows
     before it seals them; measured at 5M x 1024, two processes sealing every 834k points:
-    8.7 GB of memory in use on the machine at the peak, page cache aside). One process
+    9.1 GB of memory in use on the machine at the peak, page cache aside). One process
     wherever parts cannot be adopted, or with a WAL."""
     if store.collection_exists(collection):
         return store.collection_config(collection).import_parts
