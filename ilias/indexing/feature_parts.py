@@ -97,11 +97,14 @@ def import_in_parts(
     before = store.count(collection)
     may_hold = before > 0
     config = store.collection_config(collection).to_dict()
+    # The parent reads the ids only to hand each part its records' payloads and the ids
+    # stored already; the parts read their own (5M ids: seconds).
+    needs_ids = bool(writer.known) or may_hold
     tasks = []
     for index, ranges in enumerate(split_rows(database, parts)):
         task = PartTask(index, str(root), f"part-{index}", config, ranges, writer.encoder,
                         writer.chunk)  # fmt: skip
-        for rows in ranges:
+        for rows in ranges if needs_ids else ():
             ids = read_feature_ids(rows.path)[rows.start : rows.stop]
             task.known.update((i, writer.known[i]) for i in ids if i in writer.known)
             if may_hold:

@@ -210,12 +210,8 @@ class EdgeEngine(Engine):
             writes.unsealed = writes.unflushed = 0
 
     def drop(self, name: str) -> None:
-        wait(self._readers)
-        self._writes.pop(name, None)
+        self._close_shard(name, flush=False)
         self._holes_seen.pop(name, None)
-        shard = self._shards.pop(name, None)
-        if shard is not None:
-            shard.close()
         shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
@@ -409,15 +405,13 @@ class EdgeEngine(Engine):
         next command opens it anyway."""
         folder = self.root / name / _PARTS
         counts = dict(parts)
-        for part, points in parts.items():
-            if points is None:
-                store = EdgeEngine(folder)
-                with store._disk_errors(part, "sealing it"):
-                    shard = store._shard(part)
-                    shard.flush()
-                    shard.optimize()
-                    counts[part] = store.count(part, ())
-                store.close()
+        interrupted = [part for part, points in parts.items() if points is None]
+        if interrupted:
+            store = EdgeEngine(folder)
+            for part in interrupted:
+                store._seal(part, store._shard(part))
+                counts[part] = store.count(part, ())
+            store.close()
         with self._disk_errors(name, "indexing its payload"):
             _ensure_payload_indexes(self._shard(name), self.read_config(name), every=True)
         self._close_shard(name)
@@ -439,12 +433,14 @@ class EdgeEngine(Engine):
             shutil.rmtree(folder / part, ignore_errors=True)
         return sum(c or 0 for c in counts.values())
 
-    def _close_shard(self, name: str) -> None:
+    def _close_shard(self, name: str, flush: bool = True) -> None:
+        """Close one collection's shard (reopened on next use) once no reader uses it."""
         wait(self._readers)
         self._writes.pop(name, None)
         shard = self._shards.pop(name, None)
         if shard is not None:
-            shard.flush()
+            if flush:
+                shard.flush()
             shard.close()
 
     def stored_vectors(self, name: str, vector: str, dim: int, block: int) -> VectorStream | None:
